@@ -1,0 +1,5 @@
+import sys
+
+from jaxunlearn.cli import main
+
+sys.exit(main())

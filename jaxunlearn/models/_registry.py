@@ -1,0 +1,122 @@
+"""Model registry: a :class:`Model` bundles a Flax module with its input normalisation and gives pure
+functions over plain pytrees (``params``, ``batch_stats``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxunlearn.models import _nets
+
+Params = Any
+BatchStats = Any
+
+MODEL_NAMES = ("mlp", "cnn", "allcnn", "resnet18", "wrn16_4", "wrn28_2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A network plus its input normalisation; all methods are pure and jittable.
+
+  Attributes:
+    name: registry name.
+    module: the Flax Linen module (its final linear layer is named ``head``).
+    num_classes: number of outputs.
+    input_shape: ``(H, W, C)`` of one image.
+    mean, std: per-channel normalisation applied to ``x / 255`` (uint8 input) or ``x`` (float input).
+  """
+
+  name: str
+  module: nn.Module
+  num_classes: int
+  input_shape: tuple[int, int, int]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+  def init(self, key: jax.Array) -> tuple[Params, BatchStats]:
+    """Fresh ``(params, batch_stats)``; ``batch_stats`` is ``{}`` for models without BatchNorm."""
+    x = jnp.zeros((2, *self.input_shape), jnp.float32)
+    variables = self.module.init(key, x, train=False)
+    return variables["params"], variables.get("batch_stats", {})
+
+  def normalize(self, x: jax.Array) -> jax.Array:
+    """uint8 ``[B, H, W, C]`` (or float in [0, 1]) to normalised float32."""
+    x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+    return (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+
+  def apply(self, params: Params, batch_stats: BatchStats, x: jax.Array, *, train: bool = False
+            ) -> tuple[jax.Array, BatchStats]:
+    """Logits ``float32 [B, num_classes]`` and the (updated in train mode) batch statistics."""
+    variables = {"params": params, "batch_stats": batch_stats}
+    if train and _has_stats(batch_stats):
+      logits, upd = self.module.apply(variables, self.normalize(x), train=True, mutable=["batch_stats"])
+      return logits.astype(jnp.float32), upd["batch_stats"]
+    logits = self.module.apply(variables, self.normalize(x), train=False)
+    return logits.astype(jnp.float32), batch_stats
+
+  def features(self, params: Params, batch_stats: BatchStats, x: jax.Array) -> jax.Array:
+    """Penultimate features ``float32 [B, D]`` in eval mode."""
+    variables = {"params": params, "batch_stats": batch_stats}
+    f = self.module.apply(variables, self.normalize(x), train=False, method="features")
+    return f.astype(jnp.float32)
+
+  def head(self, head_params: Params, feats: jax.Array) -> jax.Array:
+    """The final linear layer alone: ``feats [B, D]`` -> logits ``[B, num_classes]``."""
+    return (feats @ head_params["kernel"] + head_params["bias"]).astype(jnp.float32)
+
+  def block_names(self) -> tuple[str, ...]:
+    """Top-level parameter groups in forward order; the last one is ``head``."""
+    return self.module.clone().block_names()
+
+  @property
+  def feature_dim(self) -> int:
+    p, _ = jax.eval_shape(self.init, jax.random.key(0))
+    return p["head"]["kernel"].shape[0]
+
+
+def _has_stats(batch_stats) -> bool:
+  return bool(jax.tree_util.tree_leaves(batch_stats))
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": lambda nc, width, dtype: _nets.MLP(nc, hidden=(int(256 * width),) * 2, dtype=dtype),
+    "cnn": lambda nc, width, dtype: _nets.CNN(nc, width=max(1, int(32 * width)), hidden=max(1, int(128 * width)), dtype=dtype),
+    "allcnn": lambda nc, width, dtype: _nets.AllCNN(nc, width=width, dtype=dtype),
+    "resnet18": lambda nc, width, dtype: _nets.ResNet18(nc, width=width, dtype=dtype),
+    "wrn16_4": lambda nc, width, dtype: _nets.WideResNet(nc, depth=16, widen=max(1, int(round(4 * width))), dtype=dtype),
+    "wrn28_2": lambda nc, width, dtype: _nets.WideResNet(nc, depth=28, widen=max(1, int(round(2 * width))), dtype=dtype),
+}
+
+
+def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, int],
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                 width: float = 1.0, dtype: Any = jnp.float32) -> Model:
+  """Builds a registered model.
+
+  Args:
+    name: one of ``mlp``, ``cnn``, ``allcnn``, ``resnet18``, ``wrn16_4``, ``wrn28_2``.
+    num_classes: outputs.
+    input_shape: ``(H, W, C)``.
+    mean, std: per-channel input normalisation (defaults 0 and 1).
+    width: channel multiplier (the SCRUB paper's small-scale ResNet-18 uses 0.4).
+    dtype: compute dtype (``jnp.bfloat16`` for mixed precision; parameters stay float32).
+  """
+  if name not in _BUILDERS:
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+  if not (isinstance(num_classes, int) and num_classes >= 2):
+    raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+  if len(input_shape) != 3:
+    raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}")
+  if not width > 0:
+    raise ValueError(f"width must be positive, got {width!r}")
+  c = input_shape[-1]
+  mean = tuple(mean) if mean is not None else (0.0,) * c
+  std = tuple(std) if std is not None else (1.0,) * c
+  if len(mean) != c or len(std) != c:
+    raise ValueError(f"mean/std need {c} channels, got {len(mean)}/{len(std)}")
+  module = _BUILDERS[name](num_classes, width, dtype)
+  return Model(name, module, num_classes, tuple(int(v) for v in input_shape), mean, std)

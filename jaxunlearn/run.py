@@ -1,0 +1,264 @@
+"""The main job: train the original and the retrained oracle, unlearn, evaluate, write results.json.
+
+Library code behind ``jaxunlearn run``; every check of the user's input happens in
+:func:`prepare` before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxunlearn import data as jdata
+from jaxunlearn import models as jmodels
+from jaxunlearn import unlearn as jun
+from jaxunlearn.train import ModelState
+from jaxunlearn.train import TrainConfig
+from jaxunlearn.train import evaluate
+from jaxunlearn.train import train_model
+
+EVAL_OPTIONS = ("mia", "zrf", "tow")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything ``jaxunlearn run`` needs; defaults are the embedded digits job."""
+
+  dataset: str = "digits"
+  model: str = "cnn"
+  width: float = 1.0
+  forget: str = "random:0.1"
+  methods: tuple[str, ...] = ("finetune",)
+  epochs: int = 15
+  batch_size: int = 64
+  lr: float = 0.05
+  optimizer: str = "sgd"
+  weight_decay: float = 5e-4
+  augment: bool = False
+  seed: int = 0
+  out: str = "out/run"
+  overrides: tuple[tuple[str, str, str], ...] = ()   # (method, option, value)
+  presets: tuple[tuple[str, str], ...] = ()          # (method, preset)
+  mask: str | None = None                            # del:0.3 | salun:0.5
+  evals: tuple[str, ...] = ()
+  train_subset: int | None = None
+  test_subset: int | None = None
+  data_dir: str | None = None
+  download: bool = False
+  progress: bool = True
+
+
+@dataclasses.dataclass
+class Prepared:
+  cfg: RunConfig
+  ds: jdata.Dataset
+  split: jdata.ForgetSplit
+  model: jmodels.Model
+  train_cfg: TrainConfig
+  method_cfgs: dict[str, Any]
+  out: Path
+
+
+def _check_out_dir(out: str) -> Path:
+  p = Path(out)
+  if p.exists() and not p.is_dir():
+    raise ValueError(f"output folder {out!r} exists and is not a folder")
+  probe = p
+  while not probe.exists():
+    probe = probe.parent
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise ValueError(f"output folder {out!r} is not writable ({str(probe)!r} denies writing)")
+  return p
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+  """Validates every input and loads the data; compiles and writes nothing.
+
+  Raises:
+    ValueError: one line naming the bad value.
+  """
+  if cfg.model not in jmodels.MODEL_NAMES:
+    raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(jmodels.MODEL_NAMES)}")
+  if not cfg.methods:
+    raise ValueError("no --method given")
+  for m in cfg.methods:
+    jun.get_method(m)
+  for e in cfg.evals:
+    if e not in EVAL_OPTIONS:
+      raise ValueError(f"unknown --eval option {e!r}; choose from {', '.join(EVAL_OPTIONS)}")
+  if len(set(cfg.methods)) != len(cfg.methods):
+    raise ValueError(f"a method is given twice in {list(cfg.methods)}")
+  jdata.parse_forget_spec(cfg.forget)
+  if cfg.mask is not None:
+    kind, _, frac = cfg.mask.partition(":")
+    if kind not in ("del", "salun"):
+      raise ValueError(f"unknown mask {cfg.mask!r}; use del:FRAC or salun:FRAC")
+    try:
+      f = float(frac)
+    except ValueError:
+      raise ValueError(f"mask {cfg.mask!r}: fraction {frac!r} is not a number") from None
+    if not 0.0 < f <= 1.0:
+      raise ValueError(f"mask {cfg.mask!r}: fraction {f} must lie in (0, 1]")
+  train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+                          weight_decay=cfg.weight_decay, augment=cfg.augment)
+  method_cfgs = {}
+  presets = dict(cfg.presets)
+  for m, _ in cfg.presets:
+    if m not in cfg.methods:
+      raise ValueError(f"--preset for {m!r}, which is not among --method {list(cfg.methods)}")
+  for m, k, _ in cfg.overrides:
+    if m not in cfg.methods and m != "retrain":
+      raise ValueError(f"--set {m}.{k}: method {m!r} is not among --method {list(cfg.methods)}")
+  for m in set(cfg.methods) | {"retrain"}:
+    ov = {k: v for mm, k, v in cfg.overrides if mm == m}
+    method_cfgs[m] = jun.make_config(m, ov, preset=presets.get(m))
+  # the oracle trains exactly like the original, on the retain set
+  # (user --set retrain.x=... still wins)
+  base = {k: getattr(train_cfg, k) for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment")}
+  retrain_ov = {k for mm, k, _ in cfg.overrides if mm == "retrain"}
+  method_cfgs["retrain"] = dataclasses.replace(
+      method_cfgs["retrain"], **{k: v for k, v in base.items() if k not in retrain_ov})
+  out = _check_out_dir(cfg.out)
+  ds = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
+  if cfg.train_subset or cfg.test_subset:
+    ds = ds.subset(cfg.train_subset, cfg.test_subset, seed=cfg.seed)
+  split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
+  if cfg.batch_size > len(split.retain):
+    raise ValueError(f"batch size {cfg.batch_size} is larger than the retain set ({len(split.retain)} examples)")
+  model = jmodels.create_model(cfg.model, num_classes=ds.num_classes, input_shape=ds.image_shape,
+                               mean=ds.mean, std=ds.std, width=cfg.width)
+  return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out)
+
+
+def _accs(state: ModelState, p: Prepared) -> tuple[dict, dict]:
+  ds, sp = p.ds, p.split
+  ev = {
+      "retain": evaluate(state.model, state.params, state.batch_stats, ds.x_train[sp.retain], sp.y_train[sp.retain]),
+      "forget": evaluate(state.model, state.params, state.batch_stats, ds.x_train[sp.forget], sp.y_train[sp.forget]),
+      "test": evaluate(state.model, state.params, state.batch_stats, ds.x_test, ds.y_test),
+  }
+  return {k: v["acc"] for k, v in ev.items()}, ev
+
+
+def _jsonable(v):
+  if isinstance(v, dict):
+    return {str(k): _jsonable(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_jsonable(x) for x in v]
+  if isinstance(v, (np.ndarray, jax.Array)):
+    a = np.asarray(v)
+    return a.item() if a.ndim == 0 else a.tolist()
+  if isinstance(v, (np.floating, np.integer)):
+    return v.item()
+  return v
+
+
+def write_json_atomic(path: Path, obj) -> None:
+  """Writes JSON via a temporary file and ``os.replace``: a crash never leaves a half-written file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(_jsonable(obj), f, indent=2, sort_keys=False)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _log(p: Prepared, msg: str):
+  if p.cfg.progress:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def execute(p: Prepared) -> dict:
+  """Runs the job prepared by :func:`prepare`; returns (and writes) the results dict."""
+  cfg, ds, sp = p.cfg, p.ds, p.split
+  key = jax.random.key(cfg.seed)
+  all_idx = np.arange(len(ds.y_train))
+  results: dict[str, Any] = {
+      "dataset": cfg.dataset, "model": cfg.model, "forget": cfg.forget, "seed": cfg.seed,
+      "sizes": {"retain": int(len(sp.retain)), "forget": int(len(sp.forget)), "test": int(len(ds.y_test))},
+      "models": {},
+      "config": {"train": dataclasses.asdict(p.train_cfg), "width": cfg.width, "mask": cfg.mask,
+                 "methods": {m: dataclasses.asdict(c) for m, c in p.method_cfgs.items()}},
+      "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
+  }
+  _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / "
+          f"{len(ds.y_test)} test, model {cfg.model}, forget {cfg.forget}")
+  original, hist = train_model(p.model, p.train_cfg, ds.x_train, sp.y_train, all_idx,
+                               jax.random.fold_in(key, 1), progress=cfg.progress, desc="original")
+  acc, _ = _accs(original, p)
+  results["models"]["original"] = {"acc": acc, "seconds": hist["seconds"]}
+  _log(p, f"  original  {_fmt(acc)}  {hist['seconds']:.1f}s")
+
+  data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes)
+  mask = None
+  if cfg.mask is not None:
+    mask = _build_mask(cfg.mask, original, data, jax.random.fold_in(key, 3))
+  for name in ("retrain",) + tuple(m for m in cfg.methods if m != "retrain"):
+    m = jun.get_method(name)
+    use_mask = mask if (m.supports_mask and name != "retrain") else None
+    t0 = time.perf_counter()
+    fn = jax.jit(m.fn, static_argnames=("config",))
+    state, metrics = fn(original, data, jax.random.fold_in(key, zlib.crc32(name.encode()) % (2**31)), p.method_cfgs[name],
+                        mask=use_mask)
+    jax.block_until_ready(state.params)
+    secs = time.perf_counter() - t0
+    acc, ev = _accs(state, p)
+    entry = {"acc": acc, "seconds": secs}
+    if name != "retrain":
+      entry["speedup_vs_retrain"] = results["models"]["retrain"]["seconds"] / max(secs, 1e-9)
+    entry["metrics"] = _summarize(metrics)
+    results["models"][name] = entry
+    _log(p, f"  {name:<9} {_fmt(acc)}  {secs:.1f}s")
+  return results
+
+
+def _build_mask(spec: str, original: ModelState, data, key):
+  kind, _, frac = spec.partition(":")
+  from jaxunlearn.unlearn import masks  # arrives with the localisation work
+  return masks.build_mask(kind, original, data, float(frac))
+
+
+def _summarize(metrics) -> dict:
+  out = {}
+  for k, v in (metrics or {}).items():
+    a = np.asarray(v)
+    out[k] = a.item() if a.ndim == 0 else a.tolist()
+  return out
+
+
+def _fmt(acc: dict) -> str:
+  return "  ".join(f"{k} {100 * v:5.1f}%" for k, v in acc.items())
+
+
+def format_table(results: dict) -> str:
+  """A plain-text table of accuracies and times."""
+  rows = [f"{'model':<14}{'retain':>8}{'forget':>8}{'test':>8}{'seconds':>9}{'speed-up':>9}"]
+  for name, e in results["models"].items():
+    a = e["acc"]
+    su = e.get("speedup_vs_retrain")
+    rows.append(f"{name:<14}{100 * a['retain']:8.1f}{100 * a['forget']:8.1f}{100 * a['test']:8.1f}"
+                f"{e['seconds']:9.1f}{(f'{su:8.1f}x' if su else ''):>9}")
+  return "\n".join(rows)
+
+
+def run(cfg: RunConfig) -> dict:
+  """prepare + execute + write ``OUT/results.json``."""
+  p = prepare(cfg)
+  results = execute(p)
+  write_json_atomic(p.out / "results.json", results)
+  return results
