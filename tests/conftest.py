@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny synthetic data and models so the CPU suite stays fast."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_disable_most_optimizations", True)
+
+from jaxunlearn import models as jmodels  # noqa: E402
+from jaxunlearn import train as jtrain  # noqa: E402
+from jaxunlearn import unlearn as jun  # noqa: E402
+
+
+def make_blobs(n_per_class=40, num_classes=4, size=8, seed=0, noise=0.15):
+  """Linearly separable images: class c lights up quadrant-ish pattern c. uint8 [N, size, size, 1]."""
+  rng = np.random.default_rng(seed)
+  protos = rng.uniform(0, 1, (num_classes, size, size, 1))
+  y = np.repeat(np.arange(num_classes), n_per_class)
+  x = protos[y] + noise * rng.standard_normal((len(y), size, size, 1))
+  x = np.clip(x, 0, 1)
+  perm = rng.permutation(len(y))
+  return (x[perm] * 255).round().astype(np.uint8), y[perm].astype(np.int32)
+
+
+@pytest.fixture(scope="session")
+def key():
+  return jax.random.key(0)
+
+
+@pytest.fixture(scope="session")
+def blobs():
+  """(x_train, y_train, x_test, y_test) with 4 classes, 160 train / 80 test 8x8x1 images."""
+  x, y = make_blobs(40, seed=0)
+  xt, yt = make_blobs(20, seed=0)  # same prototypes (seed), fresh noise draw order differs by n
+  return x, y, xt, yt
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+  return jmodels.create_model("cnn", num_classes=4, input_shape=(8, 8, 1), width=0.25)
+
+
+@pytest.fixture(scope="session")
+def mlp_model():
+  return jmodels.create_model("mlp", num_classes=4, input_shape=(8, 8, 1), width=0.125)
+
+
+@pytest.fixture(scope="session")
+def class_split(blobs):
+  """Forget class 0."""
+  x, y, _, _ = blobs
+  forget = np.flatnonzero(y == 0).astype(np.int32)
+  retain = np.flatnonzero(y != 0).astype(np.int32)
+  return retain, forget
+
+
+@pytest.fixture(scope="session")
+def trained(blobs, tiny_model):
+  """The original model trained on all of ``blobs`` (a few epochs; ~100 % train accuracy)."""
+  x, y, _, _ = blobs
+  cfg = jtrain.TrainConfig(epochs=8, batch_size=32, lr=0.05)
+  state, _ = jtrain.train_model(tiny_model, cfg, x, y, np.arange(len(y)), jax.random.key(1), progress=False)
+  return state
+
+
+@pytest.fixture(scope="session")
+def class_data(blobs, class_split):
+  x, y, xt, yt = blobs
+  retain, forget = class_split
+  return jun.UnlearnData.create(x, y, retain, forget, num_classes=4, x_val=xt[yt == 0], y_val=yt[yt == 0])

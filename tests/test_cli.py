@@ -1,0 +1,76 @@
+"""`jaxunlearn run`: JSON schema of results.json and one-line exits on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxunlearn import cli
+
+
+def _run(args, capsys):
+  code = cli.main(args)
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def test_run_writes_results_json_with_schema(tmp_path, capsys):
+  out = tmp_path / "o"
+  code, stdout, _ = _run(["run", "--model", "mlp", "--width", "0.25", "--epochs", "2", "--train-subset", "300",
+                          "--test-subset", "100", "--forget", "random:0.1", "--method", "finetune",
+                          "--set", "finetune.epochs=1", "--quiet", "--out", str(out)], capsys)
+  assert code == 0
+  r = json.loads((out / "results.json").read_text())
+  assert {"dataset", "model", "forget", "seed", "sizes", "models"} <= set(r)
+  assert r["dataset"] == "digits" and r["model"] == "mlp" and r["forget"] == "random:0.1" and r["seed"] == 0
+  assert r["sizes"] == {"retain": 270, "forget": 30, "test": 100}
+  assert set(r["models"]) == {"original", "retrain", "finetune"}
+  for name, entry in r["models"].items():
+    assert set(entry["acc"]) == {"retain", "forget", "test"}
+    assert all(0.0 <= v <= 1.0 for v in entry["acc"].values())
+    assert entry["seconds"] > 0
+  assert r["models"]["finetune"]["speedup_vs_retrain"] > 0
+  assert r["config"]["methods"]["finetune"]["epochs"] == 1
+  assert "finetune" in stdout and "retrain" in stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--method", "forget_everything"], "unknown method 'forget_everything'"),
+    (["--model", "vgg99"], "unknown model 'vgg99'"),
+    (["--forget", "random"], "malformed forget spec 'random'"),
+    (["--forget", "class:12"], "class 12 does not exist"),
+    (["--forget", "random:1.5"], "fraction 1.5 must lie in (0, 1)"),
+    (["--dataset", "npz:/no/such/file.npz"], "npz file not found"),
+    (["--set", "finetune.nonexistent=3"], "has no option 'nonexistent'"),
+    (["--set", "finetune.epochs=abc"], "finetune.epochs='abc'"),
+    (["--mask", "magic:0.3"], "unknown mask 'magic:0.3'"),
+    (["--batch-size", "100000"], "batch size 100000 is larger"),
+    (["--epochs", "-1"], "epochs must be"),
+])
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, needle):
+  out = tmp_path / "o"
+  code, stdout, err = _run(["run", "--out", str(out), "--quiet"] + args, capsys)
+  assert code == 2
+  lines = [l for l in err.strip().splitlines() if l.strip()]
+  assert len(lines) == 1, err
+  assert needle in lines[0]
+  assert "Traceback" not in err
+  assert not out.exists()
+
+
+def test_unknown_flag_is_argparse_exit_2(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["run", "--bogus"])
+  assert e.value.code == 2
+  assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_python_dash_m_help_lists_defaults():
+  env = dict(os.environ, COLUMNS="200")
+  r = subprocess.run([sys.executable, "-m", "jaxunlearn", "run", "--help"], capture_output=True, text=True,
+                     timeout=120, env=env)
+  assert r.returncode == 0
+  assert "--forget" in r.stdout and "random:0.1" in r.stdout and "(default: digits)" in r.stdout

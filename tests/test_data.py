@@ -1,0 +1,165 @@
+"""Loaders (digits, tfds via mock_data, npz incl. JPEG bytes) and forget-set builders."""
+
+import io
+
+import numpy as np
+import pytest
+
+from jaxunlearn import data as jd
+
+
+def test_digits_loader():
+  d = jd.load_dataset("digits")
+  assert d.x_train.shape == (1437, 8, 8, 1) and d.x_test.shape == (360, 8, 8, 1)
+  assert d.x_train.dtype == np.uint8 and d.y_train.dtype == np.int32
+  assert d.num_classes == 10 and set(np.unique(d.y_train)) == set(range(10))
+  assert d.x_train.max() == 255 and d.x_train.min() == 0
+  assert len(d.mean) == 1 and 0 < d.mean[0] < 1 and d.std[0] > 0
+
+
+def test_tfds_loader_with_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=12):
+    d = jd.load_dataset("mnist")
+  assert d.x_train.shape == (12, 28, 28, 1) and d.x_test.shape == (12, 28, 28, 1)
+  assert d.x_train.dtype == np.uint8
+  assert d.num_classes == 10
+  assert d.y_train.min() >= 0 and d.y_train.max() < 10
+
+
+def test_unknown_dataset_is_one_clear_error():
+  with pytest.raises(ValueError, match="unknown dataset 'not_a_dataset'"):
+    jd.load_dataset("not_a_dataset")
+
+
+def test_npz_plain_and_missing(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (20, 6, 6, 3), dtype=np.uint8)
+  y = rng.integers(0, 3, 20)
+  p = tmp_path / "d.npz"
+  np.savez(p, x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
+  d = jd.load_dataset(f"npz:{p}")
+  np.testing.assert_array_equal(d.x_train, x)
+  np.testing.assert_array_equal(d.y_test, y[:5])
+  with pytest.raises(ValueError, match="npz file not found"):
+    jd.load_dataset(f"npz:{tmp_path / 'nope.npz'}")
+
+
+def test_npz_float_images_are_scaled(tmp_path):
+  x = np.linspace(0, 1, 4 * 5 * 5).reshape(4, 5, 5).astype(np.float32)
+  p = tmp_path / "f.npz"
+  np.savez(p, x_train=x, y_train=np.array([0, 1, 0, 1]), x_test=x, y_test=np.array([1, 0, 1, 0]))
+  d = jd.load_npz(p)
+  assert d.x_train.shape == (4, 5, 5, 1) and d.x_train.dtype == np.uint8
+  assert d.x_train.max() == 255 and d.x_train.min() == 0
+
+
+def _jpeg_npz(path, n_train=6, n_test=3):
+  from PIL import Image
+  rng = np.random.default_rng(1)
+  out = {}
+  for split, n in (("train", n_train), ("test", n_test)):
+    imgs = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    blobs = []
+    for im in imgs:
+      b = io.BytesIO()
+      Image.fromarray(im).save(b, format="JPEG", quality=95)
+      blobs.append(np.frombuffer(b.getvalue(), np.uint8))
+    out[f"{split}_jpeg"] = np.concatenate(blobs)
+    out[f"{split}_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    out[f"y_{split}"] = np.arange(n) % 2
+    out[f"_raw_{split}"] = np.stack([np.asarray(Image.open(io.BytesIO(b.tobytes())).convert("RGB"))
+                                     for b in blobs])  # independent decode of each file
+  raw = {k: out.pop(k) for k in list(out) if k.startswith("_raw")}
+  np.savez(path, classes=np.array(["a", "b"]), **out)
+  return raw
+
+
+def test_npz_jpeg_bytes_decoded_and_cached(tmp_path):
+  p = tmp_path / "jp.npz"
+  raw = _jpeg_npz(p)
+  d = jd.load_dataset(f"npz:{p}")
+  assert d.x_train.shape == (6, 32, 32, 3) and d.x_test.shape == (3, 32, 32, 3)
+  assert d.num_classes == 2
+  np.testing.assert_array_equal(d.x_train, raw["_raw_train"])
+  np.testing.assert_array_equal(d.x_test, raw["_raw_test"])
+  np.testing.assert_array_equal(d.y_train, np.arange(6) % 2)
+  caches = list(tmp_path.glob("jp.decoded-*.npz"))
+  assert len(caches) == 1
+  d2 = jd.load_dataset(f"npz:{p}")  # from the cache
+  np.testing.assert_array_equal(d.x_train, d2.x_train)
+
+
+@pytest.fixture(scope="module")
+def labels():
+  return np.repeat(np.arange(5), 40).astype(np.int32)
+
+
+@pytest.mark.parametrize("spec,size", [("random:0.1", 20), ("class:3", 40), ("class:1,2", 80),
+                                       ("subclass:2:0.5", 20), ("biased:4:0.25", 10),
+                                       ("noniid:2,3:0.2", 40), ("confuse:0,1:10", 10)])
+def test_forget_builders_sizes_disjoint_deterministic(labels, spec, size):
+  s = jd.make_forget_split(spec, labels, num_classes=5, seed=3)
+  assert len(s.forget) == size
+  assert len(np.intersect1d(s.retain, s.forget)) == 0
+  assert len(s.retain) + len(s.forget) == len(labels)
+  s2 = jd.make_forget_split(spec, labels, num_classes=5, seed=3)
+  np.testing.assert_array_equal(s.forget, s2.forget)
+  np.testing.assert_array_equal(s.y_train, s2.y_train)
+
+
+def test_random_forget_depends_on_seed(labels):
+  a = jd.make_forget_split("random:0.1", labels, num_classes=5, seed=0)
+  b = jd.make_forget_split("random:0.1", labels, num_classes=5, seed=1)
+  assert not np.array_equal(a.forget, b.forget)
+
+
+def test_class_and_noniid_pick_from_their_classes(labels):
+  s = jd.make_forget_split("class:3", labels, num_classes=5)
+  assert set(labels[s.forget]) == {3} and 3 not in set(labels[s.retain])
+  s = jd.make_forget_split("noniid:2,3:0.2", labels, num_classes=5)
+  assert set(labels[s.forget]) <= {2, 3}
+
+
+def test_confuse_flips_labels(labels):
+  s = jd.make_forget_split("confuse:0,1:10", labels, num_classes=5, seed=0)
+  changed = np.flatnonzero(s.y_train != labels)
+  np.testing.assert_array_equal(np.sort(changed), s.forget)
+  orig, new = labels[s.forget], s.y_train[s.forget]
+  assert set(zip(orig.tolist(), new.tolist())) == {(0, 1), (1, 0)}
+  assert (orig == 0).sum() == 5 and (orig == 1).sum() == 5
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("random:1.5", "must lie in"), ("random:0", "must lie in"), ("class:7", "class 7 does not exist"),
+    ("banana", "malformed forget spec 'banana'"), ("random:abc", "malformed forget spec"),
+    ("confuse:1,1:4", "must differ"), ("class:0,1,2,3,4", "whole train split"),
+])
+def test_bad_forget_specs(labels, spec, msg):
+  with pytest.raises(ValueError, match=msg):
+    jd.make_forget_split(spec, labels, num_classes=5)
+
+
+def test_validate_split_catches_overlap_and_empty():
+  with pytest.raises(ValueError, match="overlap"):
+    jd.validate_split(np.array([0, 1, 2]), np.array([2, 3]), 5)
+  with pytest.raises(ValueError, match="empty forget set"):
+    jd.validate_split(np.array([0, 1]), np.array([], np.int32), 5)
+  with pytest.raises(ValueError, match="out of range"):
+    jd.validate_split(np.array([0, 9]), np.array([1]), 5)
+
+
+def test_random_crop_flip_shapes_and_content():
+  import jax
+  import jax.numpy as jnp
+  x = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1) + 1
+  y = jd.random_crop_flip(jax.random.key(0), x, pad=4)
+  assert y.shape == x.shape and y.dtype == x.dtype
+  # every output pixel is 0 (padding) or one of the image's own values
+  for i in range(2):
+    vals = set(np.asarray(x[i]).ravel().tolist()) | {0.0}
+    assert set(np.asarray(y[i]).ravel().tolist()) <= vals
+  # pad=0, flip only: each image is itself or its mirror
+  z = jd.random_crop_flip(jax.random.key(1), x, pad=0)
+  for i in range(2):
+    assert np.array_equal(z[i], x[i]) or np.array_equal(z[i], x[i, :, ::-1])

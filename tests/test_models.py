@@ -1,0 +1,53 @@
+"""Every model: output shapes, addressable features/head, and training reduces the loss."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxunlearn import models as jm
+from jaxunlearn import train as jt
+
+SMALL = {"mlp": 0.125, "cnn": 0.25, "allcnn": 0.1, "resnet18": 0.125, "wrn16_4": 0.25, "wrn28_2": 0.5}
+
+
+@pytest.mark.parametrize("name", jm.MODEL_NAMES)
+def test_shapes_features_and_head(name):
+  m = jm.create_model(name, num_classes=5, input_shape=(8, 8, 3), width=SMALL[name])
+  params, stats = m.init(jax.random.key(0))
+  x = jax.random.randint(jax.random.key(1), (3, 8, 8, 3), 0, 256).astype(jnp.uint8)
+  logits, new_stats = m.apply(params, stats, x, train=True)
+  assert logits.shape == (3, 5) and logits.dtype == jnp.float32
+  assert jax.tree.structure(new_stats) == jax.tree.structure(stats)
+  feats = m.features(params, stats, x)
+  assert feats.ndim == 2 and feats.shape[0] == 3 and feats.shape[1] == m.feature_dim
+  # the head applied to the features reproduces eval-mode logits
+  eval_logits, _ = m.apply(params, stats, x, train=False)
+  np.testing.assert_allclose(m.head(params["head"], feats), eval_logits, rtol=1e-5, atol=1e-5)
+  assert m.block_names()[-1] == "head"
+  assert set(m.block_names()) == set(params)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18"])
+def test_training_reduces_loss(name, blobs):
+  x, y, _, _ = blobs
+  m = jm.create_model(name, num_classes=4, input_shape=(8, 8, 1), width=SMALL[name])
+  cfg = jt.TrainConfig(epochs=8, batch_size=32, lr=0.1)
+  state, hist = jt.train_model(m, cfg, x, y, np.arange(len(y)), jax.random.key(0), progress=False)
+  assert hist["loss"][-1] < 0.5 * hist["loss"][0]
+  assert jt.evaluate(m, state.params, state.batch_stats, x, y)["acc"] > 0.8
+
+
+def test_bad_model_args():
+  with pytest.raises(ValueError, match="unknown model 'vgg'"):
+    jm.create_model("vgg", num_classes=10, input_shape=(8, 8, 1))
+  with pytest.raises(ValueError, match="num_classes"):
+    jm.create_model("cnn", num_classes=1, input_shape=(8, 8, 1))
+
+
+def test_bf16_compute_keeps_f32_params():
+  m = jm.create_model("cnn", num_classes=3, input_shape=(8, 8, 1), width=0.25, dtype=jnp.bfloat16)
+  params, stats = m.init(jax.random.key(0))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  logits, _ = m.apply(params, stats, jnp.zeros((2, 8, 8, 1), jnp.uint8))
+  assert logits.dtype == jnp.float32
