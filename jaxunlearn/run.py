@@ -202,9 +202,15 @@ def execute(p: Prepared) -> dict:
                                jax.random.fold_in(key, 1), progress=cfg.progress, desc="original")
   acc, _ = _accs(original, p)
   results["models"]["original"] = {"acc": acc, "seconds": hist["seconds"]}
+  if cfg.forget.startswith("confuse:"):
+    results["confused_classes"] = list(sp.classes)
   _log(p, f"  original  {_fmt(acc)}  {hist['seconds']:.1f}s")
 
-  data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes)
+  x_val, y_val = forget_validation_set(ds, sp)
+  data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes,
+                                x_val=x_val, y_val=y_val)
+  extra = _Extras(p, jax.random.fold_in(key, 4))
+  results["models"]["original"].update(extra(original, None))
   mask = None
   if cfg.mask is not None:
     mask = _build_mask(cfg.mask, original, data, jax.random.fold_in(key, 3))
@@ -222,9 +228,59 @@ def execute(p: Prepared) -> dict:
     if name != "retrain":
       entry["speedup_vs_retrain"] = results["models"]["retrain"]["seconds"] / max(secs, 1e-9)
     entry["metrics"] = _summarize(metrics)
+    entry.update(extra(state, results["models"].get("retrain", {}).get("acc") if name != "retrain" else None, acc))
     results["models"][name] = entry
     _log(p, f"  {name:<9} {_fmt(acc)}  {secs:.1f}s")
   return results
+
+
+def forget_validation_set(ds: jdata.Dataset, sp: jdata.ForgetSplit):
+  """Held-out examples of the forget set's distribution (SCRUB+Rewind): test examples of the forget
+  classes for class-type specs, all test examples for ``random:``. Returns ``(x, y)``."""
+  if sp.classes and not sp.spec.startswith("confuse:"):
+    keep = np.isin(ds.y_test, sp.classes)
+    if keep.any():
+      return ds.x_test[keep], ds.y_test[keep]
+  return ds.x_test, ds.y_test
+
+
+class _Extras:
+  """Per-model extra evaluations: IC error (confuse specs), simple MIA, ZRF, ToW."""
+
+  def __init__(self, p: Prepared, key):
+    self.p = p
+    self.random_logits = None
+    if "zrf" in p.cfg.evals:
+      params, stats = p.model.init(key)
+      self.random_logits = evaluate(p.model, params, stats, p.ds.x_train[p.split.forget],
+                                    p.split.y_train[p.split.forget])["logits"]
+
+  def __call__(self, state: ModelState, retrain_acc, acc=None) -> dict:
+    from jaxunlearn import metrics as jmet
+    from jaxunlearn.mia import simple_mia
+
+    p, ds, sp = self.p, self.p.ds, self.p.split
+    out: dict[str, Any] = {}
+    if "tow" in p.cfg.evals and retrain_acc is not None and acc is not None:
+      out["tow"] = float(jmet.tow(acc, retrain_acc))
+    if not (p.cfg.forget.startswith("confuse:") or {"mia", "zrf"} & set(p.cfg.evals)):
+      return out
+    ev_f = evaluate(state.model, state.params, state.batch_stats, ds.x_train[sp.forget], sp.y_train[sp.forget])
+    if p.cfg.forget.startswith("confuse:"):
+      a, b = sp.classes
+      ab = np.isin(ds.y_test, (a, b))
+      te = evaluate(state.model, state.params, state.batch_stats, ds.x_test[ab], ds.y_test[ab])
+      ic_test = jmet.interclass_confusion(te["logits"], ds.y_test[ab], a, b)
+      true_forget = ds.y_train[sp.forget]  # the correct labels of the confused examples
+      ic_forget = jmet.interclass_confusion(ev_f["logits"], true_forget, a, b)
+      out["ic"] = {"test_error": ic_test.error, "test_count": ic_test.count,
+                   "forget_error": ic_forget.error, "forget_count": ic_forget.count}
+    if "mia" in p.cfg.evals:
+      te = evaluate(state.model, state.params, state.batch_stats, ds.x_test, ds.y_test)
+      out["mia"] = float(simple_mia(ev_f["losses"], te["losses"], seed=p.cfg.seed))
+    if "zrf" in p.cfg.evals:
+      out["zrf"] = float(jmet.zrf(ev_f["logits"], self.random_logits))
+    return out
 
 
 def _build_mask(spec: str, original: ModelState, data, key):
