@@ -24,13 +24,21 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ("ForgetQuality", "challenge_score", "forget_quality")
+from jaxunlearn.metrics._utility import _float64
+
+__all__ = ("EPSILON_CAP", "ForgetQuality", "challenge_score", "forget_quality")
 
 EPSILON_CAP = 50.0
 _THRESHOLDS_PER_UNIT = 100
 _BUFFER = 2.0
 _BUCKET = 0.5
 _MIN_RANGE_RATIO = 0.01
+# Interval-rule grid (see _example_epsilon): n right ends and, per right end, n left ends.
+_N_GRID = int(np.ceil(2 * _BUFFER * _THRESHOLDS_PER_UNIT))
+_H = 2 * _BUFFER / (_N_GRID - 1)
+_RIGHT_STEPS = np.arange(_N_GRID) * _H  # r_i - (w - B)
+_LEFT = np.arange(-(_N_GRID - 1), _N_GRID) * _H  # [2n - 1]; l_ij = _LEFT[i + j]
+_LEFT_INDEX = np.add.outer(np.arange(_N_GRID), np.arange(_N_GRID)).astype(np.intp)  # [n, n]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,11 +64,7 @@ class ForgetQuality:
 
 
 def _check_confs(x, name: str) -> np.ndarray:
-  x = np.asarray(x)
-  if x.dtype == object or not (np.issubdtype(x.dtype, np.floating)
-                               or np.issubdtype(x.dtype, np.integer)):
-    raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
-  x = x.astype(np.float64)
+  x = _float64(x, name)
   if x.ndim != 2:
     raise ValueError(f"{name} must have shape [N_models, N_forget], got shape {x.shape}")
   if np.isnan(x).any():
@@ -94,11 +98,10 @@ def _rule_epsilons(fp: np.ndarray, fn: np.ndarray, log_rate: np.ndarray, log_com
   # each FP value: evaluate only those (at most N + 1) pairs. A pair with both terms -inf (the
   # reference's NaN, FPR = FNR = 1) stays -inf, i.e. discarded.
   n1 = log_rate.size
-  seen = np.zeros((n1, n1), dtype=bool)
-  seen[fp[keep], fn[keep]] = True
-  has = seen.any(axis=1)
-  fps = np.flatnonzero(has)
-  fns = np.argmax(seen[has], axis=1)
+  min_fn = np.full(n1, n1, dtype=np.int32)
+  np.minimum.at(min_fn, fp[keep].astype(np.intp), fn[keep].astype(np.int32))
+  fps = np.flatnonzero(min_fn < n1)
+  fns = min_fn[fps]
   eps = np.maximum(log_comp[fps] - log_rate[fns], log_comp[fns] - log_rate[fps])
   return float(eps.max())
 
@@ -126,8 +129,8 @@ def _example_epsilon(u: np.ndarray, r: np.ndarray, log_rate: np.ndarray, log_com
   span = max(pos[-1], neg[-1]) - lo
   n_thr = max(2, int(np.ceil(span * _THRESHOLDS_PER_UNIT)))
   t = np.linspace(0.0, span, n_thr)
-  fn_single = np.searchsorted(pos - lo, t, side="left")  # positives below t
-  fp_single = n - np.searchsorted(neg - lo, t, side="left")  # negatives at or above t
+  fn_single = np.searchsorted(pos - lo, t, side="left").astype(np.int32)  # positives below t
+  fp_single = n - np.searchsorted(neg - lo, t, side="left").astype(np.int32)  # negatives >= t
 
   # (ii) Interval rules predicting the peakier side (smaller range, width w) inside [l, r]. In
   # the reference, r runs over linspace(min_p + w - B, max_p + B) (a span of exactly 2B, hence
@@ -140,19 +143,14 @@ def _example_epsilon(u: np.ndarray, r: np.ndarray, log_rate: np.ndarray, log_com
     peaky, other = neg, pos
   else:
     peaky, other = pos, neg
-  width = smallest
   anchor = peaky[0]
-  n_grid = int(np.ceil(2 * _BUFFER * _THRESHOLDS_PER_UNIT))
-  h = 2 * _BUFFER / (n_grid - 1)
-  right = (width - _BUFFER) + np.arange(n_grid) * h  # [n_grid]
-  left = np.arange(-(n_grid - 1), n_grid) * h  # [2 n_grid - 1], left[i + j] = l_ij
-  idx = np.arange(n_grid)[:, None] + np.arange(n_grid)[None, :]  # [n_grid, n_grid]
+  right = (smallest - _BUFFER) + _RIGHT_STEPS  # [n_grid]
 
-  def _inside(sorted_vals):
+  def _inside(sorted_vals):  # -> int32 [n_grid * n_grid] counts in [l_ij, r_i]
     z = sorted_vals - anchor
-    le_r = np.searchsorted(z, right, side="right")
-    lt_l = np.searchsorted(z, left, side="left")
-    return np.maximum(le_r[:, None] - lt_l[idx], 0).ravel()
+    le_r = np.searchsorted(z, right, side="right").astype(np.int32)
+    lt_l = np.searchsorted(z, _LEFT, side="left").astype(np.int32)
+    return np.maximum(le_r[:, None] - lt_l[_LEFT_INDEX], 0).ravel()
 
   tp_double = _inside(peaky)
   fn_double = n - tp_double
@@ -234,7 +232,7 @@ def forget_quality(unlearned, retrained, *, delta: float = 1e-5) -> ForgetQualit
 
 
 def _mean_fraction(x, name: str) -> float:
-  v = np.asarray(x, dtype=np.float64)
+  v = _float64(x, name)
   if v.size == 0:
     raise ValueError(f"{name} is empty")
   if np.isnan(v).any():

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["roc_curve", "auc", "tpr_at_fpr", "best_threshold_accuracy"]
+from jaxunlearn.metrics._utility import _float64
+
+__all__ = ("auc", "best_threshold_accuracy", "roc_curve", "tpr_at_fpr")
 
 
 def _check_scores_and_labels(scores, is_member) -> tuple[np.ndarray, np.ndarray]:
   """Validates ``scores`` [N] and ``is_member`` [N]; returns float64 / bool."""
-  scores = np.asarray(scores)
-  if scores.dtype == object or not (
-      np.issubdtype(scores.dtype, np.floating)
-      or np.issubdtype(scores.dtype, np.integer)
-      or np.issubdtype(scores.dtype, np.bool_)
-  ):
-    raise TypeError(f"scores must be a real numeric array, got dtype {scores.dtype}")
-  scores = scores.astype(np.float64)
+  scores = _float64(scores, "scores")
   if scores.ndim != 1:
     raise ValueError(f"scores must have shape [N], got shape {scores.shape}")
   if np.isnan(scores).any():

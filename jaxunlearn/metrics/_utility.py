@@ -19,12 +19,19 @@ __all__ = (
 _SPLITS = ("retain", "forget", "test")
 
 
+def _float64(x, name: str) -> np.ndarray:
+  """``x`` as a float64 array; accepts bool/int/float and ml_dtypes floats (e.g. bfloat16)."""
+  x = np.asarray(x)
+  if x.dtype.kind in "biuf" or (x.dtype.kind == "V" and x.dtype.names is None):
+    try:
+      return x.astype(np.float64)
+    except (TypeError, ValueError):
+      pass
+  raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+
+
 def _as_logits(logits, name: str = "logits") -> np.ndarray:
-  logits = np.asarray(logits)
-  if logits.dtype == object or not (
-      np.issubdtype(logits.dtype, np.floating) or np.issubdtype(logits.dtype, np.integer)):
-    raise TypeError(f"{name} must be a real numeric array, got dtype {logits.dtype}")
-  logits = logits.astype(np.float64)
+  logits = _float64(logits, name)
   if logits.ndim < 1 or logits.shape[-1] < 2:
     raise ValueError(f"{name} must have shape [..., C] with C >= 2, got shape {logits.shape}")
   if np.isnan(logits).any():
@@ -48,30 +55,42 @@ def _as_labels(labels, num_classes: int | None, name: str = "labels") -> np.ndar
   return labels.astype(np.int64)
 
 
-def _predictions(logits_or_preds, labels: np.ndarray, name: str) -> np.ndarray:
-  """Integer predictions from ``[..., C]`` logits (argmax) or ``[...]`` class ids."""
+def _predictions(logits_or_preds, labels: np.ndarray, name: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Integer predictions and labels broadcast to one shape.
+
+  A floating array (incl. bfloat16) is logits ``[..., C]`` (argmax over the last axis); an
+  integer array is predictions ``[...]``. ``labels`` broadcast against the prediction shape (numpy rules).
+  """
   x = np.asarray(logits_or_preds)
-  if x.ndim == labels.ndim + 1:
-    return np.argmax(_as_logits(x, name), axis=-1)
-  if x.shape == labels.shape:
-    return _as_labels(x, None, name)
-  raise ValueError(f"{name} must have shape {labels.shape} + (C,) (logits) or {labels.shape} "
-                   f"(predictions), got shape {x.shape}")
+  if x.dtype.kind in "iu":
+    preds = x.astype(np.int64)
+  elif x.dtype.kind in "fV":
+    preds = np.argmax(_as_logits(x, name), axis=-1)
+  else:
+    raise TypeError(f"{name} must be float logits [..., C] or integer predictions, got dtype "
+                    f"{x.dtype}")
+  try:
+    preds, labels = np.broadcast_arrays(preds, labels)
+  except ValueError:
+    raise ValueError(f"labels of shape {labels.shape} do not broadcast to the predictions' shape "
+                     f"{preds.shape} ({name} has shape {x.shape})") from None
+  return preds, labels
 
 
 def accuracy(logits, labels) -> float:
   """Fraction of correct top-1 predictions.
 
   Args:
-    logits: ``[..., C]`` logits (argmax is taken over the last axis), or ``[...]`` integer
-      predictions of the same shape as ``labels``.
-    labels: ``[...]`` integer labels, same leading shape as ``logits``.
+    logits: float ``[..., C]`` logits (argmax over the last axis), or integer ``[...]``
+      predictions.
+    labels: integer labels broadcastable (numpy rules) to the prediction shape
+      ``logits.shape[:-1]``; e.g. ``[N]`` labels for ``[M, N, C]`` logits of M models.
 
   Returns:
     The accuracy as a fraction in [0, 1] (Python float), averaged over all leading axes.
   """
-  labels = _as_labels(labels, None)
-  preds = _predictions(logits, labels, "logits")
+  preds, labels = _predictions(logits, _as_labels(labels, None), "logits")
   if labels.size == 0:
     raise ValueError("accuracy of an empty set: labels has size 0")
   return float(np.mean(preds == labels))
@@ -188,7 +207,7 @@ def interclass_confusion(logits_or_preds, labels, class_a: int, class_b: int
   """Interclass-confusion test of the resolving-confusion setting (Goel et al., 2022).
 
   Args:
-    logits_or_preds: ``[N, C]`` logits, or ``[N]`` integer predictions.
+    logits_or_preds: float ``[N, C]`` logits, or integer ``[N]`` predictions.
     labels: ``[N]`` true (unconfused) labels.
     class_a: first confused class.
     class_b: second confused class (``!= class_a``).
@@ -198,7 +217,7 @@ def interclass_confusion(logits_or_preds, labels, class_a: int, class_b: int
     their own class) and the count ``cm[A][B] + cm[B][A]``.
   """
   labels = _as_labels(labels, None)
-  preds = _predictions(logits_or_preds, labels, "logits_or_preds")
+  preds, labels = _predictions(logits_or_preds, labels, "logits_or_preds")
   for name, c in (("class_a", class_a), ("class_b", class_b)):
     if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or c < 0:
       raise ValueError(f"{name} must be a non-negative int, got {c!r}")

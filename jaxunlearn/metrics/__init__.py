@@ -1,0 +1,23 @@
+"""Utility, forgetting and membership-inference metrics (plain numpy / float64, outside jit)."""
+
+from jaxunlearn.metrics._forget_quality import EPSILON_CAP
+from jaxunlearn.metrics._forget_quality import ForgetQuality
+from jaxunlearn.metrics._forget_quality import challenge_score
+from jaxunlearn.metrics._forget_quality import forget_quality
+from jaxunlearn.metrics._roc import auc
+from jaxunlearn.metrics._roc import best_threshold_accuracy
+from jaxunlearn.metrics._roc import roc_curve
+from jaxunlearn.metrics._roc import tpr_at_fpr
+from jaxunlearn.metrics._utility import InterclassConfusion
+from jaxunlearn.metrics._utility import accuracy
+from jaxunlearn.metrics._utility import accuracy_gaps
+from jaxunlearn.metrics._utility import interclass_confusion
+from jaxunlearn.metrics._utility import logit_confidence
+from jaxunlearn.metrics._utility import tow
+from jaxunlearn.metrics._utility import zrf
+
+__all__ = (
+    "EPSILON_CAP", "ForgetQuality", "InterclassConfusion", "accuracy", "accuracy_gaps", "auc",
+    "best_threshold_accuracy", "challenge_score", "forget_quality", "interclass_confusion",
+    "logit_confidence", "roc_curve", "tow", "tpr_at_fpr", "zrf",
+)

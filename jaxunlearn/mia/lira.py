@@ -1,0 +1,269 @@
+"""LiRA (Carlini et al., 2022) and U-LiRA (Hayes et al., 2024) per-example membership attacks.
+
+Plain numpy / scipy in float64, outside jit. Follows the reference LiRA code
+(tensorflow/privacy ``research/mi_lira_2021/plot.py``): per example, the shadow models'
+logit confidences (see ``jaxunlearn.metrics.logit_confidence``) on the example are split by
+whether the model trained on it ("in") or not ("out"); each side is summarised by its *median*
+and (population) standard deviation per augmentation, and the target model's confidence is
+scored by a Gaussian likelihood ratio (online) or a one-sided test against "out" (offline),
+averaged over augmentations. Convention: a higher score means "more likely a member".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from jaxunlearn.metrics import auc
+from jaxunlearn.metrics import best_threshold_accuracy
+from jaxunlearn.metrics import roc_curve
+from jaxunlearn.metrics import tpr_at_fpr
+
+__all__ = ("evaluate_attack", "lira", "make_keep_mask", "ulira")
+
+_SIGMA_EPS = 1e-30
+_OFFLINE_MODES = ("cdf", "neg_logpdf")
+
+
+def make_keep_mask(key, num_models: int, num_examples: int, p: float = 0.5) -> np.ndarray:
+  """Balanced random membership of examples in shadow models.
+
+  As in the reference LiRA code: ``u = uniform(size=(M, N)); order = u.argsort(0);
+  keep = order < k`` with ``k = round(p * M)`` (halves round up), so every example is in
+  exactly ``k`` of the M models, and each model holds about ``p * N`` examples.
+
+  Args:
+    key: a ``jax.random.key`` typed key (a legacy ``jax.random.PRNGKey`` uint32 [2] key is
+      accepted too), or an int seed (turned into ``jax.random.key(seed)``).
+    num_models: M >= 1.
+    num_examples: N >= 0.
+    p: fraction of models that train on each example, in [0, 1].
+
+  Returns:
+    ``bool [M, N]`` numpy array; ``keep[m, n]`` is True iff model m trains on example n.
+  """
+  import jax  # Only for the random key; the rest of this module is numpy.
+
+  for name, v in (("num_models", num_models), ("num_examples", num_examples)):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+      raise TypeError(f"{name} must be an int, got {v!r}")
+  if num_models < 1:
+    raise ValueError(f"num_models must be >= 1, got {num_models}")
+  if num_examples < 0:
+    raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+  p = float(p)
+  if not 0.0 <= p <= 1.0:
+    raise ValueError(f"p must be in [0, 1], got {p!r}")
+  if isinstance(key, (bool, np.bool_)):
+    raise TypeError(f"key must be a jax.random.key or an int seed, got {key!r}")
+  if isinstance(key, (int, np.integer)):
+    key = jax.random.key(int(key))
+  elif isinstance(key, jax.Array):
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if not typed and not (key.dtype == np.uint32 and key.shape == (2,)):
+      raise TypeError("key must be a single jax.random.key or an int seed, got an array of "
+                      f"dtype {key.dtype} and shape {key.shape}")
+    if typed and key.shape != ():
+      raise TypeError(f"key must be a single (scalar) jax.random.key, got shape {key.shape}")
+  else:
+    raise TypeError(f"key must be a jax.random.key or an int seed, got {type(key).__name__}")
+  k = int(np.floor(p * num_models + 0.5))
+  u = np.asarray(jax.random.uniform(key, (num_models, num_examples)))
+  order = np.argsort(u, axis=0, kind="stable")
+  return order < k
+
+
+def _float64(x, name: str) -> np.ndarray:
+  """``x`` as a float64 array; accepts bool/int/float and ml_dtypes floats (e.g. bfloat16)."""
+  x = np.asarray(x)
+  if x.dtype.kind in "biuf" or (x.dtype.kind == "V" and x.dtype.names is None):
+    try:
+      return x.astype(np.float64)
+    except (TypeError, ValueError):
+      pass
+  raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+
+
+def _as_float(x, name: str) -> np.ndarray:
+  x = _float64(x, name)
+  if np.isnan(x).any():
+    raise ValueError(f"{name} contains NaN")
+  if np.isinf(x).any():
+    raise ValueError(f"{name} contains inf")
+  return x
+
+
+def _as_mask(x, name: str, shape: tuple[int, ...]) -> np.ndarray:
+  x = np.asarray(x)
+  if x.dtype != np.bool_:
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.integer)
+                                 or np.issubdtype(x.dtype, np.floating)):
+      raise TypeError(f"{name} must be a bool array, got dtype {x.dtype}")
+    bad = ~np.isin(x, (0, 1))
+    if bad.any():
+      raise ValueError(f"{name} must be bool (or 0/1), got value {x[bad][0]!r}")
+    x = x.astype(bool)
+  if x.shape != shape:
+    raise ValueError(f"{name} has shape {x.shape} but shadow_scores needs [M, N] = {shape}")
+  return x
+
+
+def _masked_median_std(scores: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Median and population std over the models axis of ``scores`` [M, N, A] where ``sel`` [M, N].
+
+  Every column must have at least one selected model. Returns two [N, A] arrays.
+  """
+  sel3 = np.broadcast_to(sel[:, :, None], scores.shape)
+  n = sel.sum(axis=0)[:, None]  # [N, 1]
+  s = np.sort(np.where(sel3, scores, np.inf), axis=0)  # selected values first, ascending
+  lo = np.take_along_axis(s, np.broadcast_to(((n - 1) // 2)[None], (1,) + s.shape[1:]), 0)[0]
+  hi = np.take_along_axis(s, np.broadcast_to((n // 2)[None], (1,) + s.shape[1:]), 0)[0]
+  median = (lo + hi) / 2.0
+  mean = np.sum(np.where(sel3, scores, 0.0), axis=0) / n
+  var = np.sum(np.where(sel3, (scores - mean[None]) ** 2, 0.0), axis=0) / n
+  return median, np.sqrt(var)
+
+
+def _lira(target_scores, shadow_scores, member, valid, *, member_name, online, fixed_variance,
+          offline_mode) -> np.ndarray:
+  if offline_mode not in _OFFLINE_MODES:
+    raise ValueError(f"offline_mode must be one of {_OFFLINE_MODES}, got {offline_mode!r}")
+  target = _as_float(target_scores, "target_scores")
+  shadow = _as_float(shadow_scores, "shadow_scores")
+  if target.ndim not in (1, 2):
+    raise ValueError(f"target_scores must have shape [N] or [N, A], got shape {target.shape}")
+  squeeze = target.ndim == 1
+  if squeeze:
+    target = target[:, None]
+  if shadow.ndim == 2 and squeeze:
+    shadow = shadow[:, :, None]
+  if shadow.ndim != 3 or shadow.shape[1:] != target.shape:
+    want = "[M, N]" if squeeze else "[M, N, A]"
+    got_t = target.shape[:1] if squeeze else target.shape
+    raise ValueError(f"shadow_scores has shape {np.shape(shadow_scores)} but target_scores has "
+                     f"shape {got_t}; expected shadow_scores of shape {want}")
+  m, n_ex, _ = shadow.shape
+  member = _as_mask(member, member_name, (m, n_ex))
+  valid = (np.ones((m, n_ex), dtype=bool) if valid is None
+           else _as_mask(valid, "shadow_valid", (m, n_ex)))
+  sel_in = member & valid
+  sel_out = ~member & valid
+  n_out = sel_out.sum(axis=0)
+  if (n_out == 0).any():
+    j = int(np.flatnonzero(n_out == 0)[0])
+    raise ValueError(f"example {j} is in every shadow model per {member_name} (no OUT model); "
+                     "LiRA needs at least one OUT model per example")
+  mu_out, sd_out = _masked_median_std(shadow, sel_out)
+  if fixed_variance:
+    sd_out = np.full_like(sd_out, np.std(shadow[sel_out]))
+  sd_out = sd_out + _SIGMA_EPS
+  if online:
+    n_in = sel_in.sum(axis=0)
+    if (n_in == 0).any():
+      j = int(np.flatnonzero(n_in == 0)[0])
+      raise ValueError(f"example {j} is in no shadow model per {member_name} (no IN model); "
+                       "online LiRA needs at least one IN model per example")
+    mu_in, sd_in = _masked_median_std(shadow, sel_in)
+    if fixed_variance:
+      sd_in = np.full_like(sd_in, np.std(shadow[sel_in]))
+    sd_in = sd_in + _SIGMA_EPS
+    per_aug = (stats.norm.logpdf(target, mu_in, sd_in)
+               - stats.norm.logpdf(target, mu_out, sd_out))
+  elif offline_mode == "cdf":
+    per_aug = stats.norm.cdf(target, mu_out, sd_out)
+  else:
+    per_aug = -stats.norm.logpdf(target, mu_out, sd_out)
+  return np.mean(per_aug, axis=-1)
+
+
+def lira(target_scores, shadow_scores, shadow_in, *, online: bool = True,
+         fixed_variance: bool = False, offline_mode: str = "cdf", shadow_valid=None
+         ) -> np.ndarray:
+  """LiRA membership scores of a target model's examples (Carlini et al., 2022).
+
+  Per example n (and augmentation a): ``mu_in``, ``mu_out`` are the MEDIANS of the shadow
+  scores of the models that were / were not trained on n, ``sigma_in``, ``sigma_out`` their
+  (population, ddof=0) standard deviations plus 1e-30. With ``fixed_variance`` each side uses
+  one global sigma: the std of all its scores pooled over models, examples and augmentations.
+
+  * online: ``log N(x; mu_in, sigma_in) - log N(x; mu_out, sigma_out)``.
+  * offline, ``offline_mode="cdf"``: the one-sided test of the LiRA paper,
+    ``Pr[Z < x]`` for ``Z ~ N(mu_out, sigma_out)``.
+  * offline, ``offline_mode="neg_logpdf"``: ``-log N(x; mu_out, sigma_out)``, the score the
+    reference code ranks by (two-sided: far from "out" on either side).
+
+  The per-augmentation scores are averaged over the A augmentations. Higher = more likely a
+  member.
+
+  Args:
+    target_scores: ``[N]`` or ``[N, A]`` logit confidences of the target model (A augmented
+      queries per example, e.g. an image and its mirror).
+    shadow_scores: ``[M, N]`` (with ``[N]`` targets) or ``[M, N, A]`` logit confidences of M
+      shadow models.
+    shadow_in: ``bool [M, N]``, True where shadow model m was trained on example n.
+    online: use the IN models too (likelihood ratio); else the offline test.
+    fixed_variance: one global sigma per side instead of per-example sigmas.
+    offline_mode: ``"cdf"`` or ``"neg_logpdf"``, the offline score (ignored when online).
+    shadow_valid: optional ``bool [M, N]``; False excludes model m from example n's statistics.
+
+  Returns:
+    ``float64 [N]`` membership scores.
+
+  Raises:
+    ValueError: on shape mismatches, NaN/inf scores, an example with no OUT model, or (online)
+      no IN model.
+  """
+  return _lira(target_scores, shadow_scores, shadow_in, shadow_valid, member_name="shadow_in",
+               online=online, fixed_variance=fixed_variance, offline_mode=offline_mode)
+
+
+def ulira(target_scores, shadow_scores, shadow_unlearned, *, online: bool = True,
+          fixed_variance: bool = False, offline_mode: str = "cdf", shadow_valid=None
+          ) -> np.ndarray:
+  """U-LiRA: the per-example LiRA test for unlearning (Hayes et al., 2024).
+
+  Identical to :func:`lira` except for what "in" means: the "in" distribution of example n is
+  that of shadow models that were trained on n and then unlearned it
+  (``shadow_unlearned[m, n]`` True); "out" is that of shadow models that never saw n (e.g.
+  retrained without it). Shadow models that trained on n and kept it belong to neither: exclude
+  them with ``shadow_valid``. A high score means the target's unlearned example still looks
+  like "trained then unlearned" rather than "never seen", i.e. imperfect unlearning; evaluate
+  with :func:`evaluate_attack` against the ground truth of which target examples were
+  unlearned.
+
+  Args:
+    target_scores: ``[N]`` or ``[N, A]`` logit confidences of the target model.
+    shadow_scores: ``[M, N]`` or ``[M, N, A]`` logit confidences of M shadow models.
+    shadow_unlearned: ``bool [M, N]``, True where model m trained on and then unlearned n.
+    online: use the unlearned ("in") models too; else the offline test against "out" only.
+    fixed_variance: one global sigma per side instead of per-example sigmas.
+    offline_mode: ``"cdf"`` or ``"neg_logpdf"`` (see :func:`lira`).
+    shadow_valid: optional ``bool [M, N]``; False excludes model m from example n's statistics.
+
+  Returns:
+    ``float64 [N]`` scores; higher = more likely unlearned (rather than never trained on).
+  """
+  return _lira(target_scores, shadow_scores, shadow_unlearned, shadow_valid,
+               member_name="shadow_unlearned", online=online, fixed_variance=fixed_variance,
+               offline_mode=offline_mode)
+
+
+def evaluate_attack(scores, is_member) -> dict[str, float]:
+  """Standard membership-inference summary of an attack's scores.
+
+  Args:
+    scores: ``[N]`` attack scores, higher = more likely a member.
+    is_member: ``bool [N]`` ground truth (both classes present).
+
+  Returns:
+    ``{"auc", "tpr@0.1%", "tpr@1%", "best_accuracy"}``: ROC AUC, TPR at FPR <= 0.001 and
+    <= 0.01 (see ``jaxunlearn.metrics.tpr_at_fpr``) and the best balanced accuracy over
+    thresholds, as Python floats.
+  """
+  fpr, tpr, _ = roc_curve(scores, is_member)
+  return {
+      "auc": auc(fpr, tpr),
+      "tpr@0.1%": tpr_at_fpr(scores, is_member, 0.001),
+      "tpr@1%": tpr_at_fpr(scores, is_member, 0.01),
+      "best_accuracy": best_threshold_accuracy(scores, is_member),
+  }

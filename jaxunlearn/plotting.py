@@ -1,0 +1,171 @@
+"""Figures for reports: log-log ROC curves, epsilon histograms and accuracy bars.
+
+Uses matplotlib's object-oriented API on the Agg canvas (no pyplot, no global state, no display
+needed). Every function writes one image (format from the path's suffix, e.g. ``.png``),
+creates the parent directories and returns the path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ("plot_accuracy_bars", "plot_epsilon_hist", "plot_roc")
+
+
+def _new_figure(figsize) -> Figure:
+  fig = Figure(figsize=figsize, layout="constrained")
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _save(fig: Figure, path, dpi: int) -> str:
+  path = os.fspath(path)
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  fig.savefig(path, dpi=dpi)
+  return path
+
+
+def _check_mapping(x, name: str) -> None:
+  if not isinstance(x, Mapping):
+    raise TypeError(f"{name} must be a dict, got {type(x).__name__}")
+  if not x:
+    raise ValueError(f"{name} is empty: nothing to plot")
+
+
+def plot_roc(curves: Mapping, path, *, title: str = "ROC", min_rate: float = 1e-5,
+             figsize=(4.5, 4.0), dpi: int = 150) -> str:
+  """Log-log ROC curves with the chance diagonal, as in the LiRA paper.
+
+  Args:
+    curves: ``{name: (fpr, tpr)}`` with ``fpr``, ``tpr`` ``[K]`` arrays (e.g. the first two
+      outputs of ``jaxunlearn.metrics.roc_curve``). The legend shows each curve's AUC.
+    path: output image path; parent directories are created.
+    title: axes title.
+    min_rate: lower limit of both log axes (rates of 0 are not drawn on log axes).
+    figsize: figure size in inches.
+    dpi: resolution.
+
+  Returns:
+    ``path`` as a string.
+  """
+  _check_mapping(curves, "curves")
+  fig = _new_figure(figsize)
+  ax = fig.add_subplot()
+  for name, curve in curves.items():
+    try:
+      fpr, tpr = curve
+    except (TypeError, ValueError):
+      raise ValueError(f"curves[{name!r}] must be a pair (fpr, tpr)") from None
+    fpr = np.asarray(fpr, dtype=np.float64)
+    tpr = np.asarray(tpr, dtype=np.float64)
+    if fpr.ndim != 1 or fpr.shape != tpr.shape:
+      raise ValueError(f"curves[{name!r}]: fpr and tpr must be 1-D of one shape, got "
+                       f"{fpr.shape} and {tpr.shape}")
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0)) if fpr.size > 1 else float("nan")
+    ax.plot(fpr, tpr, label=f"{name} (AUC={area:.3f})")
+  ax.plot([min_rate, 1.0], [min_rate, 1.0], ls="--", color="gray", lw=1)
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlim(min_rate, 1.0)
+  ax.set_ylim(min_rate, 1.0)
+  ax.set_xlabel("False positive rate")
+  ax.set_ylabel("True positive rate")
+  ax.set_title(title)
+  ax.legend(fontsize=8, loc="lower right")
+  return _save(fig, path, dpi)
+
+
+def plot_epsilon_hist(epsilons: Mapping, path, *, title: str = "Per-example epsilon",
+                      bin_width: float = 0.5, max_epsilon: float | None = None,
+                      figsize=(5.0, 3.5), dpi: int = 150) -> str:
+  """Overlaid histograms of per-example epsilons (e.g. ``ForgetQuality.epsilons``).
+
+  Args:
+    epsilons: ``{name: [N_forget] epsilons}``.
+    path: output image path; parent directories are created.
+    title: axes title.
+    bin_width: histogram bin width (0.5 = the forget-quality bins).
+    max_epsilon: if given (e.g. ``ForgetQuality.max_epsilon``), a dashed line marks where
+      examples stop earning points.
+    figsize: figure size in inches.
+    dpi: resolution.
+
+  Returns:
+    ``path`` as a string.
+  """
+  _check_mapping(epsilons, "epsilons")
+  if not bin_width > 0:
+    raise ValueError(f"bin_width must be > 0, got {bin_width!r}")
+  arrays = {}
+  for name, e in epsilons.items():
+    e = np.asarray(e, dtype=np.float64).ravel()
+    if np.isnan(e).any():
+      raise ValueError(f"epsilons[{name!r}] contains NaN")
+    arrays[name] = e
+  finite = np.concatenate([e[np.isfinite(e)] for e in arrays.values()] + [np.zeros(1)])
+  top = max(float(finite.max()), 0.0) + bin_width
+  bins = np.arange(0.0, top + bin_width, bin_width)
+  fig = _new_figure(figsize)
+  ax = fig.add_subplot()
+  for name, e in arrays.items():
+    ax.hist(np.clip(e, 0.0, bins[-1]), bins=bins, alpha=0.5, label=name)
+  if max_epsilon is not None:
+    ax.axvline(float(max_epsilon), ls="--", color="gray", lw=1, label="last bin")
+  ax.set_xlabel("epsilon")
+  ax.set_ylabel("examples")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  return _save(fig, path, dpi)
+
+
+def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
+                       splits=("retain", "forget", "test"), figsize=(6.0, 3.5),
+                       dpi: int = 150) -> str:
+  """Grouped bars of per-split accuracy for several methods.
+
+  Args:
+    results: ``{method: {"retain": acc, "forget": acc, "test": acc}}`` with accuracies as
+      fractions in [0, 1] (scalars, or arrays that are averaged).
+    path: output image path; parent directories are created.
+    title: axes title.
+    splits: the splits to draw, one bar per method within each split group.
+    figsize: figure size in inches.
+    dpi: resolution.
+
+  Returns:
+    ``path`` as a string.
+  """
+  _check_mapping(results, "results")
+  methods = list(results)
+  values = np.zeros((len(methods), len(splits)))
+  for i, m in enumerate(methods):
+    accs = results[m]
+    if not isinstance(accs, Mapping):
+      raise TypeError(f"results[{m!r}] must be a dict of split -> accuracy, got "
+                      f"{type(accs).__name__}")
+    for j, s in enumerate(splits):
+      if s not in accs:
+        raise ValueError(f"results[{m!r}] has no {s!r} accuracy")
+      v = float(np.mean(np.asarray(accs[s], dtype=np.float64)))
+      if not 0.0 <= v <= 1.0:
+        raise ValueError(f"results[{m!r}][{s!r}] = {v!r} is not a fraction in [0, 1]")
+      values[i, j] = v
+  fig = _new_figure(figsize)
+  ax = fig.add_subplot()
+  x = np.arange(len(splits))
+  width = 0.8 / len(methods)
+  for i, m in enumerate(methods):
+    ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[i], width, label=str(m))
+  ax.set_xticks(x, [str(s) for s in splits])
+  ax.set_ylim(0.0, 1.0)
+  ax.set_ylabel("accuracy")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  return _save(fig, path, dpi)

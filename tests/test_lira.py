@@ -1,0 +1,160 @@
+"""Tests of LiRA, U-LiRA, the balanced keep mask and evaluate_attack (jaxunlearn.mia)."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from jaxunlearn import metrics
+from jaxunlearn import mia
+
+
+def _synthetic(gap, *, n_models=64, n_examples=1000, n_aug=None, seed=0):
+  """Gaussian logit confidences: example n has base b_n; training on it adds ``gap``."""
+  rng = np.random.default_rng(seed)
+  keep = mia.make_keep_mask(seed, n_models, n_examples)
+  base = rng.normal(0.0, 3.0, size=n_examples)
+  extra = () if n_aug is None else (n_aug,)
+  noise = rng.normal(size=(n_models, n_examples) + extra)
+  shift = (keep * gap).reshape(keep.shape + (1,) * len(extra))
+  shadow = base.reshape((1, n_examples) + (1,) * len(extra)) + shift + noise
+  target_in = rng.random(n_examples) < 0.5
+  tshift = (target_in * gap).reshape((n_examples,) + (1,) * len(extra))
+  target = base.reshape((n_examples,) + (1,) * len(extra)) + tshift + rng.normal(
+      size=(n_examples,) + extra)
+  return target, shadow, keep, target_in
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(online=True), dict(online=True, fixed_variance=True), dict(online=False),
+    dict(online=False, offline_mode="neg_logpdf"), dict(online=False, fixed_variance=True),
+])
+def test_lira_separates_members_and_is_chance_without_signal(kwargs):
+  target, shadow, keep, is_in = _synthetic(4.0)
+  scores = mia.lira(target, shadow, keep, **kwargs)
+  assert scores.shape == (1000,) and scores.dtype == np.float64
+  assert mia.evaluate_attack(scores, is_in)["auc"] > 0.9
+  target, shadow, keep, is_in = _synthetic(0.0, seed=1)
+  scores = mia.lira(target, shadow, keep, **kwargs)
+  assert abs(mia.evaluate_attack(scores, is_in)["auc"] - 0.5) < 0.08
+
+
+def test_lira_hand_case():
+  # One example; IN scores {1, 3}: median 2, std 1. OUT scores {-1, -3}: median -2, std 1.
+  shadow = np.array([[1.0], [3.0], [-1.0], [-3.0]])
+  keep = np.array([[True], [True], [False], [False]])
+  x = np.array([0.5])
+  online = mia.lira(x, shadow, keep)
+  # log N(0.5; 2, 1) - log N(0.5; -2, 1) = (2.5^2 - 1.5^2) / 2 = 2.
+  assert online[0] == pytest.approx(2.0, abs=1e-12)
+  assert mia.lira(x, shadow, keep, online=False)[0] == pytest.approx(stats.norm.cdf(2.5))
+  assert mia.lira(x, shadow, keep, online=False, offline_mode="neg_logpdf")[0] == pytest.approx(
+      2.5**2 / 2 + 0.5 * math.log(2 * math.pi))
+
+
+def test_lira_uses_median_and_population_std():
+  shadow = np.array([[0.0], [1.0], [10.0], [-1.0], [-2.0]])  # IN: {0, 1, 10}; OUT: {-1, -2}
+  keep = np.array([[True], [True], [True], [False], [False]])
+  x = np.array([2.0])
+  sd_in, sd_out = np.std([0.0, 1.0, 10.0]), 0.5
+  expected = stats.norm.logpdf(2.0, 1.0, sd_in) - stats.norm.logpdf(2.0, -1.5, sd_out)
+  assert mia.lira(x, shadow, keep)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_lira_fixed_variance_pools_all_scores_per_side():
+  rng = np.random.default_rng(0)
+  shadow = rng.normal(size=(6, 3))
+  keep = np.array([[1, 0, 1], [1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 1, 0], [0, 0, 1]], bool)
+  x = rng.normal(size=3)
+  mu_in = np.array([np.median(shadow[keep[:, n], n]) for n in range(3)])
+  mu_out = np.array([np.median(shadow[~keep[:, n], n]) for n in range(3)])
+  sd_in, sd_out = np.std(shadow[keep]), np.std(shadow[~keep])
+  expected = stats.norm.logpdf(x, mu_in, sd_in) - stats.norm.logpdf(x, mu_out, sd_out)
+  np.testing.assert_allclose(mia.lira(x, shadow, keep, fixed_variance=True), expected, rtol=1e-12)
+
+
+def test_lira_averages_over_augmentations():
+  target, shadow, keep, _ = _synthetic(2.0, n_models=16, n_examples=50, n_aug=2)
+  for kwargs in (dict(online=True), dict(online=False)):
+    both = mia.lira(target, shadow, keep, **kwargs)
+    each = [mia.lira(target[:, a], shadow[:, :, a], keep, **kwargs) for a in range(2)]
+    np.testing.assert_allclose(both, (each[0] + each[1]) / 2, rtol=1e-12)
+
+
+def test_lira_bad_input():
+  shadow = np.zeros((4, 3)) + np.arange(4)[:, None]
+  keep = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]], bool)
+  x = np.zeros(3)
+  with pytest.raises(ValueError, match="shadow_in has shape"):
+    mia.lira(x, shadow, keep[:, :2])
+  with pytest.raises(ValueError, match="target_scores"):
+    mia.lira(np.zeros(5), shadow, keep)
+  with pytest.raises(ValueError, match="example 2 is in no shadow model"):
+    mia.lira(x, shadow, keep)
+  assert np.all(np.isfinite(mia.lira(x, shadow, keep, online=False)))  # offline needs no IN
+  keep_all = keep.copy()
+  keep_all[:, 1] = True
+  with pytest.raises(ValueError, match="example 1 is in every shadow model"):
+    mia.lira(x, shadow, keep_all, online=False)
+  with pytest.raises(ValueError, match="NaN"):
+    mia.lira(np.array([0.0, np.nan, 0.0]), shadow, keep, online=False)
+  with pytest.raises(ValueError, match="offline_mode"):
+    mia.lira(x, shadow, keep, online=False, offline_mode="pdf")
+
+
+@pytest.mark.parametrize("m,p", [(8, 0.5), (7, 0.5), (10, 0.25), (16, 0.3), (5, 1.0)])
+def test_keep_mask_is_exactly_balanced(m, p):
+  keep = mia.make_keep_mask(jax.random.key(3), m, 500, p)
+  assert keep.dtype == np.bool_ and keep.shape == (m, 500)
+  k = int(np.floor(p * m + 0.5))
+  np.testing.assert_array_equal(keep.sum(axis=0), k)
+  if 0 < k < m:  # every model gets about p * N examples
+    assert np.all(np.abs(keep.sum(axis=1) - 500 * k / m) < 80)
+
+
+def test_keep_mask_keys():
+  a = mia.make_keep_mask(0, 8, 100)
+  np.testing.assert_array_equal(a, mia.make_keep_mask(jax.random.key(0), 8, 100))
+  np.testing.assert_array_equal(a, mia.make_keep_mask(0, 8, 100))
+  assert not np.array_equal(a, mia.make_keep_mask(1, 8, 100))
+  legacy = mia.make_keep_mask(jax.random.PRNGKey(0), 8, 100)
+  np.testing.assert_array_equal(legacy.sum(0), 4)
+  with pytest.raises(TypeError, match="key"):
+    mia.make_keep_mask("seed", 8, 100)
+  with pytest.raises(ValueError, match="p must be"):
+    mia.make_keep_mask(0, 8, 100, 1.5)
+
+
+def test_ulira_detects_imperfect_unlearning():
+  rng = np.random.default_rng(0)
+  m, n = 48, 400
+  unlearned = mia.make_keep_mask(1, m, n)
+  base = rng.normal(0, 3, size=n)
+  # Unlearned shadow models keep a residual trace of +3 on the example.
+  shadow = base + 3.0 * unlearned + rng.normal(size=(m, n))
+  # Extra shadow models that trained on the example and kept it (+10): must be excluded.
+  kept = base + 10.0 + rng.normal(size=(8, n))
+  target_unlearned = rng.random(n) < 0.5
+  target = base + 3.0 * target_unlearned + rng.normal(size=n)
+  scores = mia.ulira(target, shadow, unlearned)
+  assert mia.evaluate_attack(scores, target_unlearned)["auc"] > 0.9
+  all_shadow = np.concatenate([shadow, kept])
+  all_flags = np.concatenate([unlearned, np.ones((8, n), bool)])
+  valid = np.concatenate([np.ones((m, n), bool), np.zeros((8, n), bool)])
+  np.testing.assert_allclose(mia.ulira(target, all_shadow, all_flags, shadow_valid=valid), scores,
+                             rtol=1e-12)
+  with pytest.raises(ValueError, match="shadow_unlearned"):
+    mia.ulira(target, shadow, unlearned[:, :10])
+
+
+def test_evaluate_attack_hand_case():
+  scores = np.arange(10, 0, -1.0)
+  y = np.array([1, 1, 0, 1, 1, 0, 1, 0, 0, 0], dtype=bool)
+  res = mia.evaluate_attack(scores, y)
+  assert set(res) == {"auc", "tpr@0.1%", "tpr@1%", "best_accuracy"}
+  assert res["tpr@0.1%"] == pytest.approx(0.4) and res["tpr@1%"] == pytest.approx(0.4)
+  assert res["best_accuracy"] == pytest.approx(0.8)
+  assert res["auc"] == pytest.approx(metrics.auc(*metrics.roc_curve(scores, y)[:2]))
+  assert res["auc"] == pytest.approx(0.84)
