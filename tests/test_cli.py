@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jaxunlearn import cli
@@ -20,7 +21,8 @@ def test_run_writes_results_json_with_schema(tmp_path, capsys):
   out = tmp_path / "o"
   code, stdout, _ = _run(["run", "--model", "mlp", "--width", "0.25", "--epochs", "2", "--train-subset", "300",
                           "--test-subset", "100", "--forget", "random:0.1", "--method", "finetune",
-                          "--set", "finetune.epochs=1", "--quiet", "--out", str(out)], capsys)
+                          "--set", "finetune.epochs=1", "--eval", "mia", "--eval", "zrf", "--eval", "tow",
+                          "--quiet", "--out", str(out)], capsys)
   assert code == 0
   r = json.loads((out / "results.json").read_text())
   assert {"dataset", "model", "forget", "seed", "sizes", "models"} <= set(r)
@@ -33,6 +35,11 @@ def test_run_writes_results_json_with_schema(tmp_path, capsys):
     assert entry["seconds"] > 0
   assert r["models"]["finetune"]["speedup_vs_retrain"] > 0
   assert r["config"]["methods"]["finetune"]["epochs"] == 1
+  ft = r["models"]["finetune"]
+  assert 0.0 <= ft["mia"] <= 1.0 and 1 - np.log(2) - 1e-9 <= ft["zrf"] <= 1.0 and 0.0 <= ft["tow"] <= 1.0
+  expect_tow = np.prod([1 - abs(ft["acc"][s] - r["models"]["retrain"]["acc"][s]) for s in ("retain", "forget", "test")])
+  assert ft["tow"] == pytest.approx(expect_tow)
+  assert "tow" not in r["models"]["original"] and "mia" in r["models"]["original"]
   assert "finetune" in stdout and "retrain" in stdout
 
 
