@@ -1,0 +1,199 @@
+"""Block-wise baselines from Goel et al. (2022), "Towards Adversarial Evaluation of Machine Unlearning",
+as run in the SCRUB repository (Kurmanji et al. 2023):
+
+* CF-k (catastrophic forgetting of the last k blocks): finetune only the last ``k`` blocks on the
+  retain set, everything else frozen.
+* EU-k (exact unlearning of the last k blocks): re-initialise the last ``k`` blocks and train them
+  from scratch on the retain set, everything else frozen.
+
+"Blocks" are the top-level parameter groups of :meth:`jaxunlearn.models.Model.block_names`, in forward
+order, the last being the classifier ``head``. ``k`` counts those groups FROM THE END, head included:
+``k=1`` is the head alone, ``k=2`` (the default) the last group before the head plus the head. That is
+the last residual block + head for ResNet-18 (``block8``, ``head``), the hidden dense layer + head for
+the small CNN (``fc``, ``head``) and the second hidden layer + head for the MLP. For WideResNets the
+group before the head is ``final_bn`` (the final BatchNorm), so use ``k=3`` there to include the last
+residual block.
+
+BatchNorm: the forward pass runs in train mode (batch statistics normalise every layer, as PyTorch's
+``model.train()`` does) but the running statistics of the frozen groups are restored after every step,
+so frozen groups keep their parameters AND statistics bit-identical; the trained groups' statistics
+update as usual (EU-k: starting from the fresh initialisation's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxunlearn.train import ModelState
+from jaxunlearn.train import make_fit
+from jaxunlearn.train import make_optimizer
+from jaxunlearn.train import steps_per_epoch
+from jaxunlearn.train import supervised_loss
+from jaxunlearn.unlearn._common import UnlearnData
+from jaxunlearn.unlearn._common import apply_mask
+from jaxunlearn.unlearn._common import optimizer_config
+from jaxunlearn.unlearn._common import register
+
+
+@dataclasses.dataclass(frozen=True)
+class CFkConfig:
+  """CF-k settings (SCRUB repo: finetune the last block(s) like the finetune baseline: 10 epochs,
+  SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 128).
+
+  Attributes:
+    k: number of trailing parameter groups of ``model.block_names()`` to train, head included
+      (``k=2``: the last block before the head and the head).
+    epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, augment: optimizer settings.
+  """
+
+  k: int = 2
+  epochs: int = 10
+  batch_size: int = 128
+  optimizer: str = "sgd"
+  lr: float = 0.01
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  schedule: str = "cosine"
+  augment: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EUkConfig:
+  """EU-k settings (SCRUB repo: the re-initialised blocks are trained as long as the original model:
+  30 epochs, SGD lr 0.1 with cosine decay, momentum 0.9, weight decay 5e-4, batch 128).
+
+  Attributes:
+    k: number of trailing parameter groups of ``model.block_names()`` to re-initialise and train,
+      head included (``k=2``: the last block before the head and the head).
+    epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, augment: optimizer settings.
+  """
+
+  k: int = 2
+  epochs: int = 30
+  batch_size: int = 128
+  optimizer: str = "sgd"
+  lr: float = 0.1
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  schedule: str = "cosine"
+  augment: bool = False
+
+
+def last_blocks(model, k: int) -> tuple[str, ...]:
+  """The last ``k`` names of ``model.block_names()`` (head included); ValueError if k is out of range."""
+  names = tuple(model.block_names())
+  if not (isinstance(k, int) and 1 <= k <= len(names)):
+    raise ValueError(f"k must be an int in [1, {len(names)}] for model {model.name!r} "
+                     f"(blocks {', '.join(names)}), got {k!r}")
+  return names[-k:]
+
+
+def block_mask(params, groups) -> dict:
+  """Per-leaf bool mask (Python bools): True for leaves in the top-level ``groups``."""
+  return {name: jax.tree.map(lambda _, t=(name in groups): t, sub) for name, sub in params.items()}
+
+
+def _combine(bmask, mask):
+  """Intersects the per-leaf bool mask with an optional 0/1 array mask."""
+  if mask is None:
+    return bmask
+  return jax.tree.map(lambda b, m: jnp.asarray(m, jnp.float32) * float(b), bmask, mask)
+
+
+def _replace_groups(tree, new, groups):
+  if not tree:
+    return tree
+  return {name: (new[name] if name in groups and name in new else sub) for name, sub in tree.items()}
+
+
+def train_blocks(state: ModelState, data: UnlearnData, key: jax.Array, cfg, groups, *, params, batch_stats,
+                 mask=None) -> tuple[ModelState, dict]:
+  """Supervised training on the retain set of only the top-level parameter groups ``groups``.
+
+  Frozen groups keep their parameters (``optax.transforms.freeze``) and BatchNorm running statistics
+  (restored after each step) bit-identical.
+
+  Args:
+    state: supplies the model.
+    data: train arrays; trains on ``data.retain``.
+    key: PRNG key of the run.
+    cfg: a method config with optimizer fields.
+    groups: names of the trained groups.
+    params, batch_stats: starting weights.
+    mask: optional 0/1 params-shaped pytree further restricting the trained entries.
+
+  Returns:
+    ``(state, {"loss": [epochs], "acc": [epochs]})``.
+  """
+  model = state.model
+  tcfg = optimizer_config(cfg)
+  n = data.retain.shape[0]
+  spe = steps_per_epoch(n, tcfg.batch_size)
+  tx = apply_mask(make_optimizer(tcfg, spe), _combine(block_mask(params, groups), mask))
+  base = supervised_loss(model, augment=tcfg.augment, label_smoothing=tcfg.label_smoothing)
+
+  def loss_fn(p, stats, batch, k):
+    loss, (new_stats, metrics) = base(p, stats, batch, k)
+    return loss, (_replace_groups(stats, new_stats, groups), metrics)
+
+  init, fit = make_fit(model, tcfg, n, tx=tx, loss_fn=loss_fn)
+  ts, hist = fit(init(params, batch_stats), data.x, data.y, data.retain, key)
+  return ModelState(ts.params, ts.batch_stats, model), {"loss": hist["loss"], "acc": hist["acc"]}
+
+
+@register("cf_k", CFkConfig)
+def cf_k(state: ModelState, data: UnlearnData, key: jax.Array, config: CFkConfig = CFkConfig(),
+         *, mask=None) -> tuple[ModelState, dict]:
+  """CF-k: finetune only the last ``config.k`` parameter groups on the retain set.
+
+  Args:
+    state: the original model.
+    data: train arrays with retain/forget indices.
+    key: PRNG key.
+    config: :class:`CFkConfig`.
+    mask: optional params-shaped 0/1 pytree; only masked entries of the last k groups change.
+
+  Returns:
+    ``(unlearned state, {"loss": [epochs], "acc": [epochs]})``; all other parameters and their
+    BatchNorm statistics are bit-identical to ``state``'s.
+  """
+  groups = last_blocks(state.model, config.k)
+  return train_blocks(state, data, key, config, groups, params=state.params, batch_stats=state.batch_stats,
+                      mask=mask)
+
+
+@register("eu_k", EUkConfig)
+def eu_k(state: ModelState, data: UnlearnData, key: jax.Array, config: EUkConfig = EUkConfig(),
+         *, mask=None) -> tuple[ModelState, dict]:
+  """EU-k: re-initialise the last ``config.k`` parameter groups and train them on the retain set.
+
+  The fresh initialisation is ``state.model.init(fold_in(key, 0))`` (parameters and BatchNorm
+  statistics of those groups); training uses ``fold_in(key, 1)``. With ``mask``, only the masked
+  entries of the last k groups are re-initialised and trained, and the BatchNorm statistics of those
+  groups keep the original's (so unmasked parameters stay bit-identical).
+
+  Args:
+    state: the original model.
+    data: train arrays with retain/forget indices.
+    key: PRNG key.
+    config: :class:`EUkConfig`.
+    mask: optional params-shaped 0/1 pytree.
+
+  Returns:
+    ``(unlearned state, {"loss": [epochs], "acc": [epochs]})``; all other parameters and their
+    BatchNorm statistics are bit-identical to ``state``'s.
+  """
+  groups = last_blocks(state.model, config.k)
+  fresh_params, fresh_stats = state.model.init(jax.random.fold_in(key, 0))
+  if mask is None:
+    params = _replace_groups(state.params, fresh_params, groups)
+    stats = _replace_groups(state.batch_stats, fresh_stats, groups)
+  else:
+    sel = _combine(block_mask(state.params, groups), mask)
+    params = jax.tree.map(lambda p, f, m: jnp.where(m > 0, f.astype(p.dtype), p), state.params, fresh_params, sel)
+    stats = state.batch_stats
+  return train_blocks(state, data, jax.random.fold_in(key, 1), config, groups, params=params,
+                      batch_stats=stats, mask=mask)

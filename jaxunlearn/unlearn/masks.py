@@ -1,0 +1,202 @@
+"""Localisation masks: which parameters an unlearning method may change.
+
+Two criteria, both computed from the ORIGINAL model on the forget set, in eval mode, without any update:
+
+* **DEL** (Torkzadehmahani et al. 2024, "Improved Localized Machine Unlearning Through the Lens of
+  Memorization"): per parameter tensor ``G = sum over forget batches of theta * grad_theta(-CE)``
+  and its magnitude ``|G|``. Tensors with >= 2 dims are scored per OUTPUT channel: the score of a
+  channel is the mean of the top-k entries of ``|G|`` in that channel, ``k = int(0.1 * C_out)``
+  (at least 1, at most the channel's size), broadcast back to every entry of the channel; 1-D tensors
+  (biases, BatchNorm scales/offsets) keep their per-element score. All scores are ranked globally
+  (no per-layer normalisation) and the top ``fraction`` (default 0.3) is masked.
+* **SalUn** (Fan et al. 2024, "SalUn: Empowering Machine Unlearning via Gradient-based Weight
+  Saliency"): per element ``|sum over forget batches of grad_theta(-CE)|`` (no weighting by theta),
+  ranked globally; the top ``fraction`` (default 0.5) is masked.
+
+Layout note: Flax kernels keep the output channel LAST (``Dense`` kernel ``[in, out]``, ``Conv``
+kernel ``[kh, kw, in, out]``), unlike PyTorch's ``[out, ...]``. DEL's per-channel rule therefore views
+a kernel as ``[-1, C_out]`` and scores each COLUMN, which selects the same groups of weights as
+PyTorch's per-row rule on ``[C_out, -1]``.
+
+A forget batch's loss is the mean cross-entropy over its examples (the last, partial batch included,
+as a PyTorch loader without ``drop_last``); gradients are summed over batches.
+
+Ties at the threshold are broken by position (a stable sort of the flattened concatenation of the
+leaves in pytree order), so that exactly ``round(fraction * total)`` entries are selected: the mask
+has exactly the asked fraction (up to rounding to a whole number of entries).
+
+Masks are params-shaped pytrees of float32 0/1 arrays; every method takes one through ``mask=``
+(see :func:`jaxunlearn.unlearn.apply_mask`), and the CLI builds one with ``--mask del:0.3``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn.train import ModelState
+from jaxunlearn.train import cross_entropy
+
+MASK_KINDS = ("del", "salun")
+
+
+def _check_fraction(fraction) -> float:
+  f = float(fraction)
+  if not 0.0 <= f <= 1.0:
+    raise ValueError(f"mask fraction must lie in [0, 1], got {fraction!r}")
+  return f
+
+
+def forget_gradient(state: ModelState, data, *, batch_size: int = 128):
+  """``sum over forget batches of grad_theta(-mean CE of the batch)``, eval mode, params-shaped.
+
+  Args:
+    state: the original model.
+    data: an :class:`~jaxunlearn.unlearn.UnlearnData`; its ``forget`` indices (``int32 [F]``) are
+      taken in order, in batches of ``batch_size`` (the last one may be partial).
+    batch_size: examples per batch (clamped to ``F``).
+
+  Returns:
+    A params-shaped float32 pytree of summed gradients.
+  """
+  return _forget_gradient(state, data, int(batch_size))
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def _forget_gradient(state: ModelState, data, batch_size: int):
+  model, stats = state.model, state.batch_stats
+  idx = data.forget
+  f = idx.shape[0]
+  if f == 0:
+    raise ValueError("the forget set is empty")
+  bs = max(1, min(batch_size, f))
+  nb = -(-f // bs)
+  pad = nb * bs - f
+  idx_p = jnp.concatenate([idx, jnp.zeros((pad,), idx.dtype)]).reshape(nb, bs)
+  w_p = (jnp.arange(nb * bs) < f).astype(jnp.float32).reshape(nb, bs)
+
+  def neg_ce(params, xb, yb, wb):
+    logits, _ = model.apply(params, stats, xb, train=False)
+    return -jnp.sum(wb * cross_entropy(logits, yb)) / jnp.sum(wb)
+
+  def body(acc, inp):
+    ib, wb = inp
+    g = jax.grad(neg_ce)(state.params, data.x[ib], data.y[ib], wb)
+    return jax.tree.map(jnp.add, acc, g), None
+
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+  acc, _ = jax.lax.scan(body, zeros, (idx_p, w_p))
+  return acc
+
+
+def channel_topk_mean(score: jax.Array, frac: float = 0.1) -> jax.Array:
+  """DEL's per-output-channel rule on one tensor of non-negative scores.
+
+  A tensor with >= 2 dims is viewed as ``[-1, C_out]`` (Flax: output channel last); each column's
+  score is the mean of its ``k = max(1, int(frac * C_out))`` largest entries (``k`` at most the
+  column length), broadcast back to the tensor's shape. 1-D tensors are returned unchanged.
+
+  Args:
+    score: ``[..., C_out]`` scores (e.g. ``|theta * grad|``).
+    frac: fraction of the number of output channels giving ``k``.
+
+  Returns:
+    A float32 array of ``score``'s shape.
+  """
+  score = jnp.asarray(score, jnp.float32)
+  if score.ndim < 2:
+    return score
+  c = score.shape[-1]
+  cols = score.reshape(-1, c)
+  k = min(max(1, int(frac * c)), cols.shape[0])
+  top = jax.lax.top_k(cols.T, k)[0]  # [C_out, k]
+  return jnp.broadcast_to(jnp.mean(top, axis=-1), score.shape)
+
+
+def del_scores(state: ModelState, data, *, batch_size: int = 128):
+  """DEL criticality scores, a params-shaped float32 pytree (higher = more critical).
+
+  ``|sum over forget batches of theta * grad_theta(-CE)|`` per entry, then for tensors with >= 2 dims
+  the per-output-channel top-k mean (:func:`channel_topk_mean`, ``k = int(10 % of C_out)``, at least 1).
+
+  Args:
+    state: the original model (eval mode, not updated).
+    data: :class:`~jaxunlearn.unlearn.UnlearnData` (its forget set is used).
+    batch_size: forget batch size.
+  """
+  g = forget_gradient(state, data, batch_size=batch_size)
+  return jax.tree.map(lambda p, gi: channel_topk_mean(jnp.abs(p.astype(jnp.float32) * gi)), state.params, g)
+
+
+def salun_scores(state: ModelState, data, *, batch_size: int = 128):
+  """SalUn saliency, ``|sum over forget batches of grad_theta(-CE)|`` per entry (params-shaped)."""
+  return jax.tree.map(jnp.abs, forget_gradient(state, data, batch_size=batch_size))
+
+
+def topk_mask(scores, fraction: float):
+  """A params-shaped float32 0/1 mask of the globally top-``fraction`` scores.
+
+  Exactly ``round(fraction * total)`` entries are ones; ties are broken by position in the flattened
+  concatenation of the leaves (pytree order) through a stable sort. NaN scores rank lowest.
+
+  Args:
+    scores: a pytree of float arrays.
+    fraction: in ``[0, 1]`` (a Python number).
+  """
+  fraction = _check_fraction(fraction)
+  leaves, treedef = jax.tree.flatten(scores)
+  sizes = [int(np.prod(l.shape)) for l in leaves]
+  total = sum(sizes)
+  n = int(round(fraction * total))
+  flat = jnp.concatenate([jnp.ravel(l).astype(jnp.float32) for l in leaves])
+  flat = jnp.where(jnp.isnan(flat), -jnp.inf, flat)
+  order = jnp.argsort(-flat, stable=True)
+  mflat = jnp.zeros((total,), jnp.float32).at[order[:n]].set(1.0)
+  out, start = [], 0
+  for leaf, size in zip(leaves, sizes):
+    out.append(mflat[start:start + size].reshape(leaf.shape))
+    start += size
+  return jax.tree.unflatten(treedef, out)
+
+
+def del_mask(state: ModelState, data, fraction: float = 0.3, *, batch_size: int = 128):
+  """DEL localisation mask: the top ``fraction`` of :func:`del_scores`, float32 0/1, params-shaped."""
+  return topk_mask(del_scores(state, data, batch_size=batch_size), fraction)
+
+
+def salun_mask(state: ModelState, data, fraction: float = 0.5, *, batch_size: int = 128):
+  """SalUn saliency mask: the top ``fraction`` of :func:`salun_scores`, float32 0/1, params-shaped."""
+  return topk_mask(salun_scores(state, data, batch_size=batch_size), fraction)
+
+
+def mask_fraction(mask) -> float:
+  """The fraction of ones in a 0/1 mask pytree (host float; bool leaves count their whole tensor)."""
+  leaves = jax.tree.leaves(mask)
+  if not leaves:
+    return 0.0
+  ones = sum(float(jnp.sum(jnp.asarray(m, jnp.float32))) for m in leaves)
+  total = sum(int(np.prod(np.shape(m))) for m in leaves)
+  return ones / max(1, total)
+
+
+def build_mask(kind: str, state: ModelState, data, fraction: float, *, batch_size: int = 128):
+  """The mask of ``kind`` (``"del"`` or ``"salun"``) for ``--mask KIND:FRACTION``.
+
+  Args:
+    kind: ``del`` or ``salun``.
+    state: the original model.
+    data: the unlearning data (forget set).
+    fraction: fraction of parameters to mask, in ``[0, 1]``.
+    batch_size: forget batch size for the gradients.
+
+  Returns:
+    A params-shaped float32 0/1 pytree.
+  """
+  if kind == "del":
+    return del_mask(state, data, fraction, batch_size=batch_size)
+  if kind == "salun":
+    return salun_mask(state, data, fraction, batch_size=batch_size)
+  raise ValueError(f"unknown mask kind {kind!r}; choose from {', '.join(MASK_KINDS)}")
