@@ -1,0 +1,113 @@
+"""Shared by the experiment scripts: run a set of `jaxunlearn run` jobs, tabulate, plot, save.
+
+Each experiment is a list of (label, RunConfig); every job trains its own original and oracle and
+runs all its methods in one go (so methods of one job share the original and the oracle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from jaxunlearn import plotting
+from jaxunlearn.run import RunConfig
+from jaxunlearn.run import execute
+from jaxunlearn.run import prepare
+from jaxunlearn.run import write_json_atomic
+
+FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion_mnist.npz"
+CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_jpeg.npz"
+
+
+def cpu_dataset(smoke: bool) -> tuple[str, int | None, int | None]:
+  """(dataset, train_subset, test_subset) for the CPU scale: Fashion-MNIST subset if the shared
+  data is there, else the embedded digits."""
+  if smoke:
+    return "digits", 200, 60
+  if FASHION.is_file():
+    return f"npz:{FASHION}", 3000, 1000
+  return "digits", None, None
+
+
+def run_jobs(jobs: list[tuple[str, RunConfig]], out_dir: Path) -> dict:
+  """Runs every job (validating all of them first), saves ``out_dir/results.json``."""
+  prepared = [(label, prepare(cfg)) for label, cfg in jobs]  # every bad input fails before any work
+  out: dict = {"jobs": {}, "env": env_info()}
+  for label, p in prepared:
+    print(f"== {label}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    r = execute(p)
+    r["wall_seconds"] = time.perf_counter() - t0
+    out["jobs"][label] = r
+  write_json_atomic(out_dir / "results.json", out)
+  return out
+
+
+def env_info() -> dict:
+  return {"jax": jax.__version__, "backend": jax.default_backend(),
+          "device": str(jax.devices()[0].device_kind), "python": platform.python_version(),
+          "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def table(result: dict, columns=("retain_err", "forget_err", "test_err", "mia", "seconds", "speedup")) -> str:
+  """A markdown table of one job: rows = models, columns as named (errors in %)."""
+  heads = {"retain_err": "retain err %", "forget_err": "forget err %", "test_err": "test err %",
+           "retain_acc": "retain acc %", "forget_acc": "forget acc %", "test_acc": "test acc %",
+           "gap_retain": "Δretain", "gap_forget": "Δforget", "gap_test": "Δtest",
+           "mia": "MIA", "zrf": "ZRF", "tow": "ToW", "ic_test": "IC err % (test)",
+           "ic_forget": "IC err % (forget)", "seconds": "time s", "speedup": "speed-up"}
+  lines = ["| model | " + " | ".join(heads[c] for c in columns) + " |",
+           "|---|" + "---:|" * len(columns)]
+  retrain = result["models"].get("retrain", {}).get("acc", {})
+  for name, e in result["models"].items():
+    cells = []
+    for c in columns:
+      acc = e["acc"]
+      if c.endswith("_err"):
+        v = f"{100 * (1 - acc[c[:-4]]):.1f}"
+      elif c.endswith("_acc"):
+        v = f"{100 * acc[c[:-4]]:.1f}"
+      elif c.startswith("gap_"):
+        s = c[4:]
+        v = f"{100 * (acc[s] - retrain[s]):+.1f}" if retrain else ""
+      elif c == "ic_test":
+        v = f"{100 * e['ic']['test_error']:.1f}" if "ic" in e else ""
+      elif c == "ic_forget":
+        v = f"{100 * e['ic']['forget_error']:.1f}" if "ic" in e else ""
+      elif c == "seconds":
+        v = f"{e['seconds']:.1f}"
+      elif c == "speedup":
+        v = f"{e['speedup_vs_retrain']:.1f}x" if "speedup_vs_retrain" in e else ""
+      else:
+        v = f"{e[c]:.3f}" if c in e else ""
+      cells.append(v)
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def bars(result: dict, path: Path, title: str) -> str:
+  return plotting.plot_accuracy_bars({n: e["acc"] for n, e in result["models"].items()}, path, title=title)
+
+
+def write_markdown(out_dir: Path, title: str, command: str, sections: list[tuple[str, str]], env: dict) -> Path:
+  md = [f"# {title}", "", f"Command: `{command}`", "",
+        f"Device: {env['device']} ({env['backend']}), jax {env['jax']}, {env['date']}", ""]
+  for head, body in sections:
+    md += [f"## {head}", "", body, ""]
+  path = out_dir / "README.md"
+  path.write_text("\n".join(md))
+  return path
+
+
+def cfg_replace(cfg: RunConfig, **kw) -> RunConfig:
+  return dataclasses.replace(cfg, **kw)
+
+
+def dump(obj) -> str:
+  return json.dumps(obj, indent=2)

@@ -1,0 +1,33 @@
+"""Every experiment script's --smoke setting runs and writes its tables, plots and JSON."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+EXP = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, EXP / f"{name}.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+@pytest.mark.parametrize("name,jobs,methods", [
+    ("scrub_paper", 3, {"retrain", "finetune", "neggrad_plus", "cf_k", "eu_k", "bad_teacher", "scrub", "scrub_rewind"}),
+    ("del_paper", 4, {"retrain", "del", "finetune", "neggrad_plus", "random_label", "salun"}),
+    ("lau_paper", 2, {"retrain", "lau", "finetune", "neggrad_plus"}),
+])
+def test_experiment_smoke(tmp_path, name, jobs, methods, capsys):
+  _load(name).main(["--smoke", "--out", str(tmp_path)])
+  r = json.loads((tmp_path / "results.json").read_text())
+  assert len(r["jobs"]) == jobs
+  seen = set().union(*(set(j["models"]) for j in r["jobs"].values()))
+  assert methods <= seen
+  md = (tmp_path / "README.md").read_text()
+  assert md.count("| retrain |") == jobs
+  pngs = list(tmp_path.glob("*.png"))
+  assert len(pngs) == jobs and all(p.stat().st_size > 1000 for p in pngs)
