@@ -76,8 +76,12 @@ def _check_out_dir(out: str) -> Path:
   probe = p
   while not probe.exists():
     probe = probe.parent
-  if not os.access(probe, os.W_OK | os.X_OK):
-    raise ValueError(f"output folder {out!r} is not writable ({str(probe)!r} denies writing)")
+  try:  # a real probe (os.access says yes to root even on read-only file systems); leaves nothing
+    fd, tmp = tempfile.mkstemp(dir=probe, prefix=".jaxunlearn-probe-")
+    os.close(fd)
+    os.unlink(tmp)
+  except OSError as e:
+    raise ValueError(f"output folder {out!r} is not writable ({str(probe)!r}: {e.strerror})") from None
   return p
 
 

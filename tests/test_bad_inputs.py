@@ -1,0 +1,106 @@
+"""Catalogue of bad inputs: each gives ONE clear message naming the bad value.
+
+CLI: exit status 2, one line, no traceback, nothing written. API: ValueError/TypeError before any
+compilation (we check that no jit cache miss happened where it matters)."""
+
+import errno
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxunlearn import cli
+from jaxunlearn import metrics
+from jaxunlearn import mia
+from jaxunlearn import unlearn
+from jaxunlearn.run import write_json_atomic
+
+X = np.zeros((10, 8, 8, 1), np.uint8)
+Y = np.arange(10) % 2
+R, F = np.arange(2, 10), np.arange(2)
+
+
+@pytest.mark.parametrize("kwargs,exc,needle", [
+    (dict(x=np.zeros((10, 8, 8), np.uint8)), ValueError, "images must be [N, H, W, C], got shape (10, 8, 8)"),
+    (dict(x=np.zeros((10, 8, 8, 1), np.int64)), TypeError, "dtype int64"),
+    (dict(y=np.array([0, 1, 2, 0, 1, 0, 1, 0, 1, 5])), ValueError, "max 5"),
+    (dict(x=np.full((10, 8, 8, 1), np.nan, np.float32)), ValueError, "NaN or inf"),
+    (dict(forget=np.array([], np.int64)), ValueError, "empty forget set"),
+    (dict(retain=np.arange(0, 10), forget=np.array([1])), ValueError, "overlap"),
+    (dict(retain=np.array([], np.int64), forget=np.arange(10)), ValueError, "whole train split"),
+    (dict(retain=np.arange(2, 12)), ValueError, "out of range"),
+    (dict(y=np.zeros(9, np.int64)), ValueError, "labels must have shape (10,)"),
+])
+def test_unlearn_data_rejects(kwargs, exc, needle):
+  args = dict(x=X, y=Y, retain=R, forget=F)
+  args.update(kwargs)
+  with pytest.raises(exc) as e:
+    unlearn.UnlearnData.create(args["x"], args["y"], args["retain"], args["forget"], num_classes=2)
+  assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nan_params_are_named(trained):
+  bad = jax.tree.map(lambda a: a, trained.params)
+  bad["head"]["bias"] = bad["head"]["bias"].at[0].set(np.nan)
+  with pytest.raises(ValueError, match=r"\['head'\]\['bias'\] contains NaN"):
+    unlearn.check_finite_params(trained.replace(params=bad))
+
+
+def test_unknown_method_option_and_preset():
+  with pytest.raises(ValueError, match="unknown method 'nope'"):
+    unlearn.make_config("nope")
+  with pytest.raises(ValueError, match="has no preset 'huge'"):
+    unlearn.make_config("scrub", preset="huge")
+
+
+def test_lira_shape_mismatch_and_degenerate_keep_mask():
+  rng = np.random.default_rng(0)
+  scores = rng.normal(size=(4, 6))
+  with pytest.raises(ValueError, match="shape"):
+    mia.lira(rng.normal(size=6), scores, np.ones((4, 5), bool))
+  keep = np.zeros((4, 6), bool)
+  keep[:2] = True
+  keep[:, 0] = True  # example 0 is never out
+  with pytest.raises(ValueError, match="example"):
+    mia.lira(rng.normal(size=6), scores, keep)
+
+
+def test_forget_quality_needs_two_models():
+  with pytest.raises(ValueError, match="2"):
+    metrics.forget_quality(np.zeros((1, 5)), np.zeros((1, 5)))
+
+
+def test_unwritable_output_folder(capsys):
+  # /proc refuses new files even for root, so this holds whoever runs the tests
+  code = cli.main(["run", "--quiet", "--out", "/proc/jaxunlearn-test/out"])
+  err = capsys.readouterr().err
+  assert code == 2 and "not writable" in err and "/proc/jaxunlearn-test/out" in err
+  assert len(err.strip().splitlines()) == 1
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+  f = tmp_path / "file"
+  f.write_text("x")
+  code = cli.main(["run", "--quiet", "--out", str(f)])
+  err = capsys.readouterr().err
+  assert code == 2 and "is not a folder" in err
+  assert f.read_text() == "x"
+
+
+def test_disk_full_mid_write_keeps_previous_results(tmp_path, monkeypatch):
+  path = tmp_path / "results.json"
+  write_json_atomic(path, {"v": 1})
+  real_dump = json.dump
+
+  def dump_then_fail(obj, f, **kw):
+    f.write('{"v": 2, "partial')
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(json, "dump", dump_then_fail)
+  with pytest.raises(OSError):
+    write_json_atomic(path, {"v": 2})
+  monkeypatch.setattr(json, "dump", real_dump)
+  assert json.loads(path.read_text()) == {"v": 1}
+  assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp file left behind
