@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--test-subset", type=int, default=None, help="use N random test examples")
   r.add_argument("--data-dir", default=None, help="tfds data_dir")
   r.add_argument("--download", action="store_true", help="let tfds download (needs network)")
+  r.add_argument("--save-models", default=None, metavar="DIR",
+                 help="save every model (original, retrain, methods) with orbax under DIR/NAME")
+  r.add_argument("--original", default=None, metavar="CKPT",
+                 help="reuse an original model saved with --save-models (DIR/original) instead of training")
   r.add_argument("--quiet", action="store_true", help="no progress output")
   return parser
 
@@ -89,7 +93,8 @@ def _run(args) -> int:
                     weight_decay=args.weight_decay, augment=args.augment, seed=args.seed, out=args.out,
                     overrides=tuple(args.overrides), presets=tuple(args.presets), mask=args.mask,
                     evals=tuple(args.evals), train_subset=args.train_subset, test_subset=args.test_subset,
-                    data_dir=args.data_dir, download=args.download, progress=not args.quiet)
+                    data_dir=args.data_dir, download=args.download, progress=not args.quiet,
+                    save_models=args.save_models, original=args.original)
     prepared = prepare(cfg)
   except (ValueError, TypeError) as e:
     print(f"jaxunlearn: error: {e}", file=sys.stderr)

@@ -56,6 +56,8 @@ class RunConfig:
   data_dir: str | None = None
   download: bool = False
   progress: bool = True
+  save_models: str | None = None   # folder: every trained/unlearned model saved there with orbax
+  original: str | None = None      # checkpoint of an original model (from --save-models) to reuse
 
 
 @dataclasses.dataclass
@@ -67,6 +69,7 @@ class Prepared:
   train_cfg: TrainConfig
   method_cfgs: dict[str, Any]
   out: Path
+  original: ModelState | None = None
 
 
 def _check_out_dir(out: str) -> Path:
@@ -133,6 +136,10 @@ def prepare(cfg: RunConfig) -> Prepared:
   method_cfgs["retrain"] = dataclasses.replace(
       method_cfgs["retrain"], **{k: v for k, v in base.items() if k not in retrain_ov})
   out = _check_out_dir(cfg.out)
+  if cfg.save_models is not None:
+    _check_out_dir(cfg.save_models)
+  if cfg.original is not None:
+    _check_original(cfg)
   ds = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
   if cfg.train_subset or cfg.test_subset:
     ds = ds.subset(cfg.train_subset, cfg.test_subset, seed=cfg.seed)
@@ -141,7 +148,8 @@ def prepare(cfg: RunConfig) -> Prepared:
     raise ValueError(f"batch size {cfg.batch_size} is larger than the retain set ({len(split.retain)} examples)")
   model = jmodels.create_model(cfg.model, num_classes=ds.num_classes, input_shape=ds.image_shape,
                                mean=ds.mean, std=ds.std, width=cfg.width)
-  return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out)
+  original = load_model(cfg.original, model) if cfg.original is not None else None
+  return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out, original)
 
 
 def _accs(state: ModelState, p: Prepared) -> tuple[dict, dict]:
@@ -202,8 +210,16 @@ def execute(p: Prepared) -> dict:
   }
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / "
           f"{len(ds.y_test)} test, model {cfg.model}, forget {cfg.forget}")
-  original, hist = train_model(p.model, p.train_cfg, ds.x_train, sp.y_train, all_idx,
-                               jax.random.fold_in(key, 1), progress=cfg.progress, desc="original")
+  if cfg.original is not None:
+    original = p.original
+    hist = {"seconds": 0.0, "compile_seconds": 0.0}
+    results["original_checkpoint"] = str(cfg.original)
+  else:
+    original, hist = train_model(p.model, p.train_cfg, ds.x_train, sp.y_train, all_idx,
+                                 jax.random.fold_in(key, 1), progress=cfg.progress, desc="original")
+  save = (lambda name, st: save_model(Path(cfg.save_models) / name, st, cfg, ds)) if cfg.save_models else None
+  if save and cfg.original is None:
+    save("original", original)
   acc, _ = _accs(original, p)
   results["models"]["original"] = {"acc": acc, "seconds": hist["seconds"],
                                    "compile_seconds": hist["compile_seconds"]}
@@ -238,8 +254,53 @@ def execute(p: Prepared) -> dict:
     entry["metrics"] = _summarize(metrics)
     entry.update(extra(state, results["models"].get("retrain", {}).get("acc") if name != "retrain" else None, acc))
     results["models"][name] = entry
+    if save:
+      save(name, state)
     _log(p, f"  {name:<9} {_fmt(acc)}  {secs:.1f}s")
   return results
+
+
+_META = "jaxunlearn_model.json"
+
+
+def save_model(path: Path, state: ModelState, cfg: RunConfig, ds: jdata.Dataset) -> None:
+  """Saves a model's params and batch statistics with orbax, plus what is needed to rebuild it."""
+  from jaxunlearn import checkpoint
+
+  checkpoint.save(path / "state", {"params": state.params, "batch_stats": state.batch_stats})
+  meta = {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "num_classes": ds.num_classes,
+          "input_shape": list(ds.image_shape), "forget": cfg.forget, "seed": cfg.seed}
+  write_json_atomic(path / _META, meta)
+
+
+def _check_original(cfg: RunConfig) -> None:
+  path = Path(cfg.original)
+  meta_path = path / _META
+  if not meta_path.is_file():
+    raise ValueError(f"--original {cfg.original!r} is not a saved model (no {_META}; save one with --save-models)")
+  try:
+    meta = json.loads(meta_path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"--original {cfg.original!r}: unreadable {_META} ({e})") from None
+  for k in ("model", "width"):
+    if meta.get(k) != getattr(cfg, k):
+      raise ValueError(f"--original {cfg.original!r} was saved with --{k} {meta.get(k)!r}, "
+                       f"not {getattr(cfg, k)!r}")
+  if meta.get("forget", "").startswith("confuse:") != cfg.forget.startswith("confuse:") or (
+      cfg.forget.startswith("confuse:") and meta.get("forget") != cfg.forget):
+    raise ValueError(f"--original {cfg.original!r} was trained for --forget {meta.get('forget')!r}; "
+                     f"confused labels must match --forget {cfg.forget!r}")
+
+
+def load_model(path: str | Path, model: jmodels.Model) -> ModelState:
+  """Loads a model saved by :func:`save_model` into ``model``'s structure; checks it is finite."""
+  from jaxunlearn import checkpoint
+
+  params, stats = jax.eval_shape(model.init, jax.random.key(0))
+  tree = checkpoint.load(Path(path) / "state", {"params": params, "batch_stats": stats})
+  state = ModelState(tree["params"], tree["batch_stats"], model)
+  jun.check_finite_params(state)
+  return state
 
 
 def forget_validation_set(ds: jdata.Dataset, sp: jdata.ForgetSplit):
@@ -311,12 +372,13 @@ def _fmt(acc: dict) -> str:
 
 def format_table(results: dict) -> str:
   """A plain-text table of accuracies and times."""
-  rows = [f"{'model':<14}{'retain':>8}{'forget':>8}{'test':>8}{'seconds':>9}{'speed-up':>9}"]
+  rows = [f"{'model':<14}{'retain':>8}{'forget':>8}{'test':>8}{'seconds':>9}{'speed-up':>9}{'compile s':>10}"]
   for name, e in results["models"].items():
     a = e["acc"]
     su = e.get("speedup_vs_retrain")
     rows.append(f"{name:<14}{100 * a['retain']:8.1f}{100 * a['forget']:8.1f}{100 * a['test']:8.1f}"
-                f"{e['seconds']:9.1f}{(f'{su:8.1f}x' if su else ''):>9}")
+                f"{e['seconds']:9.2f}{(f'{su:8.1f}x' if su else ''):>9}{e.get('compile_seconds', 0.0):10.1f}")
+  rows.append("(accuracy in %; seconds exclude compilation; speed-up = retrain seconds / method seconds)")
   return "\n".join(rows)
 
 
