@@ -1,6 +1,6 @@
 """DEL (Torkzadehmahani et al. 2024): localised unlearning at a 30 % parameter budget.
 
-Reproduce (CPU scale, Fashion-MNIST subset from ../shared/data, small CNN; ~15 min on 2 cores):
+Reproduce (CPU scale, Fashion-MNIST subset from ../shared/data, MLP 256-256; a few minutes on 2 cores):
     python experiments/del_paper.py
 GPU scale (CIFAR-10 JPEG, ResNet-18, the paper's 30 epochs of DEL finetuning):
     python experiments/del_paper.py --scale gpu
@@ -35,7 +35,7 @@ def jobs(scale: str, smoke: bool) -> list[tuple[str, RunConfig]]:
   else:
     ds, ntr, nte = report.cpu_dataset(smoke)
     ep = 1 if smoke else 12
-    base = RunConfig(dataset=ds, model="mlp" if smoke else "cnn", width=0.25 if smoke else 1.0, epochs=ep, batch_size=64, lr=0.05,
+    base = RunConfig(dataset=ds, model="mlp", width=0.25 if smoke else 1.0, epochs=ep, batch_size=64, lr=0.05,
                      train_subset=ntr, test_subset=nte, progress=not smoke)
     ov = [("del", "epochs", str(1 if smoke else 5))] + [(m, "epochs", str(1 if smoke else 4)) for m in BASELINES]
   out = []

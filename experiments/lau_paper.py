@@ -1,6 +1,6 @@
 """Layer Attack Unlearning (Kim, Lee, Woo, AAAI 2024): class unlearning and random 10 % forgetting.
 
-Reproduce (CPU scale, Fashion-MNIST subset from ../shared/data, small CNN; ~8 min on 2 cores):
+Reproduce (CPU scale, Fashion-MNIST subset from ../shared/data, MLP 256-256; a few minutes on 2 cores):
     python experiments/lau_paper.py
 GPU scale (CIFAR-10 JPEG, ResNet-18):
     python experiments/lau_paper.py --scale gpu
@@ -32,7 +32,7 @@ def jobs(scale: str, smoke: bool) -> list[tuple[str, RunConfig]]:
     ov: tuple = ()
   else:
     ds, ntr, nte = report.cpu_dataset(smoke)
-    base = RunConfig(dataset=ds, model="mlp" if smoke else "cnn", width=0.25 if smoke else 1.0, epochs=1 if smoke else 12,
+    base = RunConfig(dataset=ds, model="mlp", width=0.25 if smoke else 1.0, epochs=1 if smoke else 12,
                      batch_size=64, lr=0.05, train_subset=ntr, test_subset=nte, progress=not smoke)
     ov = (("finetune", "epochs", "1" if smoke else "4"), ("neggrad_plus", "epochs", "1" if smoke else "4"))
   return [(label, report.cfg_replace(base, forget=f, methods=METHODS, overrides=ov, evals=("zrf",)))

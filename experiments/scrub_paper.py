@@ -1,6 +1,6 @@
 """SCRUB paper (Kurmanji et al., NeurIPS 2023): the three applications, SCRUB vs the baselines.
 
-Reproduce (CPU scale, Fashion-MNIST subset from ../shared/data, small CNN; ~15 min on 2 cores):
+Reproduce (CPU scale, Fashion-MNIST subset from ../shared/data, MLP 256-256; a few minutes on 2 cores):
     python experiments/scrub_paper.py
 GPU scale (CIFAR-10 JPEG from ../shared/data, ResNet-18, the paper's large-scale setting):
     python experiments/scrub_paper.py --scale gpu
@@ -35,7 +35,7 @@ def jobs(scale: str, smoke: bool) -> list[tuple[str, RunConfig]]:
     preset, confuse, ep = "large", "confuse:3,5:500", 30
   else:
     ds, ntr, nte = report.cpu_dataset(smoke)
-    base = RunConfig(dataset=ds, model="mlp" if smoke else "cnn", width=0.25 if smoke else 1.0, epochs=1 if smoke else 12,
+    base = RunConfig(dataset=ds, model="mlp", width=0.25 if smoke else 1.0, epochs=1 if smoke else 12,
                      batch_size=64, lr=0.05, train_subset=ntr, test_subset=nte, progress=not smoke)
     preset, confuse, ep = "small", ("confuse:3,5:20" if ds == "digits" else "confuse:0,6:100"), base.epochs
   ov = [("eu_k", "epochs", str(ep)), ("cf_k", "epochs", str(max(1, ep // 3))),
