@@ -345,7 +345,10 @@ class _Extras:
       out["ic"] = {"test_error": ic_test.error, "test_count": ic_test.count,
                    "forget_error": ic_forget.error, "forget_count": ic_forget.count}
     if "mia" in p.cfg.evals:
-      te = evaluate(state.model, state.params, state.batch_stats, ds.x_test, ds.y_test)
+      # held-out examples of the forget set's distribution (the forget classes' test examples for
+      # class specs), as the SCRUB code compares forget losses with test losses of the same classes
+      xv, yv = forget_validation_set(ds, sp)
+      te = evaluate(state.model, state.params, state.batch_stats, xv, yv)
       out["mia"] = float(simple_mia(ev_f["losses"], te["losses"], seed=p.cfg.seed))
     if "zrf" in p.cfg.evals:
       out["zrf"] = float(jmet.zrf(ev_f["logits"], self.random_logits))
