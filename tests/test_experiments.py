@@ -31,3 +31,13 @@ def test_experiment_smoke(tmp_path, name, jobs, methods, capsys):
   assert md.count("| retrain |") == jobs
   pngs = list(tmp_path.glob("*.png"))
   assert len(pngs) == jobs and all(p.stat().st_size > 1000 for p in pngs)
+
+
+def test_challenge_metric_smoke(tmp_path, capsys):
+  r = _load("challenge_metric").main(["--smoke", "--out", str(tmp_path)])
+  assert set(r["methods"]) == {"finetune", "neggrad_plus", "scrub"}
+  for m in r["methods"].values():
+    assert 0.0 <= m["forget_quality"] <= 1.0 and m["challenge_score"] >= 0.0
+    assert set(m["spread"]) == {"3"}
+  assert json.loads((tmp_path / "results.json").read_text())["num_models"] == 6
+  assert (tmp_path / "epsilons.png").stat().st_size > 1000
