@@ -267,8 +267,9 @@ def bench_torch(s: Setting) -> dict | None:
 
 def _device_name() -> str:
   d = jax.devices()[0]
-  kind = getattr(d, "device_kind", d.platform)
-  return re.sub(r"[^A-Za-z0-9]+", "_", f"{d.platform}_{kind}").strip("_").lower()
+  kind = str(getattr(d, "device_kind", "") or d.platform)
+  name = d.platform if kind.lower() == d.platform else f"{d.platform}_{kind}"
+  return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
 def main(argv=None) -> int:
@@ -329,11 +330,14 @@ def main(argv=None) -> int:
         r["ratio_many_vs_torch"] = r["many_img_s"] / t_row["torch_img_s"]
       r["utilisation"] = (None if (peak is None or r["many_tflops_s"] is None) else r["many_tflops_s"] / peak)
       rows.append(r)
-      fmt = lambda v, f: ("-" if v is None else format(v, f))  # noqa: E731
+      def fmt(v, width, spec, suffix=""):
+        return f"{'-':>{width}}" if v is None else f"{format(v, spec) + suffix:>{width}}"
+
+      util = None if r["utilisation"] is None else 100 * r["utilisation"]
       print(f"{spec:<16}{strat:<11}{m:>4}{r['many_img_s']:12.0f}{r['single_img_s']:10.0f}{r['loop_img_s']:10.0f}"
-            f"{r['ratio_many_vs_loop']:9.2f}x{r['ratio_many_vs_single']:7.2f}x{fmt(r['many_tflops_s'], '9.3f')}"
-            f"{fmt(None if r['utilisation'] is None else 100 * r['utilisation'], '6.1f')}%"
-            f"{fmt(r.get('torch_img_s'), '9.0f')}{fmt(r.get('ratio_jax_single_vs_torch'), '10.2f')}x", flush=True)
+            f"{r['ratio_many_vs_loop']:9.2f}x{r['ratio_many_vs_single']:7.2f}x{fmt(r['many_tflops_s'], 9, '.3f')}"
+            f"{fmt(util, 7, '.1f', '%')}{fmt(r.get('torch_img_s'), 9, '.0f')}"
+            f"{fmt(r.get('ratio_jax_single_vs_torch'), 11, '.2f', 'x')}", flush=True)
 
   result = {
       "device": str(jax.devices()[0]), "device_kind": getattr(jax.devices()[0], "device_kind", ""),

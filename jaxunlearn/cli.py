@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--original", default=None, metavar="CKPT",
                  help="reuse an original model saved with --save-models (DIR/original) instead of training")
   r.add_argument("--quiet", action="store_true", help="no progress output")
+  from jaxunlearn import studies
+
+  studies.add_subcommands(sub)
   return parser
 
 
@@ -79,6 +82,10 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.command == "run":
     return _run(args)
+  if args.command in ("lira", "ulira", "challenge"):
+    from jaxunlearn import studies
+
+    return studies.dispatch(args)
   parser.print_help()
   return 2
 

@@ -1,0 +1,274 @@
+"""jaxunlearn.shadow: many models in one program equal single runs; chunking, sharding, resume."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxunlearn import shadow
+from jaxunlearn import train as jtrain
+from jaxunlearn import unlearn as jun
+
+KEY = jax.random.key(11)
+
+# See tests/test_checkpoint.py: orbax's harmless "Event loop is closed" unraisable exception.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+CFG = jtrain.TrainConfig(epochs=2, batch_size=16, lr=0.05)
+M = 4
+TOL = 1e-5
+
+
+def _leaves(state):
+  return [np.asarray(a) for a in jax.tree.leaves((state.params, state.batch_stats))]
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def keep(blobs):
+  return shadow.balanced_keep_mask(jax.random.key(7), M, len(blobs[1]))
+
+
+@pytest.fixture(scope="module")
+def many(blobs, tiny_model, keep):
+  x, y, _, _ = blobs
+  return shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, progress=False)
+
+
+def test_balanced_keep_mask(blobs):
+  n = len(blobs[1])
+  k = shadow.balanced_keep_mask(0, 6, n)
+  assert k.shape == (6, n) and k.dtype == bool and (k.sum(1) == n // 2).all()
+  assert len({r.tobytes() for r in k}) == 6  # independent halves
+  p = shadow.balanced_keep_mask(0, 6, n, paired=True)
+  assert (p.sum(1) == n // 2).all() and (p.sum(0) == 3).all()  # rows and columns balanced
+  pool = np.arange(10, 30)
+  q = shadow.balanced_keep_mask(1, 5, n, pool=pool)
+  assert (q[:, pool].sum(1) == 10).all() and (q.sum(1) == 10 + (n - 20) // 2).all()
+
+
+def test_train_many_equals_single_runs(blobs, tiny_model, keep, many):
+  x, y, _, _ = blobs
+  states, metrics = many
+  assert shadow.num_models_of(states) == M
+  assert metrics["loss"].shape == (M, CFG.epochs)
+  init, fit = jtrain.make_fit(tiny_model, CFG, int(keep[0].sum()))
+
+  @jax.jit
+  def single(k, index):  # one model alone, the same keys as model m of train_many
+    params, stats = tiny_model.init(jax.random.fold_in(k, 0))
+    ts, hist = fit(init(params, stats), jax.numpy.asarray(x), jax.numpy.asarray(y), index, jax.random.fold_in(k, 1))
+    return jtrain.ModelState(ts.params, ts.batch_stats, tiny_model), hist
+
+  for m in range(M):
+    one, hist = single(jax.random.fold_in(KEY, m), np.flatnonzero(keep[m]))
+    assert _max_diff(one, shadow.take(states, m)) < TOL
+    np.testing.assert_allclose(np.asarray(metrics["loss"][m]), np.asarray(hist["loss"]), rtol=1e-5, atol=1e-6)
+  # and the documented equivalence with the Python driver train_model
+  ref, _ = jtrain.train_model(tiny_model, CFG, x, y, np.flatnonzero(keep[2]), jax.random.fold_in(KEY, 2),
+                              progress=False)
+  assert _max_diff(ref, shadow.take(states, 2)) < TOL
+  # different models really differ (different data and keys)
+  assert _max_diff(shadow.take(states, 0), shadow.take(states, 1)) > 1e-2
+
+
+def test_chunked_equals_unchunked(blobs, tiny_model, keep, many):
+  x, y, _, _ = blobs
+  calls = []
+  chunked, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=3, progress=False,
+                                 on_chunk=lambda i, n, loaded: calls.append((i, n, loaded)))
+  assert calls == [(0, 2, False), (1, 2, False)]  # 4 models in chunks of 3, the last chunk padded
+  assert shadow.num_models_of(chunked) == M
+  assert _max_diff(chunked, many[0]) < TOL
+
+
+def test_sequential_strategy_equals_vmap(blobs, tiny_model, keep, many):
+  x, y, _, _ = blobs
+  seq, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="sequential", progress=False)
+  assert _max_diff(seq, many[0]) < TOL
+
+
+def test_keep_mask_is_respected(blobs, tiny_model, keep, many):
+  """Excluded examples are NaN images: a model that never sees them stays finite, one that does not;
+  and a model trained with a keep mask equals one trained on the compacted data set."""
+  x, y, _, _ = blobs
+  poison = ~keep[0] & keep[1]
+  assert poison.any()
+  xf = (x.astype(np.float32) / 255.0)
+  xf[poison] = np.nan
+  st, _ = shadow.train_many(KEY, (xf, y), keep, CFG, model=tiny_model, progress=False)
+  assert all(np.isfinite(a[0]).all() for a in _leaves(st))
+  assert any(~np.isfinite(a[1]).all() for a in _leaves(st))  # the control: model 1 saw NaNs
+
+  # Compacted: model 0's examples first (in order), the rest after; model 0 keeps the first K.
+  order = np.concatenate([np.flatnonzero(keep[0]), np.flatnonzero(~keep[0])])
+  k = int(keep[0].sum())
+  compact_keep = keep[:, order]
+  compact_keep[0] = np.arange(len(y)) < k
+  compact, _ = shadow.train_many(KEY, (x[order], y[order]), compact_keep, CFG, model=tiny_model, progress=False)
+  assert _max_diff(shadow.take(compact, 0), shadow.take(many[0], 0)) < TOL
+
+
+def test_resume_after_interruption(tmp_path, blobs, tiny_model, keep):
+  x, y, _, _ = blobs
+  ck = tmp_path / "ck"
+
+  def kill_after_chunk_1(i, n, loaded):
+    if i == 1:
+      raise KeyboardInterrupt("simulated kill")
+
+  with pytest.raises(KeyboardInterrupt):
+    shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck,
+                      progress=False, on_chunk=kill_after_chunk_1)
+  assert sorted(p.name for p in ck.iterdir() if p.name.startswith("chunk_")) == ["chunk_00000", "chunk_00001"]
+  calls = []
+  resumed, met = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck,
+                                   progress=False, on_chunk=lambda i, n, loaded: calls.append(loaded))
+  assert calls == [True, True, False, False]  # finished chunks are loaded, not retrained
+  straight, met2 = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, progress=False)
+  for a, b in zip(_leaves(resumed), _leaves(straight)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(np.asarray(met["loss"]), np.asarray(met2["loss"]))
+
+  # a different run may not reuse the folder
+  with pytest.raises(ValueError, match="different run.*config"):
+    shadow.train_many(KEY, (x, y), keep, jtrain.TrainConfig(epochs=2, batch_size=16, lr=0.1),
+                      model=tiny_model, chunk_size=1, checkpoint_dir=ck, progress=False)
+  # a damaged chunk is named
+  for f in (ck / "chunk_00001").rglob("*"):
+    if f.is_file() and not f.name.startswith("_") and f.name != "commit_success.txt":
+      f.write_bytes(b"garbage")
+  with pytest.raises(ValueError, match="chunk_00001"):
+    shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck, progress=False)
+
+
+UCFG = jun.FinetuneConfig(epochs=1, batch_size=16)
+_finetune = jax.jit(jun.finetune, static_argnames="config")
+
+
+def _splits(keep):
+  forget = np.stack([np.flatnonzero(keep[m])[:8] for m in range(M)]).astype(np.int32)
+  retain = np.stack([np.flatnonzero(keep[m])[8:] for m in range(M)]).astype(np.int32)
+  return retain, forget
+
+
+@pytest.fixture(scope="module")
+def unlearned_many(blobs, keep, many):
+  x, y, _, _ = blobs
+  retain, forget = _splits(keep)
+  data = jun.UnlearnData(jax.numpy.asarray(x), jax.numpy.asarray(y), retain, forget, num_classes=4)
+  return shadow.unlearn_many(many[0], data, KEY, "finetune", UCFG, progress=False)
+
+
+def test_unlearn_many_equals_single_runs(blobs, keep, many, unlearned_many):
+  x, y, _, _ = blobs
+  out, metrics = unlearned_many
+  retain, forget = _splits(keep)
+  assert shadow.num_models_of(out) == M and np.asarray(metrics["loss"]).shape == (M, 1)
+  for m in range(M):
+    dm = jun.UnlearnData.create(x, y, retain[m], forget[m], num_classes=4)
+    single, _ = _finetune(shadow.take(many[0], m), dm, jax.random.fold_in(KEY, m), UCFG)
+    assert _max_diff(single, shadow.take(out, m)) < TOL
+  assert _max_diff(shadow.take(out, 0), shadow.take(many[0], 0)) > 1e-4  # it did train
+
+
+def test_unlearn_many_from_one_original(trained, class_data):
+  cfg = jun.FinetuneConfig(epochs=1, batch_size=32)
+  out, _ = shadow.unlearn_many(trained, class_data, KEY, jun.finetune, cfg, num_models=2, progress=False)
+  for m in range(2):
+    single, _ = _finetune(trained, class_data, jax.random.fold_in(KEY, m), cfg)
+    assert _max_diff(single, shadow.take(out, m)) < TOL
+  assert _max_diff(shadow.take(out, 0), shadow.take(out, 1)) > 0  # different keys, different runs
+  with pytest.raises(ValueError, match="num_models"):
+    shadow.unlearn_many(trained, class_data, KEY, "finetune", cfg, progress=False)
+
+
+def test_predict_and_confidences(blobs, many):
+  x, y, _, _ = blobs
+  states, _ = many
+  lg = shadow.predict_many(states, x[:50], flip=True, batch_size=16)
+  assert lg.shape == (M, 50, 2, 4)
+  s1 = shadow.take(states, 1)
+  np.testing.assert_allclose(lg[1, :, 0], np.asarray(jtrain.predict(s1.model, s1.params, s1.batch_stats, x[:50])),
+                             atol=1e-5)
+  np.testing.assert_allclose(lg[1, :, 1], np.asarray(jtrain.predict(s1.model, s1.params, s1.batch_stats,
+                                                                     x[:50, :, ::-1])), atol=1e-5)
+  conf = shadow.confidences_many(states, x[:50], y[:50], batch_size=16)
+  assert conf.shape == (M, 50, 2) and conf.dtype == np.float64
+  p = np.exp(lg[..., :] - lg.max(-1, keepdims=True))
+  p = p / p.sum(-1, keepdims=True)
+  py = np.take_along_axis(p, np.broadcast_to(y[:50, None, None], (M, 50, 2, 1)), -1)[..., 0]
+  np.testing.assert_allclose(conf, np.log(py) - np.log(1 - py), atol=2e-3)
+
+
+def test_bad_inputs_fail_before_compiling(blobs, tiny_model, keep):
+  x, y, _, _ = blobs
+  unbalanced = keep.copy()
+  unbalanced[0, np.flatnonzero(~keep[0])[0]] = True
+  with pytest.raises(ValueError, match="different numbers of examples"):
+    shadow.train_many(KEY, (x, y), unbalanced, CFG, model=tiny_model, progress=False)
+  idx = shadow.keep_indices(unbalanced, KEY, unbalanced="resample")
+  assert idx.shape == (M, keep.sum(1).max() + 1) and all(np.isin(idx[m], np.flatnonzero(unbalanced[m])).all()
+                                                         for m in range(M))
+  with pytest.raises(ValueError, match="columns"):
+    shadow.train_many(KEY, (x, y), keep[:, :-1], CFG, model=tiny_model, progress=False)
+  with pytest.raises(ValueError, match="chunk_size"):
+    shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=0, progress=False)
+  with pytest.raises(ValueError, match="strategy"):
+    shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="pmap", progress=False)
+  with pytest.raises(ValueError, match="keeps no example"):
+    shadow.train_many(KEY, (x, y), np.zeros((2, len(y)), bool), CFG, model=tiny_model, progress=False)
+  with pytest.raises(TypeError, match="TrainConfig"):
+    shadow.train_many(KEY, (x, y), keep, {"epochs": 1}, model=tiny_model, progress=False)
+
+
+_SHARDED = textwrap.dedent("""
+    import sys
+    import jax
+    import numpy as np
+    jax.config.update("jax_disable_most_optimizations", True)
+    sys.path.insert(0, {tests!r})
+    from conftest import make_blobs
+    from jaxunlearn import models, shadow, train, unlearn
+    assert jax.device_count() == 4, jax.devices()
+    x, y = make_blobs(40, seed=0)
+    model = models.create_model("cnn", num_classes=4, input_shape=(8, 8, 1), width=0.25)
+    cfg = train.TrainConfig(epochs=2, batch_size=16, lr=0.05)
+    keep = shadow.balanced_keep_mask(jax.random.key(7), 4, len(y))
+    st, met = shadow.train_many(jax.random.key(11), (x, y), keep, cfg, model=model, progress=False)
+    forget = np.stack([np.flatnonzero(keep[m])[:8] for m in range(4)]).astype(np.int32)
+    retain = np.stack([np.flatnonzero(keep[m])[8:] for m in range(4)]).astype(np.int32)
+    data = unlearn.UnlearnData(jax.numpy.asarray(x), jax.numpy.asarray(y), retain, forget, num_classes=4)
+    un, _ = shadow.unlearn_many(st, data, jax.random.key(11), "finetune",
+                                unlearn.FinetuneConfig(epochs=1, batch_size=16), progress=False)
+    # the model axis really is split over the 4 devices, one model per device
+    for leaf in jax.tree.leaves((st.params, un.params)):
+      assert leaf.shape[0] == 4 and len(leaf.sharding.device_set) == 4, leaf.sharding
+      assert {{s.data.shape[0] for s in leaf.addressable_shards}} == {{1}}
+    out = {{f"t{{i}}": np.asarray(a) for i, a in enumerate(jax.tree.leaves((st.params, st.batch_stats)))}}
+    out.update({{f"u{{i}}": np.asarray(a) for i, a in enumerate(jax.tree.leaves((un.params, un.batch_stats)))}})
+    np.savez({path!r}, **out)
+""")
+
+
+def test_sharded_over_4_devices_equals_single_device(tmp_path, many, unlearned_many):
+  """4 forced CPU devices (subprocess: this process is pinned to 1) give the single-device results."""
+  path = str(tmp_path / "sharded.npz")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  code = _SHARDED.format(tests=str(Path(__file__).parent), path=path)
+  res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  got = np.load(path)
+  assert jax.device_count() == 1
+  for prefix, state in (("t", many[0]), ("u", unlearned_many[0])):
+    leaves = _leaves(state)
+    assert len([k for k in got.files if k.startswith(prefix)]) == len(leaves)
+    for i, a in enumerate(leaves):
+      np.testing.assert_allclose(got[f"{prefix}{i}"], a, atol=TOL, rtol=0)

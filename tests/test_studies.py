@@ -1,0 +1,140 @@
+"""jaxunlearn.studies: lira / ulira / challenge smoke runs at tiny size; argparse wiring and errors."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from jaxunlearn import studies
+
+TINY = dict(dataset="digits", train_subset=96, test_subset=40, model="cnn", width=0.25, epochs=1,
+            batch_size=16, progress=False)
+ATTACK_KEYS = {"auc", "tpr@0.1%", "tpr@1%", "best_accuracy"}
+FT = (("epochs", "1"), ("batch_size", "16"))
+
+
+def _png(path):
+  assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+
+
+def _json(out):
+  return json.loads((out / "results.json").read_text())
+
+
+def test_lira_smoke(tmp_path):
+  out = tmp_path / "lira"
+  res = studies.run_lira(studies.LiraConfig(num_models=6, out=str(out), **TINY))
+  disk = _json(out)
+  assert disk["study"] == "lira" and disk["num_models"] == 6 and disk["num_examples"] == 96
+  assert set(disk["attacks"]) == set(studies.ATTACKS)
+  for a in disk["attacks"].values():
+    assert set(a) == ATTACK_KEYS and 0.0 <= a["auc"] <= 1.0
+  assert disk["targets"] == 6 and disk["augmentations"] == 2 and disk["pooled_examples"] > 6 * 30
+  assert set(disk["accuracy"]) == {"train_mean", "heldout_mean", "test_mean"}
+  assert disk["attacks"] == res["attacks"]
+  _png(out / disk["plots"]["roc"])
+  assert not list(out.glob("*.tmp"))
+
+
+def test_ulira_smoke(tmp_path):
+  out = tmp_path / "ulira"
+  studies.run_ulira(studies.UliraConfig(num_models=6, pool_size=24, method="finetune", overrides=FT,
+                                        targets=3, out=str(out), **TINY))
+  disk = _json(out)
+  assert disk["study"] == "ulira" and disk["method"] == "finetune"
+  assert disk["forget_per_model"] == 12 and disk["retain_per_model"] == (96 - 24) // 2
+  assert disk["method_config"]["epochs"] == 1 and disk["targets"] == 3
+  for key in ("attacks", "original_attacks"):
+    assert set(disk[key]) == set(studies.ATTACKS)
+    assert all(set(a) == ATTACK_KEYS for a in disk[key].values())
+  assert set(disk["accuracy"]) == {"original", "unlearned"}
+  assert set(disk["accuracy"]["unlearned"]) == {"retain", "forget", "test"}
+  _png(out / disk["plots"]["roc"])
+  _png(out / disk["plots"]["roc_original"])
+
+
+def test_challenge_smoke(tmp_path):
+  out = tmp_path / "ch"
+  res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT,
+                                                      forget="random:0.1", out=str(out), **TINY))
+  disk = _json(out)
+  assert disk["study"] == "challenge" and disk["num_models"] == 3
+  assert disk["sizes"]["forget"] == len(disk["epsilons"]) > 0
+  assert 0.0 <= disk["forget_quality"] <= 1.0 and disk["challenge_score"] >= 0.0
+  assert disk["challenge_score"] == pytest.approx(
+      res["forget_quality"] * disk["accuracy"]["unlearned"]["retain"] / disk["accuracy"]["retrained"]["retain"]
+      * disk["accuracy"]["unlearned"]["test"] / disk["accuracy"]["retrained"]["test"])
+  assert set(disk["accuracy"]) == {"original", "retrained", "unlearned"}
+  assert np.all(np.asarray(disk["epsilons"]) >= 0)
+  _png(out / disk["plots"]["epsilons"])
+
+
+def test_lira_attacks_detects_planted_membership():
+  """Members get a confidence shift: the pooled LiRA must find it; without a shift it must not."""
+  rng = np.random.default_rng(0)
+  m, n = 16, 400
+  keep = rng.random((m, n)) < 0.5
+  base = rng.normal(0, 1, (1, n, 1))
+  noise = rng.normal(0, 0.3, (m, n, 2))
+  att = studies.lira_attacks(base + noise + 1.5 * keep[:, :, None], keep, range(4))
+  assert all(len(s) == len(att["online"][1]) for s, _ in att.values())
+  from jaxunlearn import mia
+  assert mia.evaluate_attack(*att["online"])["auc"] > 0.95
+  null = studies.lira_attacks(base + noise, keep, range(4))
+  assert abs(mia.evaluate_attack(*null["online"])["auc"] - 0.5) < 0.1
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog="jaxunlearn")
+  sub = p.add_subparsers(dest="command")
+  studies.add_subcommands(sub)
+  return p
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lira", "--models", "2"], "num_models must be an int >= 4"),
+    (["lira", "--model", "vgg"], "unknown model 'vgg'"),
+    (["lira", "--targets", "20"], "targets (20) cannot exceed num_models (16)"),
+    (["lira", "--chunk-size", "0"], "chunk_size must be an int >= 1"),
+    (["ulira", "--method", "nope"], "unknown method 'nope'"),
+    (["ulira", "--set", "bogus=1"], "has no option 'bogus'"),
+    (["ulira", "--pool-size", "5000"], "pool_size 5000"),
+    (["challenge", "--forget", "random:2"], "fraction 2.0 must lie in (0, 1)"),
+    (["challenge", "--models", "1"], "models must be an int >= 3"),
+    (["challenge", "--set", "scrub.alpha=1"], "not the chosen method"),
+    (["challenge", "--dataset", "nosuch.npz"], "nosuch.npz"),
+])
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys, argv, message):
+  out = tmp_path / "o"
+  args = _parser().parse_args(argv + ["--out", str(out), "--quiet"])
+  assert studies.dispatch(args) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("jaxunlearn: error: ") and err.count("\n") == 1, err
+  assert message in err
+  assert not out.exists()  # nothing written
+
+
+def test_help_shows_every_default(capsys):
+  p = _parser()
+  for cmd, needles in (("lira", ["--models", "(default: 16)", "--checkpoint-dir", "--no-flip"]),
+                       ("ulira", ["--method", "(default: finetune)", "--pool-size", "(default: 200)"]),
+                       ("challenge", ["--forget", "(default: random:0.1)", "--strategy"])):
+    with pytest.raises(SystemExit):
+      p.parse_args([cmd, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in needles:
+      assert needle in text, (cmd, needle)
+
+
+def test_dispatch_runs_a_study(tmp_path, capsys):
+  out = tmp_path / "cli"
+  # the same shapes as test_lira_smoke, so the compiled programs are reused
+  args = _parser().parse_args(["lira", "--models", "6", "--epochs", "1", "--batch-size", "16", "--width", "0.25",
+                               "--train-subset", "96", "--test-subset", "40", "--targets", "2",
+                               "--out", str(out), "--quiet"])
+  assert studies.dispatch(args) == 0
+  printed = capsys.readouterr().out
+  assert "online" in printed and "results.json" in printed
+  res = _json(out)
+  assert res["num_models"] == 6 and res["targets"] == 2 and res["config"]["width"] == 0.25
