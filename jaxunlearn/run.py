@@ -348,6 +348,8 @@ class _Extras:
       # held-out examples of the forget set's distribution (the forget classes' test examples for
       # class specs), as the SCRUB code compares forget losses with test losses of the same classes
       xv, yv = forget_validation_set(ds, sp)
+      if len(yv) < 10:  # too few held-out examples of those classes for a 10-split attack
+        xv, yv = ds.x_test, ds.y_test
       te = evaluate(state.model, state.params, state.batch_stats, xv, yv)
       out["mia"] = float(simple_mia(ev_f["losses"], te["losses"], seed=p.cfg.seed))
     if "zrf" in p.cfg.evals:
