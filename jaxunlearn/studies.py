@@ -446,8 +446,10 @@ def run_ulira(cfg: UliraConfig) -> dict:
                                    model=model, checkpoint_dir=_ckpt(cfg, "originals"),
                                    progress=cfg.progress, desc="train", **kw)
   t_train = time.perf_counter() - t0
+  # forget-validation set (SCRUB+Rewind): the forget sets are random, so held-out test examples
   data = jun.UnlearnData(jax.numpy.asarray(ds.x_train), jax.numpy.asarray(ds.y_train, jax.numpy.int32),
-                         retain, forget, num_classes=ds.num_classes)
+                         retain, forget, jax.numpy.asarray(ds.x_test), jax.numpy.asarray(ds.y_test, jax.numpy.int32),
+                         num_classes=ds.num_classes)
   t1 = time.perf_counter()
   unlearned, _ = shadow.unlearn_many(originals, data, jax.random.fold_in(key, 2), cfg.method, mcfg,
                                      checkpoint_dir=_ckpt(cfg, "unlearned"), progress=cfg.progress, **kw)
