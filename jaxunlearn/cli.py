@@ -91,7 +91,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-  from jaxunlearn.run import RunConfig, format_table, prepare, execute, write_json_atomic
+  from jaxunlearn.run import RunConfig, execute, format_table, prepare, write_outputs
 
   try:
     cfg = RunConfig(dataset=args.dataset, model=args.model, width=args.width, forget=args.forget,
@@ -107,9 +107,9 @@ def _run(args) -> int:
     print(f"jaxunlearn: error: {e}", file=sys.stderr)
     return 2
   results = execute(prepared)
-  write_json_atomic(prepared.out / "results.json", results)
+  write_outputs(prepared, results)
   print(format_table(results))
-  print(f"wrote {prepared.out / 'results.json'}")
+  print(f"wrote {prepared.out / 'results.json'} and {prepared.out / 'accuracy.png'}")
   return 0
 
 

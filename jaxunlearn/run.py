@@ -387,9 +387,18 @@ def format_table(results: dict) -> str:
   return "\n".join(rows)
 
 
+def write_outputs(p: Prepared, results: dict) -> None:
+  """``OUT/results.json`` (atomic) and ``OUT/accuracy.png`` (retain/forget/test bars per model)."""
+  from jaxunlearn import plotting
+
+  write_json_atomic(p.out / "results.json", results)
+  plotting.plot_accuracy_bars({n: e["acc"] for n, e in results["models"].items()}, p.out / "accuracy.png",
+                              title=f"{results['dataset']} / {results['model']} / forget {results['forget']}")
+
+
 def run(cfg: RunConfig) -> dict:
-  """prepare + execute + write ``OUT/results.json``."""
+  """prepare + execute + write ``OUT/results.json`` and ``OUT/accuracy.png``."""
   p = prepare(cfg)
   results = execute(p)
-  write_json_atomic(p.out / "results.json", results)
+  write_outputs(p, results)
   return results

@@ -41,6 +41,7 @@ def test_run_writes_results_json_with_schema(tmp_path, capsys):
   assert ft["tow"] == pytest.approx(expect_tow)
   assert "tow" not in r["models"]["original"] and "mia" in r["models"]["original"]
   assert "finetune" in stdout and "retrain" in stdout
+  assert (out / "accuracy.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("args,needle", [
