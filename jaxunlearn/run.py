@@ -72,7 +72,8 @@ class Prepared:
   original: ModelState | None = None
 
 
-def _check_out_dir(out: str) -> Path:
+def check_out_dir(out: str) -> Path:
+  """Checks (writing nothing that stays) that ``out`` is, or can become, a writable folder."""
   p = Path(out)
   if p.exists() and not p.is_dir():
     raise ValueError(f"output folder {out!r} exists and is not a folder")
@@ -135,9 +136,9 @@ def prepare(cfg: RunConfig) -> Prepared:
   retrain_ov = {k for mm, k, _ in cfg.overrides if mm == "retrain"}
   method_cfgs["retrain"] = dataclasses.replace(
       method_cfgs["retrain"], **{k: v for k, v in base.items() if k not in retrain_ov})
-  out = _check_out_dir(cfg.out)
+  out = check_out_dir(cfg.out)
   if cfg.save_models is not None:
-    _check_out_dir(cfg.save_models)
+    check_out_dir(cfg.save_models)
   if cfg.original is not None:
     _check_original(cfg)
   ds = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)

@@ -152,18 +152,6 @@ def _check_int(name: str, v, lo: int, allow_none: bool = False):
     raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
 
 
-def _check_out(out: str) -> Path:
-  p = Path(out)
-  if p.exists() and not p.is_dir():
-    raise ValueError(f"output folder {out!r} exists and is not a folder")
-  probe = p
-  while not probe.exists():
-    probe = probe.parent
-  if not os.access(probe, os.W_OK | os.X_OK):
-    raise ValueError(f"output folder {out!r} is not writable ({str(probe)!r} denies writing)")
-  return p
-
-
 def _check_common(cfg: _Common) -> tuple[TrainConfig, Path]:
   if cfg.model not in jmodels.MODEL_NAMES:
     raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(jmodels.MODEL_NAMES)}")
@@ -183,7 +171,9 @@ def _check_common(cfg: _Common) -> tuple[TrainConfig, Path]:
   if cfg.checkpoint_dir is not None and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
     raise ValueError(f"checkpoint folder {cfg.checkpoint_dir!r} exists and is not a folder")
   tcfg = cfg.train_config()  # validates the optimizer fields
-  return tcfg, _check_out(cfg.out)
+  from jaxunlearn.run import check_out_dir
+
+  return tcfg, check_out_dir(cfg.out)
 
 
 def _method_config(method: str, overrides, preset):
