@@ -126,7 +126,7 @@ def plot_epsilon_hist(epsilons: Mapping, path, *, title: str = "Per-example epsi
 
 
 def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
-                       splits=("retain", "forget", "test"), figsize=(6.0, 3.5),
+                       splits=("retain", "forget", "test"), figsize=(7.5, 3.5),
                        dpi: int = 150) -> str:
   """Grouped bars of per-split accuracy for several methods.
 
@@ -167,5 +167,5 @@ def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
   ax.set_ylim(0.0, 1.0)
   ax.set_ylabel("accuracy")
   ax.set_title(title)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
   return _save(fig, path, dpi)
