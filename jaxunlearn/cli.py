@@ -45,12 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--method", action="append", dest="methods", default=None,
                  help=f"unlearning method (repeatable; default {d.methods[0]})")
   r.add_argument("--epochs", type=int, default=d.epochs, help="epochs of the original and the oracle")
-  r.add_argument("--batch-size", type=int, default=d.batch_size)
-  r.add_argument("--lr", type=float, default=d.lr)
-  r.add_argument("--optimizer", default=d.optimizer, choices=("sgd", "adam", "adamw"))
-  r.add_argument("--weight-decay", type=float, default=d.weight_decay)
+  r.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size of the original and the oracle")
+  r.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine schedule)")
+  r.add_argument("--optimizer", default=d.optimizer, choices=("sgd", "adam", "adamw"), help="optimizer")
+  r.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
   r.add_argument("--augment", action="store_true", help="random crop + flip while training")
-  r.add_argument("--seed", type=int, default=d.seed)
+  r.add_argument("--seed", type=int, default=d.seed, help="seed of the forget split, inits and batches")
   r.add_argument("--out", default=d.out, help="output folder for results.json")
   r.add_argument("--set", action="append", type=_kv_set, dest="overrides", default=[],
                  metavar="METHOD.OPTION=VALUE", help="method option, e.g. scrub.alpha=0.5 (repeatable)")

@@ -605,8 +605,8 @@ def _add_common(p: argparse.ArgumentParser, d: _Common) -> None:
   p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of every model trained from scratch")
   p.add_argument("--batch-size", type=int, default=d.batch_size, help="per-model batch size")
   p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
-  p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
-  p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+  p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="optimizer")
+  p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
   p.add_argument("--augment", action="store_true", default=d.augment, help="random crop + flip while training")
   p.add_argument("--chunk-size", type=int, default=d.chunk_size,
                  help="models per compiled call (default: all; rounded up to a multiple of the device count)")
@@ -618,7 +618,7 @@ def _add_common(p: argparse.ArgumentParser, d: _Common) -> None:
   p.add_argument("--test-subset", type=int, default=d.test_subset, help="use N random test examples")
   p.add_argument("--data-dir", default=d.data_dir, help="tfds data_dir")
   p.add_argument("--download", action="store_true", default=d.download, help="let tfds download (needs network)")
-  p.add_argument("--seed", type=int, default=d.seed)
+  p.add_argument("--seed", type=int, default=d.seed, help="seed of keep masks, inits and batches")
   p.add_argument("--quiet", action="store_true", help="no progress output")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() first: multi-host runs (SLURM, Open MPI and TPU pods "

@@ -82,3 +82,15 @@ def test_python_dash_m_help_lists_defaults():
                      timeout=120, env=env)
   assert r.returncode == 0
   assert "--forget" in r.stdout and "random:0.1" in r.stdout and "(default: digits)" in r.stdout
+
+
+def test_every_option_of_every_subcommand_has_help_with_its_default():
+  import argparse
+
+  p = cli.build_parser()
+  sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+  assert set(sub.choices) == {"run", "lira", "ulira", "challenge"}
+  for name, sp in sub.choices.items():
+    assert isinstance(sp.formatter_class, type) and issubclass(sp.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
+    for a in sp._actions:
+      assert a.help, f"{name} {a.option_strings} has no help text"
