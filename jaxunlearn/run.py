@@ -149,6 +149,10 @@ def prepare(cfg: RunConfig) -> Prepared:
     raise ValueError(f"batch size {cfg.batch_size} is larger than the retain set ({len(split.retain)} examples)")
   model = jmodels.create_model(cfg.model, num_classes=ds.num_classes, input_shape=ds.image_shape,
                                mean=ds.mean, std=ds.std, width=cfg.width)
+  n_blocks = len(model.block_names())
+  for m, mc in method_cfgs.items():
+    if getattr(mc, "k", 0) > n_blocks:
+      raise ValueError(f"{m}.k={mc.k}: model {cfg.model!r} has only {n_blocks} blocks {model.block_names()}")
   original = load_model(cfg.original, model) if cfg.original is not None else None
   return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out, original)
 

@@ -614,6 +614,9 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, num
     raise TypeError(f"states must be a ModelState, got {type(states).__name__}")
   if not isinstance(data_many, UnlearnData):
     raise TypeError(f"data_many must be an UnlearnData, got {type(data_many).__name__}")
+  if data_many.num_classes < 2:
+    raise ValueError(f"data_many.num_classes={data_many.num_classes}: build it with UnlearnData.create(..., "
+                     "num_classes=C) or pass num_classes >= 2")
   m_state = num_models_of(states)
   retain, forget = np.asarray(data_many.retain), np.asarray(data_many.forget)
   n = int(np.shape(data_many.x)[0])

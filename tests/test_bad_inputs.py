@@ -104,3 +104,48 @@ def test_disk_full_mid_write_keeps_previous_results(tmp_path, monkeypatch):
   monkeypatch.setattr(json, "dump", real_dump)
   assert json.loads(path.read_text()) == {"v": 1}
   assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("method,opts,needle", [
+    ("neggrad", {"epochs": "-1"}, "NegGradConfig.epochs=-1"),
+    ("finetune", {"optimizer": "foo"}, "unknown optimizer 'foo'"),
+    ("del", {"fraction": "2"}, "DelConfig.fraction=2.0"),
+    ("lau", {"pgd_steps": "-3"}, "LauConfig.pgd_steps=-3"),
+    ("random_label", {"batch_size": "0"}, "RandomLabelConfig.batch_size=0"),
+    ("scrub", {"lr": "nan"}, "lr must be a finite non-negative number, got nan"),
+])
+def test_bad_method_values_fail_when_configured(method, opts, needle):
+  with pytest.raises(ValueError) as e:
+    unlearn.make_config(method, opts)
+  assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_api_checks_config_and_mask_before_compiling(trained, class_data):
+  import dataclasses
+
+  jitted = jax.jit(unlearn.finetune, static_argnames="config")
+  with pytest.raises(ValueError, match="FinetuneConfig.lr=-1.0"):
+    jitted(trained, class_data, jax.random.key(0), dataclasses.replace(unlearn.FinetuneConfig(), lr=-1.0))
+  with pytest.raises(TypeError, match="must be a FinetuneConfig, got ScrubConfig"):
+    jitted(trained, class_data, jax.random.key(0), unlearn.ScrubConfig())
+  bad_mask = {k: v for k, v in jax.tree.map(lambda p: np.ones(p.shape, np.float32), trained.params).items()
+              if k != "head"}
+  with pytest.raises(ValueError, match="mask does not match"):
+    jitted(trained, class_data, jax.random.key(0), unlearn.FinetuneConfig(), mask=bad_mask)
+
+
+def test_masked_updates_ignore_inf_in_frozen_entries():
+  import optax
+
+  tx = unlearn.apply_mask(optax.sgd(1.0), {"w": np.array([1.0, 0.0], np.float32)})
+  params = {"w": np.array([0.5, 0.25], np.float32)}
+  state = tx.init(params)
+  upd, _ = tx.update({"w": np.array([np.inf, np.inf], np.float32)}, state, params)
+  new = optax.apply_updates(params, upd)
+  assert np.isneginf(new["w"][0]) and new["w"][1] == 0.25  # the frozen entry is untouched, not NaN
+
+
+def test_cf_k_larger_than_the_model(capsys, tmp_path):
+  code = cli.main(["run", "--quiet", "--method", "cf_k", "--set", "cf_k.k=99", "--out", str(tmp_path / "o")])
+  err = capsys.readouterr().err
+  assert code == 2 and "cf_k.k=99: model 'cnn' has only 4 blocks" in err

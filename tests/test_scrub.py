@@ -193,3 +193,11 @@ def test_rewind_needs_validation_set(trained, class_data):
   data = dataclasses.replace(class_data, x_val=None, y_val=None)
   with pytest.raises(ValueError, match="forget-validation set"):
     jun.scrub_rewind(trained, data, jax.random.key(0), FAST)
+
+
+def test_driver_applies_the_per_epoch_decay(trained, class_data):
+  """The schedule inside the scrub driver (not only the helper): lr0 * 0.1^#{d < e} per epoch e."""
+  cfg = dataclasses.replace(FAST, epochs=4, decay_epochs=(1, 2), lr=1e-3)
+  _, m = _jscrub(trained, class_data, jax.random.key(5), cfg)
+  np.testing.assert_allclose(np.asarray(m["lr"]), [1e-3, 1e-4, 1e-5, 1e-5], rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(m["max_pass"]).astype(bool), [True, True, False, False])

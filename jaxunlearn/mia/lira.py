@@ -29,7 +29,7 @@ def make_keep_mask(key, num_models: int, num_examples: int, p: float = 0.5) -> n
   """Balanced random membership of examples in shadow models.
 
   As in the reference LiRA code: ``u = uniform(size=(M, N)); order = u.argsort(0);
-  keep = order < k`` with ``k = round(p * M)`` (halves round up), so every example is in
+  keep = order < p * M``, i.e. ``k = ceil(p * M)`` models per example, so every example is in
   exactly ``k`` of the M models, and each model holds about ``p * N`` examples.
 
   Args:
@@ -67,7 +67,7 @@ def make_keep_mask(key, num_models: int, num_examples: int, p: float = 0.5) -> n
       raise TypeError(f"key must be a single (scalar) jax.random.key, got shape {key.shape}")
   else:
     raise TypeError(f"key must be a jax.random.key or an int seed, got {type(key).__name__}")
-  k = int(np.floor(p * num_models + 0.5))
+  k = int(np.ceil(p * num_models - 1e-9))  # the reference's count of orders < p * M
   u = np.asarray(jax.random.uniform(key, (num_models, num_examples)))
   order = np.argsort(u, axis=0, kind="stable")
   return order < k

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any, Callable
 
@@ -57,6 +58,14 @@ class UnlearnData:
     validate_split(retain, forget, x.shape[0])
     if (x_val is None) != (y_val is None):
       raise ValueError("give both x_val and y_val or neither")
+    if x_val is not None:
+      xv, yv = np.asarray(x_val), np.asarray(y_val)
+      if xv.ndim != 4 or xv.shape[1:] != x.shape[1:]:
+        raise ValueError(f"x_val must be [V, {', '.join(map(str, x.shape[1:]))}], got shape {xv.shape}")
+      if yv.shape != (xv.shape[0],):
+        raise ValueError(f"y_val must have shape ({xv.shape[0]},), got {yv.shape}")
+      if yv.size and (yv.min() < 0 or yv.max() >= num_classes):
+        raise ValueError(f"y_val out of range [0, {num_classes}): min {yv.min()}, max {yv.max()}")
     val = {} if x_val is None else {"x_val": jnp.asarray(x_val), "y_val": jnp.asarray(y_val, jnp.int32)}
     return cls(jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(retain, jnp.int32),
                jnp.asarray(forget, jnp.int32), num_classes=int(num_classes), **val)
@@ -86,7 +95,8 @@ def apply_mask(tx: optax.GradientTransformation, mask) -> optax.GradientTransfor
 
   def zero_unmasked(updates, params=None):
     del params
-    return jax.tree.map(lambda u, m: u * m.astype(u.dtype), updates, mask)
+    # a select, not a product: inf/NaN updates (gradient ascent) must not leak into frozen entries
+    return jax.tree.map(lambda u, m: jnp.where(jnp.asarray(m) > 0, u, jnp.zeros_like(u)), updates, mask)
 
   return optax.chain(tx, optax.stateless(zero_unmasked))
 
@@ -117,12 +127,72 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
+def validate_config(config, config_cls: type | None = None) -> None:
+  """Checks a method config's values (one-line ValueError/TypeError naming the field).
+
+  Runs in Python (also at trace time inside ``jax.jit``, where configs are static), so bad values
+  fail before anything is compiled.
+  """
+  if config_cls is not None and not isinstance(config, config_cls):
+    raise TypeError(f"config must be a {config_cls.__name__}, got {type(config).__name__}")
+  cls = type(config).__name__
+  for f in dataclasses.fields(config):
+    v = getattr(config, f.name)
+    what = f"{cls}.{f.name}={v!r}"
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+      continue
+    if isinstance(v, tuple):
+      if not all(isinstance(e, (int, np.integer)) and e >= 0 for e in v):
+        raise ValueError(f"{what}: expected non-negative integers")
+      continue
+    if not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+      raise ValueError(f"{what}: expected a finite number")
+    if "fraction" in f.name and not 0.0 < v <= 1.0:
+      raise ValueError(f"{what}: must lie in (0, 1]")
+    if (f.name == "k" or "batch" in f.name) and not (float(v).is_integer() and v >= 1):
+      raise ValueError(f"{what}: must be an integer >= 1")
+    if ("epochs" in f.name or "steps" in f.name) and not (float(v).is_integer() and v >= 0):
+      raise ValueError(f"{what}: must be an integer >= 0")
+    if v < 0:
+      raise ValueError(f"{what}: must be >= 0")
+  if any(f.name == "optimizer" for f in dataclasses.fields(config)):
+    try:
+      optimizer_config(config)  # optimizer / schedule names and the shared numeric checks
+    except ValueError as e:
+      raise ValueError(f"{cls}: {e}") from None
+
+
+def check_mask(mask, params) -> None:
+  """A localisation mask must have the parameters' tree structure (leaves: arrays broadcastable to
+  the parameter, or Python bools)."""
+  if jax.tree.structure(mask) != jax.tree.structure(params):
+    missing = sorted({jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+                     - {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(mask)})
+    raise ValueError(f"mask does not match the parameters' structure (e.g. missing {missing[:3]})")
+  for (path, m), p in zip(jax.tree_util.tree_leaves_with_path(mask), jax.tree.leaves(params)):
+    shape = np.shape(m)
+    if shape and shape != tuple(p.shape):
+      raise ValueError(f"mask{jax.tree_util.keystr(path)} has shape {shape}, parameter has {tuple(p.shape)}")
+
+
 def register(name: str, config_cls: type, *, presets: dict | None = None, supports_mask: bool = True):
-  """Decorator adding a method to :data:`METHODS` under its CLI name."""
+  """Decorator adding a method to :data:`METHODS` under its CLI name.
+
+  The registered (and returned) function validates ``config`` and ``mask`` first, in Python, so
+  bad values give one clear error before anything is traced further or compiled.
+  """
 
   def deco(fn):
-    METHODS[name] = Method(name, fn, config_cls, dict(presets or {}), supports_mask)
-    return fn
+    @functools.wraps(fn)
+    def method(state, data, key, config=None, *, mask=None):
+      config = config_cls() if config is None else config
+      validate_config(config, config_cls)
+      if mask is not None:
+        check_mask(mask, state.params)
+      return fn(state, data, key, config, mask=mask)
+
+    METHODS[name] = Method(name, method, config_cls, dict(presets or {}), supports_mask)
+    return method
 
   return deco
 
@@ -175,4 +245,5 @@ def make_config(name: str, overrides: dict[str, str] | None = None, *, preset: s
         raise ValueError(f"method {name!r} has no option {k!r}; options: {', '.join(sorted(fields))}")
       kw[k] = _coerce(str(v), hints.get(k, str), f"{name}.{k}")
     cfg = dataclasses.replace(cfg, **kw)
+  validate_config(cfg, m.config_cls)
   return cfg

@@ -55,10 +55,11 @@ class DelConfig:
   score_batch_size: int = 128
 
 
-def _mask_frac(mask) -> jax.Array:
-  leaves = jax.tree.leaves(mask)
-  ones = sum(jnp.sum(jnp.asarray(m, jnp.float32)) for m in leaves)
-  return ones / sum(m.size for m in leaves)
+def _mask_frac(mask, params) -> jax.Array:
+  """Fraction of masked parameter entries (a Python-bool leaf counts for its whole tensor)."""
+  ones = sum(jnp.sum(jnp.broadcast_to(jnp.asarray(m, jnp.float32), p.shape))
+             for m, p in zip(jax.tree.leaves(mask), jax.tree.leaves(params)))
+  return ones / sum(p.size for p in jax.tree.leaves(params))
 
 
 def reset_masked(params, init_params, mask):
@@ -101,7 +102,7 @@ def del_unlearn(state: ModelState, data: UnlearnData, key: jax.Array, config: De
   train_mask["head"] = jax.tree.map(jnp.ones_like, mask["head"])
   new, metrics = train_on(state, data, data.retain, jax.random.fold_in(key, 1), config, mask=train_mask,
                           params=params, batch_stats=state.batch_stats)
-  return new, {**metrics, "mask_fraction": _mask_frac(mask)}
+  return new, {**metrics, "mask_fraction": _mask_frac(mask, state.params)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,4 +164,4 @@ def salun(state: ModelState, data: UnlearnData, key: jax.Array, config: SalunCon
     mask = masks.salun_mask(state, data, config.fraction, batch_size=config.score_batch_size)
   baselines, rl_config = _random_label_config(config)
   new, metrics = baselines.random_label(state, data, key, rl_config, mask=mask)
-  return new, {**metrics, "mask_fraction": _mask_frac(mask)}
+  return new, {**metrics, "mask_fraction": _mask_frac(mask, state.params)}
