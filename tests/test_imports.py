@@ -19,6 +19,7 @@ ALLOWED = {
     "train": {"data", "models"},
     "unlearn": {"data", "models", "train", "attacks"},
     "shadow": {"data", "models", "train", "unlearn", "metrics", "mia", "checkpoint"},
+    "airbench": {"data", "models", "train", "shadow"},
     "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint"},
     "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "shadow", "run"},
     "cli": {"run", "studies"},
