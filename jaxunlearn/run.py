@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn import data as jdata
@@ -157,13 +158,17 @@ def prepare(cfg: RunConfig) -> Prepared:
   return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out, original)
 
 
-def _accs(state: ModelState, p: Prepared) -> tuple[dict, dict]:
+def _eval_sets(p: Prepared) -> dict:
+  """The three evaluation splits, moved to the device once per job: ``{split: (x, y)}``."""
   ds, sp = p.ds, p.split
-  ev = {
-      "retain": evaluate(state.model, state.params, state.batch_stats, ds.x_train[sp.retain], sp.y_train[sp.retain]),
-      "forget": evaluate(state.model, state.params, state.batch_stats, ds.x_train[sp.forget], sp.y_train[sp.forget]),
-      "test": evaluate(state.model, state.params, state.batch_stats, ds.x_test, ds.y_test),
-  }
+  return {"retain": (jnp.asarray(ds.x_train[sp.retain]), sp.y_train[sp.retain]),
+          "forget": (jnp.asarray(ds.x_train[sp.forget]), sp.y_train[sp.forget]),
+          "test": (jnp.asarray(ds.x_test), ds.y_test)}
+
+
+def _evaluate_all(state: ModelState, sets: dict) -> tuple[dict, dict]:
+  """One forward pass per split: ``({split: acc}, {split: evaluate(...) dict})``."""
+  ev = {k: evaluate(state.model, state.params, state.batch_stats, x, y) for k, (x, y) in sets.items()}
   return {k: v["acc"] for k, v in ev.items()}, ev
 
 
@@ -225,18 +230,19 @@ def execute(p: Prepared) -> dict:
   save = (lambda name, st: save_model(Path(cfg.save_models) / name, st, cfg, ds)) if cfg.save_models else None
   if save and cfg.original is None:
     save("original", original)
-  acc, _ = _accs(original, p)
+  sets = _eval_sets(p)
+  acc, ev = _evaluate_all(original, sets)
   results["models"]["original"] = {"acc": acc, "seconds": hist["seconds"],
                                    "compile_seconds": hist["compile_seconds"]}
   if cfg.forget.startswith("confuse:"):
     results["confused_classes"] = list(sp.classes)
   _log(p, f"  original  {_fmt(acc)}  {hist['seconds']:.1f}s")
 
-  x_val, y_val = forget_validation_set(ds, sp)
+  val = forget_validation_index(ds, sp)
   data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes,
-                                x_val=x_val, y_val=y_val)
-  extra = _Extras(p, jax.random.fold_in(key, 4))
-  results["models"]["original"].update(extra(original, None))
+                                x_val=ds.x_test[val], y_val=ds.y_test[val])
+  extra = _Extras(p, sets["forget"][0], jax.random.fold_in(key, 4))
+  results["models"]["original"].update(extra(ev, None))
   mask = None
   if cfg.mask is not None:
     mask = _build_mask(cfg.mask, original, data, jax.random.fold_in(key, 3))
@@ -252,12 +258,12 @@ def execute(p: Prepared) -> dict:
     state, metrics = compiled(original, data, mkey, mask=use_mask)
     jax.block_until_ready(state.params)
     secs = time.perf_counter() - t1
-    acc, ev = _accs(state, p)
+    acc, ev = _evaluate_all(state, sets)
     entry = {"acc": acc, "seconds": secs, "compile_seconds": t1 - t0}
     if name != "retrain":
       entry["speedup_vs_retrain"] = results["models"]["retrain"]["seconds"] / max(secs, 1e-9)
     entry["metrics"] = _summarize(metrics)
-    entry.update(extra(state, results["models"].get("retrain", {}).get("acc") if name != "retrain" else None, acc))
+    entry.update(extra(ev, results["models"]["retrain"]["acc"] if name != "retrain" else None))
     results["models"][name] = entry
     if save:
       save(name, state)
@@ -308,55 +314,52 @@ def load_model(path: str | Path, model: jmodels.Model) -> ModelState:
   return state
 
 
-def forget_validation_set(ds: jdata.Dataset, sp: jdata.ForgetSplit):
-  """Held-out examples of the forget set's distribution (SCRUB+Rewind): test examples of the forget
-  classes for class-type specs, all test examples for ``random:``. Returns ``(x, y)``."""
+def forget_validation_index(ds: jdata.Dataset, sp: jdata.ForgetSplit) -> np.ndarray:
+  """Indices into the test split of held-out examples of the forget set's distribution (SCRUB+Rewind's
+  forget-validation set, the simple MIA's reference): the forget classes' test examples for
+  class-type specs, all test examples for ``random:`` and ``confuse:``."""
   if sp.classes and not sp.spec.startswith("confuse:"):
-    keep = np.isin(ds.y_test, sp.classes)
-    if keep.any():
-      return ds.x_test[keep], ds.y_test[keep]
-  return ds.x_test, ds.y_test
+    keep = np.flatnonzero(np.isin(ds.y_test, sp.classes))
+    if keep.size:
+      return keep
+  return np.arange(len(ds.y_test))
 
 
 class _Extras:
-  """Per-model extra evaluations: IC error (confuse specs), simple MIA, ZRF, ToW."""
+  """Per-model extra evaluations (IC error for confuse specs, simple MIA, ZRF, ToW), computed from the
+  per-split evaluations the job already made: no further forward pass."""
 
-  def __init__(self, p: Prepared, key):
+  def __init__(self, p: Prepared, x_forget, key):
     self.p = p
+    ds, sp = p.ds, p.split
     self.random_logits = None
     if "zrf" in p.cfg.evals:
       params, stats = p.model.init(key)
-      self.random_logits = evaluate(p.model, params, stats, p.ds.x_train[p.split.forget],
-                                    p.split.y_train[p.split.forget])["logits"]
+      self.random_logits = evaluate(p.model, params, stats, x_forget, sp.y_train[sp.forget])["logits"]
+    self.mia_ref = forget_validation_index(ds, sp)
+    if len(self.mia_ref) < 10:  # too few held-out examples of those classes for a 10-split attack
+      self.mia_ref = np.arange(len(ds.y_test))
+    self.ab = np.flatnonzero(np.isin(ds.y_test, sp.classes)) if sp.spec.startswith("confuse:") else None
 
-  def __call__(self, state: ModelState, retrain_acc, acc=None) -> dict:
+  def __call__(self, ev: dict, retrain_acc) -> dict:
     from jaxunlearn import metrics as jmet
     from jaxunlearn.mia import simple_mia
 
     p, ds, sp = self.p, self.p.ds, self.p.split
     out: dict[str, Any] = {}
-    if "tow" in p.cfg.evals and retrain_acc is not None and acc is not None:
-      out["tow"] = float(jmet.tow(acc, retrain_acc))
-    if not (p.cfg.forget.startswith("confuse:") or {"mia", "zrf"} & set(p.cfg.evals)):
-      return out
-    ev_f = evaluate(state.model, state.params, state.batch_stats, ds.x_train[sp.forget], sp.y_train[sp.forget])
-    if p.cfg.forget.startswith("confuse:"):
+    ev_f, ev_t = ev["forget"], ev["test"]
+    if "tow" in p.cfg.evals and retrain_acc is not None:
+      out["tow"] = float(jmet.tow({k: v["acc"] for k, v in ev.items()}, retrain_acc))
+    if self.ab is not None:
       a, b = sp.classes
-      ab = np.isin(ds.y_test, (a, b))
-      te = evaluate(state.model, state.params, state.batch_stats, ds.x_test[ab], ds.y_test[ab])
-      ic_test = jmet.interclass_confusion(te["logits"], ds.y_test[ab], a, b)
-      true_forget = ds.y_train[sp.forget]  # the correct labels of the confused examples
-      ic_forget = jmet.interclass_confusion(ev_f["logits"], true_forget, a, b)
+      ic_test = jmet.interclass_confusion(ev_t["logits"][self.ab], ds.y_test[self.ab], a, b)
+      # the correct labels of the confused examples
+      ic_forget = jmet.interclass_confusion(ev_f["logits"], ds.y_train[sp.forget], a, b)
       out["ic"] = {"test_error": ic_test.error, "test_count": ic_test.count,
                    "forget_error": ic_forget.error, "forget_count": ic_forget.count}
     if "mia" in p.cfg.evals:
-      # held-out examples of the forget set's distribution (the forget classes' test examples for
-      # class specs), as the SCRUB code compares forget losses with test losses of the same classes
-      xv, yv = forget_validation_set(ds, sp)
-      if len(yv) < 10:  # too few held-out examples of those classes for a 10-split attack
-        xv, yv = ds.x_test, ds.y_test
-      te = evaluate(state.model, state.params, state.batch_stats, xv, yv)
-      out["mia"] = float(simple_mia(ev_f["losses"], te["losses"], seed=p.cfg.seed))
+      # forget losses vs held-out losses of the same classes, as in the SCRUB code
+      out["mia"] = float(simple_mia(ev_f["losses"], ev_t["losses"][self.mia_ref], seed=p.cfg.seed))
     if "zrf" in p.cfg.evals:
       out["zrf"] = float(jmet.zrf(ev_f["logits"], self.random_logits))
     return out
