@@ -14,7 +14,6 @@ DEL vs finetune, neggrad_plus, random_label, salun, and the same four methods un
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -49,21 +48,9 @@ def jobs(scale: str, smoke: bool) -> list[tuple[str, RunConfig]]:
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu")
-  ap.add_argument("--smoke", action="store_true")
-  ap.add_argument("--out", default=None)
-  a = ap.parse_args(argv)
-  out = Path(a.out or f"experiments/results/del_paper_{a.scale}")
-  res = report.run_jobs(jobs(a.scale, a.smoke), out)
-  cols = ("forget_acc", "retain_acc", "test_acc", "gap_forget", "gap_retain", "gap_test", "tow", "seconds")
-  sections = []
-  for label, r in res["jobs"].items():
-    png = report.bars(r, out / f"{label.replace(' ', '_').replace('+', 'plus')}.png", f"DEL paper: {label}")
-    sections.append((f"{label} ({r['forget']}, {r['sizes']})", report.table(r, cols) + f"\n\n![]({Path(png).name})"))
-  cmd = "python experiments/del_paper.py" + (" --smoke" if a.smoke else "") + f" --scale {a.scale}"
-  md = report.write_markdown(out, "DEL paper: localised unlearning", cmd, sections, res["env"])
-  print(md.read_text())
+  return report.main(argv, doc=__doc__, name="del_paper", title="DEL paper: localised unlearning", plot_prefix="DEL paper", jobs=jobs,
+                     columns=lambda label: ("forget_acc", "retain_acc", "test_acc", "gap_forget", "gap_retain", "gap_test", "tow",
+                                                 "seconds"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ LAU vs finetune and neggrad_plus: forget accuracy, test accuracy, ZRF and wall t
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -40,21 +39,8 @@ def jobs(scale: str, smoke: bool) -> list[tuple[str, RunConfig]]:
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu")
-  ap.add_argument("--smoke", action="store_true")
-  ap.add_argument("--out", default=None)
-  a = ap.parse_args(argv)
-  out = Path(a.out or f"experiments/results/lau_paper_{a.scale}")
-  res = report.run_jobs(jobs(a.scale, a.smoke), out)
-  cols = ("forget_acc", "retain_acc", "test_acc", "zrf", "seconds", "speedup")
-  sections = []
-  for label, r in res["jobs"].items():
-    png = report.bars(r, out / f"{label.replace(' ', '_').replace('%', 'pct')}.png", f"LAU: {label}")
-    sections.append((f"{label} ({r['forget']}, {r['sizes']})", report.table(r, cols) + f"\n\n![]({Path(png).name})"))
-  cmd = "python experiments/lau_paper.py" + (" --smoke" if a.smoke else "") + f" --scale {a.scale}"
-  md = report.write_markdown(out, "Layer Attack Unlearning", cmd, sections, res["env"])
-  print(md.read_text())
+  return report.main(argv, doc=__doc__, name="lau_paper", title="Layer Attack Unlearning", plot_prefix="LAU", jobs=jobs,
+                     columns=lambda label: ("forget_acc", "retain_acc", "test_acc", "zrf", "seconds", "speedup"))
 
 
 if __name__ == "__main__":

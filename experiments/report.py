@@ -105,6 +105,33 @@ def write_markdown(out_dir: Path, title: str, command: str, sections: list[tuple
   return path
 
 
+def main(argv, *, doc: str, name: str, title: str, plot_prefix: str, jobs, columns) -> Path:
+  """The command line shared by the paper scripts: ``--scale cpu|gpu``, ``--smoke``, ``--out``.
+
+  Runs ``jobs(scale, smoke)``, then writes one table (``columns(label)`` names its columns) and one
+  accuracy-bar plot per job into ``OUT/README.md``; returns OUT.
+  """
+  import argparse
+
+  ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+  ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu")
+  ap.add_argument("--smoke", action="store_true")
+  ap.add_argument("--out", default=None)
+  a = ap.parse_args(argv)
+  out = Path(a.out or f"experiments/results/{name}_{a.scale}")
+  res = run_jobs(jobs(a.scale, a.smoke), out)
+  sections = []
+  for label, r in res["jobs"].items():
+    fname = label.replace(" ", "_").replace("+", "plus").replace("%", "pct")
+    png = bars(r, out / f"{fname}.png", f"{plot_prefix}: {label}")
+    sections.append((f"{label} ({r['forget']}, {r['sizes']})",
+                     table(r, columns(label)) + f"\n\n![]({Path(png).name})"))
+  cmd = f"python experiments/{name}.py" + (" --smoke" if a.smoke else "") + f" --scale {a.scale}"
+  md = write_markdown(out, title, cmd, sections, res["env"])
+  print(md.read_text())
+  return out
+
+
 def cfg_replace(cfg: RunConfig, **kw) -> RunConfig:
   return dataclasses.replace(cfg, **kw)
 

@@ -15,7 +15,6 @@ Rows: retrain, finetune, neggrad_plus, cf_k, eu_k, bad_teacher, scrub, scrub_rew
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -53,23 +52,10 @@ def jobs(scale: str, smoke: bool) -> list[tuple[str, RunConfig]]:
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu")
-  ap.add_argument("--smoke", action="store_true")
-  ap.add_argument("--out", default=None)
-  a = ap.parse_args(argv)
-  out = Path(a.out or f"experiments/results/scrub_paper_{a.scale}")
-  res = report.run_jobs(jobs(a.scale, a.smoke), out)
-  sections = []
-  for label, r in res["jobs"].items():
-    cols = ("retain_err", "forget_err", "test_err", "mia", "seconds", "speedup")
-    if label == "resolving confusion":
-      cols = ("retain_err", "forget_err", "test_err", "ic_test", "ic_forget", "seconds", "speedup")
-    png = report.bars(r, out / f"{label.replace(' ', '_')}.png", f"SCRUB paper: {label}")
-    sections.append((f"{label} ({r['forget']}, {r['sizes']})", report.table(r, cols) + f"\n\n![]({Path(png).name})"))
-  cmd = "python experiments/scrub_paper.py" + (" --smoke" if a.smoke else "") + (f" --scale {a.scale}")
-  md = report.write_markdown(out, "SCRUB paper applications", cmd, sections, res["env"])
-  print(md.read_text())
+  return report.main(argv, doc=__doc__, name="scrub_paper", title="SCRUB paper applications", plot_prefix="SCRUB paper", jobs=jobs,
+                     columns=lambda label: (("retain_err", "forget_err", "test_err", "ic_test", "ic_forget", "seconds", "speedup")
+                                  if label == "resolving confusion" else
+                                  ("retain_err", "forget_err", "test_err", "mia", "seconds", "speedup")))
 
 
 if __name__ == "__main__":
