@@ -262,7 +262,7 @@ def execute(p: Prepared) -> dict:
     entry = {"acc": acc, "seconds": secs, "compile_seconds": t1 - t0}
     if name != "retrain":
       entry["speedup_vs_retrain"] = results["models"]["retrain"]["seconds"] / max(secs, 1e-9)
-    entry["metrics"] = _summarize(metrics)
+    entry["metrics"] = _jsonable(metrics or {})
     entry.update(extra(ev, results["models"]["retrain"]["acc"] if name != "retrain" else None))
     results["models"][name] = entry
     if save:
@@ -369,14 +369,6 @@ def _build_mask(spec: str, original: ModelState, data, key):
   kind, _, frac = spec.partition(":")
   from jaxunlearn.unlearn import masks  # arrives with the localisation work
   return masks.build_mask(kind, original, data, float(frac))
-
-
-def _summarize(metrics) -> dict:
-  out = {}
-  for k, v in (metrics or {}).items():
-    a = np.asarray(v)
-    out[k] = a.item() if a.ndim == 0 else a.tolist()
-  return out
 
 
 def _fmt(acc: dict) -> str:
