@@ -65,7 +65,7 @@ class Setting:
   image: tuple[int, int, int]
   num_classes: int
   dtype: str
-  strategy: str
+  strategy: str | int
   chunk_size: int | None
   repeats: int
 
@@ -116,9 +116,16 @@ def bench_jax(s: Setting, key) -> dict:
   images = s.models * s.steps * s.batch
 
   # --- train_many ---------------------------------------------------------------------------
+  strategy = s.strategy
+  if strategy == "auto":  # measured once (not timed below); then the chosen strategy is timed
+    choice = shadow.choose_strategy(model, cfg, (x, y), chunk_size=s.chunk_size, num_models=s.models)
+    strategy = choice.strategy
+    out["auto_choice"] = choice.strategy
+    out["auto_probe"] = dataclasses.asdict(choice)
+
   def many():
     st, _ = shadow.train_many(key, (x, y), keep, cfg, model=model, chunk_size=s.chunk_size,
-                              strategy=s.strategy, progress=False)
+                              strategy=strategy, progress=False)
     jax.block_until_ready(st.params)
 
   t0 = time.perf_counter()
@@ -272,6 +279,13 @@ def _device_name() -> str:
   return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
+def _strategy(text: str):
+  try:
+    return shadow.check_strategy(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv=None) -> int:
   has_accel = jax.default_backend() in ("gpu", "tpu")
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -280,8 +294,9 @@ def main(argv=None) -> int:
                  help="CPU-sized settings (default when no GPU/TPU)")
   p.add_argument("--arch", action="append", default=None,
                  help=f"NAME[@WIDTH] (repeatable); default {', '.join(GPU_ARCHS)} (tiny: {', '.join(TINY_ARCHS)})")
-  p.add_argument("--strategy", action="append", choices=shadow.STRATEGIES, default=None,
-                 help="train_many strategy (repeatable; default vmap)")
+  p.add_argument("--strategy", action="append", type=_strategy, default=None,
+                 help="train_many strategy: vmap, sequential, an int group size or auto (measured; the "
+                      "chosen one is timed) (repeatable; default vmap, sequential and auto; tiny: vmap)")
   p.add_argument("--models", type=int, default=None, help="M (default 16; tiny 4)")
   p.add_argument("--batch", type=int, default=None, help="per-model batch (default 128; tiny 32)")
   p.add_argument("--steps", type=int, default=None, help="timed steps per model (default 20; tiny 4)")
@@ -299,7 +314,7 @@ def main(argv=None) -> int:
 
   tiny = a.tiny
   archs = a.arch or list(TINY_ARCHS if tiny else GPU_ARCHS)
-  strategies = a.strategy or ["vmap"]
+  strategies = a.strategy or (["vmap"] if tiny else ["vmap", "sequential", "auto"])
   m = a.models or (4 if tiny else 16)
   batch = a.batch or (32 if tiny else 128)
   steps = a.steps or (4 if tiny else 20)
@@ -308,6 +323,21 @@ def main(argv=None) -> int:
   repeats = a.repeats or (2 if tiny else 3)
   peak = a.peak_tflops if a.peak_tflops is not None else (989.0 if has_accel else None)
   key = jax.random.key(0)
+
+  out = Path(a.out) if a.out else Path(__file__).parent / "results" / f"bench_shadow_{_device_name()}.json"
+
+  def write(rows):
+    result = {
+        "device": str(jax.devices()[0]), "device_kind": getattr(jax.devices()[0], "device_kind", ""),
+        "backend": jax.default_backend(), "device_count": jax.device_count(), "jax": jax.__version__,
+        "python": platform.python_version(), "cpu_count": os.cpu_count(), "tiny": tiny,
+        "peak_tflops": peak, "command": " ".join([os.path.basename(sys.argv[0])] + list(argv or sys.argv[1:])),
+        "results": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)
 
   rows = []
   header = (f"{'arch':<16}{'strategy':<11}{'M':>4}{'many img/s':>12}{'single':>10}{'loop':>10}"
@@ -330,27 +360,17 @@ def main(argv=None) -> int:
         r["ratio_many_vs_torch"] = r["many_img_s"] / t_row["torch_img_s"]
       r["utilisation"] = (None if (peak is None or r["many_tflops_s"] is None) else r["many_tflops_s"] / peak)
       rows.append(r)
+      write(rows)  # after every row: a run cut short (time limit) keeps what it measured
       def fmt(v, width, spec, suffix=""):
         return f"{'-':>{width}}" if v is None else f"{format(v, spec) + suffix:>{width}}"
 
       util = None if r["utilisation"] is None else 100 * r["utilisation"]
-      print(f"{spec:<16}{strat:<11}{m:>4}{r['many_img_s']:12.0f}{r['single_img_s']:10.0f}{r['loop_img_s']:10.0f}"
+      label = f"auto:{r['auto_choice']}" if strat == "auto" else str(strat)
+      print(f"{spec:<16}{label:<11}{m:>4}{r['many_img_s']:12.0f}{r['single_img_s']:10.0f}{r['loop_img_s']:10.0f}"
             f"{r['ratio_many_vs_loop']:9.2f}x{r['ratio_many_vs_single']:7.2f}x{fmt(r['many_tflops_s'], 9, '.3f')}"
             f"{fmt(util, 7, '.1f', '%')}{fmt(r.get('torch_img_s'), 9, '.0f')}"
             f"{fmt(r.get('ratio_jax_single_vs_torch'), 11, '.2f', 'x')}", flush=True)
 
-  result = {
-      "device": str(jax.devices()[0]), "device_kind": getattr(jax.devices()[0], "device_kind", ""),
-      "backend": jax.default_backend(), "device_count": jax.device_count(), "jax": jax.__version__,
-      "python": platform.python_version(), "cpu_count": os.cpu_count(), "tiny": tiny,
-      "peak_tflops": peak, "command": " ".join([os.path.basename(sys.argv[0])] + list(argv or sys.argv[1:])),
-      "results": rows,
-  }
-  out = Path(a.out) if a.out else Path(__file__).parent / "results" / f"bench_shadow_{_device_name()}.json"
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_suffix(out.suffix + ".tmp")
-  tmp.write_text(json.dumps(result, indent=2) + "\n")
-  os.replace(tmp, out)
   print(f"wrote {out}")
   return 0
 

@@ -26,8 +26,13 @@ Common behaviour of the three drivers:
   labels) is replicated. No ``pmap``: the same code runs on one device, several devices, and several
   hosts after ``jax.distributed.initialize()`` (see ``BUILD_multihost.md``).
 * **Strategies.** ``"vmap"`` (default): all models of a chunk advance in lockstep, one batched
-  kernel per layer. ``"sequential"``: ``lax.map`` over the models of a chunk on each device (one
-  model at a time per device; less memory, smaller kernels).
+  kernel per layer (``vmap`` turns a convolution over M weight sets into ONE grouped convolution,
+  fast for thin networks, slow for wide ones on cuDNN). ``"sequential"``: ``lax.map`` over the
+  models of a chunk on each device (one model at a time per device; less memory, plain kernels).
+  An int ``G``: groups of ``G`` models in lockstep, one group after another (``lax.map`` with
+  ``batch_size=G``) -- the middle ground. ``"auto"`` (:func:`train_many` only): measure a few
+  training steps of each candidate on the actual devices (:func:`choose_strategy`) and use the
+  fastest per model; the choice is cached per model, config, chunk and device kind.
 * **Checkpoints.** With ``checkpoint_dir``, each finished chunk's outputs are saved with orbax
   (:mod:`jaxunlearn.checkpoint`); a rerun with the same arguments loads the finished chunks instead
   of recomputing them and so ends with exactly the results of an uninterrupted run. A
@@ -42,6 +47,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,12 +67,12 @@ from jaxunlearn.train import make_fit
 
 __all__ = (
     "MODEL_AXIS", "STRATEGIES", "balanced_keep_mask", "confidences_many", "keep_indices",
-    "accuracies_many", "model_mesh", "num_models_of", "predict_many", "stack_states", "take", "train_many",
-    "unlearn_many",
+    "accuracies_many", "batch_over_models", "check_strategy", "choose_strategy", "model_mesh", "num_models_of", "predict_many",
+    "resolve_strategy", "stack_states", "StrategyChoice", "take", "train_many", "unlearn_many",
 )
 
 MODEL_AXIS = "models"
-STRATEGIES = ("vmap", "sequential")
+STRATEGIES = ("vmap", "sequential", "auto")  # or an int G >= 1: groups of G models in lockstep
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,25 +269,52 @@ def _round_chunk(chunk_size: int | None, num_models: int, num_devices: int) -> i
   return -(-c // num_devices) * num_devices
 
 
-def _batched(one: Callable, strategy: str, num_devices: int) -> Callable:
+def check_strategy(strategy, *, allow_auto: bool = True):
+  """The normalised strategy: ``"vmap"``, ``"sequential"``, ``"auto"`` or an int group size ``G >= 1``.
+
+  Accepts the int as a string too (``"8"``, as it comes from a command line).
+
+  Raises:
+    ValueError: naming the bad value.
+  """
+  if isinstance(strategy, str) and strategy.strip().isdigit():
+    strategy = int(strategy)
+  if isinstance(strategy, (int, np.integer)) and not isinstance(strategy, (bool, np.bool_)):
+    if strategy < 1:
+      raise ValueError(f"strategy group size must be >= 1, got {strategy}")
+    return int(strategy)
+  names = STRATEGIES if allow_auto else tuple(s for s in STRATEGIES if s != "auto")
+  if strategy not in names:
+    extra = "" if allow_auto else " ('auto' is chosen by train_many / choose_strategy)"
+    raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(names)} or an int group size{extra}")
+  return strategy
+
+
+def batch_over_models(one: Callable, strategy, num_devices: int) -> Callable:
   """``one(per_model, shared)`` mapped over the leading axis of every leaf of ``per_model``.
 
-  ``vmap``: one batched program over all models. ``sequential``: the chunk is split into
-  ``num_devices`` contiguous groups (one per device under the model sharding); ``vmap`` over the
-  groups of ``lax.map`` over the models within a group.
+  ``vmap``: one batched program over all models. Otherwise the chunk is split into
+  ``num_devices`` contiguous groups (one per device under the model sharding) and each runs
+  ``lax.map`` over its models, ``G`` at a time (``"sequential"``: ``G = 1``); ``G`` at least a
+  device's share is plain ``vmap``.
   """
+  strategy = check_strategy(strategy, allow_auto=False)
+  vm = jax.vmap(one, in_axes=(0, None))
   if strategy == "vmap":
-    return jax.vmap(one, in_axes=(0, None))
-  if strategy != "sequential":
-    raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    return vm
+  g = 1 if strategy == "sequential" else strategy
 
-  def seq(per_model, shared):
+  def grouped(per_model, shared):
     c = jax.tree.leaves(per_model)[0].shape[0]
-    split = jax.tree.map(lambda a: a.reshape(num_devices, c // num_devices, *a.shape[1:]), per_model)
-    out = jax.vmap(lambda pm: jax.lax.map(lambda p: one(p, shared), pm))(split)
+    per_device = c // num_devices
+    if g >= per_device:
+      return vm(per_model, shared)
+    split = jax.tree.map(lambda a: a.reshape(num_devices, per_device, *a.shape[1:]), per_model)
+    inner = lambda pm: jax.lax.map(lambda p: one(p, shared), pm, batch_size=g if g > 1 else None)
+    out = jax.vmap(inner)(split)
     return jax.tree.map(lambda a: a.reshape(c, *a.shape[2:]), out)
 
-  return seq
+  return grouped
 
 
 def _put(x, sharding):
@@ -418,11 +451,10 @@ class _Run:
 
 
 def _setup(num_models, chunk_size, devices, strategy):
-  if strategy not in STRATEGIES:
-    raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+  strategy = check_strategy(strategy, allow_auto=False)
   mesh = model_mesh(devices)
   chunk = _round_chunk(chunk_size, num_models, mesh.size)
-  return mesh, chunk
+  return mesh, chunk, strategy
 
 
 def _ckpt_dir(checkpoint_dir) -> Path | None:
@@ -452,6 +484,183 @@ def _train_data(data):
 
 
 # ---------------------------------------------------------------------------------------------
+# Choosing the strategy by measurement
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class StrategyChoice:
+  """What :func:`choose_strategy` measured and picked.
+
+  Attributes:
+    strategy: the fastest candidate: ``"vmap"``, ``"sequential"`` or an int group size.
+    seconds_per_model_step: ``{candidate: seconds per model per training step}`` for every
+      candidate tried, in the order tried (``None``: it ran out of memory). Keys are strings.
+    probe_seconds: wall time of the whole measurement, compilations included.
+    cached: the choice came from this process's cache (nothing was measured now).
+  """
+
+  strategy: Any
+  seconds_per_model_step: dict
+  probe_seconds: float
+  cached: bool = False
+
+  def describe(self) -> str:
+    """One line: the choice and the per-candidate figures."""
+    figs = ", ".join(f"{k} {'OOM' if v is None else f'{v * 1e3:.3g} ms'}"
+                     for k, v in self.seconds_per_model_step.items())
+    src = "cached" if self.cached else f"measured in {self.probe_seconds:.1f} s"
+    return f"strategy {self.strategy} ({src}; per model-step: {figs})"
+
+
+_CHOICES: dict = {}
+
+
+def _is_oom(e: Exception) -> bool:
+  msg = str(e)
+  return "RESOURCE_EXHAUSTED" in msg or "Out of memory" in msg or "out of memory" in msg
+
+
+def autotune_strategy(run_probe: Callable, *, per_device: int, cache_key=None,
+                      tolerance: float = 1.1) -> StrategyChoice:
+  """Picks the fastest strategy by running ``run_probe(candidate, models_per_device)``.
+
+  Candidates, tried in this order: ``"sequential"``, groups ``4, 16, 64, ...`` below
+  ``per_device``, then ``"vmap"`` (all ``per_device`` models in lockstep). The search stops at the
+  first candidate slower than ``tolerance`` x the best so far (bigger groups rarely recover) or
+  that runs out of device memory. Sequential and group probes run two groups' worth of models, so
+  the cheap candidates stay cheap; ``"vmap"`` runs the real chunk (and so also proves it fits).
+
+  Args:
+    run_probe: ``f(candidate, models_per_device) -> seconds per model per step``.
+    per_device: models per device in one chunk of the real run.
+    cache_key: hashable; a repeated key returns the cached choice without measuring.
+    tolerance: see above.
+
+  Returns:
+    A :class:`StrategyChoice`.
+  """
+  if cache_key is not None and cache_key in _CHOICES:
+    return dataclasses.replace(_CHOICES[cache_key], cached=True)
+  t0 = time.perf_counter()
+  if per_device <= 1:
+    choice = StrategyChoice("vmap", {}, 0.0)
+  else:
+    cands = ["sequential"] + [g for g in (4, 16, 64, 256, 1024) if g < per_device] + ["vmap"]
+    times: dict = {}
+    best, best_t = None, float("inf")
+    for cand in cands:
+      n = per_device if cand == "vmap" else min(per_device, 2 * (1 if cand == "sequential" else cand))
+      try:
+        t = float(run_probe(cand, n))
+      except Exception as e:  # noqa: BLE001 -- only memory exhaustion is a result; the rest re-raises
+        if not _is_oom(e):
+          raise
+        times[str(cand)] = None
+        break
+      times[str(cand)] = t
+      if t < best_t:
+        best, best_t = cand, t
+      elif t > tolerance * best_t:
+        break
+    if best is None:
+      raise RuntimeError("every strategy ran out of device memory; use a smaller chunk_size")
+    choice = StrategyChoice(best, times, time.perf_counter() - t0)
+  if cache_key is not None:
+    _CHOICES[cache_key] = choice
+  return choice
+
+
+def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None,
+                    num_models: int | None = None, devices=None, steps: int = 4,
+                    repeats: int = 2, make_program: Callable | None = None) -> StrategyChoice:
+  """Measures which strategy trains ``model`` fastest on these devices (see :func:`autotune_strategy`).
+
+  Each candidate compiles :func:`train_many`'s program for a ``steps``-step run (one epoch of
+  ``steps`` batches of ``config.batch_size`` from ``data``, initialisation included), runs it once
+  to warm up, and keeps the best of ``repeats`` timed runs. Compilation dominates the cost (one
+  per candidate tried); the result is cached per (model, config, models per device, devices).
+
+  Args:
+    model: the network.
+    config: the training configuration of the real run.
+    data: as in :func:`train_many` (only shapes and dtype matter for the timing).
+    chunk_size: models per chunk of the real run (default ``num_models``).
+    num_models: M of the real run (when ``chunk_size`` is not given).
+    devices: devices of the model mesh (default all).
+    steps: training steps per probe.
+    repeats: timed runs per candidate.
+    make_program: ``f(model, config, k, impl, strategy, mesh) -> jitted (per_model, shared) program``
+      for another trainer with :func:`train_many`'s interface (per-model ``m``, ``index [K]``;
+      shared ``key``, ``x``, ``y``), e.g. the airbench recipe; ``config`` then needs ``epochs``
+      and ``batch_size`` fields. Default: :func:`train_many`'s own.
+
+  Returns:
+    A :class:`StrategyChoice`; pass ``.strategy`` to :func:`train_many`, :func:`unlearn_many`, ...
+  """
+  x, y = _train_data(data)
+  if chunk_size is None and num_models is None:
+    raise ValueError("give chunk_size or num_models")
+  for nm, v in (("steps", steps), ("repeats", repeats)):
+    if isinstance(v, bool) or not (isinstance(v, (int, np.integer)) and v >= 1):
+      raise ValueError(f"{nm} must be an int >= 1, got {v!r}")
+  mesh = model_mesh(devices)
+  chunk = _round_chunk(chunk_size if chunk_size is not None else num_models,
+                       num_models if num_models is not None else chunk_size, mesh.size)
+  n = int(np.shape(x)[0])
+  bs = min(config.batch_size, n)
+  probe_cfg = dataclasses.replace(config, epochs=1)
+  k = bs * steps
+  repl = NamedSharding(mesh, P())
+  models_sh = NamedSharding(mesh, P(MODEL_AXIS))
+  shared = {"key": _put(_key_parts(0)[0], repl), "x": _put(x, repl), "y": _put(np.asarray(y, np.int32), repl)}
+  impl = _key_parts(0)[1]
+
+  def run_probe(cand, per_dev):
+    m = per_dev * mesh.size
+    program = (make_program or _train_program)(model, probe_cfg, k, impl, cand, mesh)
+    pm = {"m": _put(np.arange(m, dtype=np.int32), models_sh),
+          "index": _put((np.arange(m * k, dtype=np.int64).reshape(m, k) % n).astype(np.int32), models_sh)}
+    compiled = program.lower(pm, shared).compile()
+    jax.block_until_ready(compiled(pm, shared))
+    best = float("inf")
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(pm, shared))
+      best = min(best, time.perf_counter() - t0)
+    return best / (m * steps)
+
+  key = (make_program or _train_program, model, config, chunk // mesh.size, tuple(d.id for d in mesh.devices.flat),
+         mesh.devices.flat[0].device_kind, tuple(np.shape(x)[1:]), str(np.asarray(x[:1]).dtype), steps)
+  return autotune_strategy(run_probe, per_device=chunk // mesh.size, cache_key=key)
+
+
+def resolve_strategy(strategy, model: Model, config, data, *, chunk_size: int | None = None,
+                     num_models: int | None = None, devices=None, checkpoint_dir=None,
+                     log: Callable[[str], None] | None = None):
+  """A concrete strategy for a run: ``strategy`` itself unless it is ``"auto"``.
+
+  ``"auto"``: the strategy recorded in ``checkpoint_dir``'s manifest when the run is being
+  resumed (so resumed chunks are computed exactly as the finished ones), else
+  :func:`choose_strategy`'s measurement (reported through ``log``).
+  """
+  strategy = check_strategy(strategy)
+  if strategy != "auto":
+    return strategy
+  path = None if checkpoint_dir is None else Path(checkpoint_dir) / "manifest.json"
+  if path is not None and path.is_file():
+    try:
+      prev = json.loads(path.read_text()).get("strategy")
+    except (OSError, json.JSONDecodeError):
+      prev = None  # _check_manifest reports the broken manifest
+    if prev not in (None, "auto"):
+      return check_strategy(prev, allow_auto=False)
+  choice = choose_strategy(model, config, data, chunk_size=chunk_size, num_models=num_models, devices=devices)
+  if log is not None:
+    log(choice.describe())
+  return choice.strategy
+
+
+# ---------------------------------------------------------------------------------------------
 # train_many
 # ---------------------------------------------------------------------------------------------
 
@@ -465,7 +674,7 @@ def _train_program(model: Model, cfg: TrainConfig, k: int, impl: str, strategy: 
     ts, hist = fit(init(params, stats), sh["x"], sh["y"], pm["index"], jax.random.fold_in(km, 1))
     return {"params": ts.params, "batch_stats": ts.batch_stats, "metrics": hist}
 
-  fn = _batched(one, strategy, mesh.size)
+  fn = batch_over_models(one, strategy, mesh.size)
   return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
 
 
@@ -489,7 +698,8 @@ def train_many(key, data, keep_mask, config: TrainConfig, *, model: Model, chunk
     model: the network.
     chunk_size: models per compiled call (default: all M), rounded up to a multiple of the
       device count.
-    strategy: ``"vmap"`` or ``"sequential"``.
+    strategy: ``"vmap"``, ``"sequential"``, an int group size or ``"auto"`` (measure and pick the
+      fastest, see :func:`choose_strategy`; a resumed run keeps the choice its checkpoints used).
     devices: devices of the model mesh (default ``jax.devices()``).
     checkpoint_dir: save each finished chunk here and resume from it (see module docstring).
     unbalanced: ``"error"`` or ``"resample"`` for rows with different counts.
@@ -518,8 +728,12 @@ def train_many(key, data, keep_mask, config: TrainConfig, *, model: Model, chunk
   kd, impl = _key_parts(key)
   idx = keep_indices(keep, key, unbalanced=unbalanced)
   num_models = keep.shape[0]
-  mesh, chunk = _setup(num_models, chunk_size, devices, strategy)
+  strategy = check_strategy(strategy)
+  mesh = model_mesh(devices)
+  chunk = _round_chunk(chunk_size, num_models, mesh.size)
   ckdir = _ckpt_dir(checkpoint_dir)
+  strategy = resolve_strategy(strategy, model, config, (x, y), chunk_size=chunk, devices=mesh.devices.flat,
+                              checkpoint_dir=ckdir, log=(lambda t: tqdm.write(f"{desc}: {t}")) if progress else None)
   fingerprint = None
   if ckdir is not None:
     fingerprint = {"kind": "train_many", "model": repr(model), "config": repr(config),
@@ -569,7 +783,7 @@ def _unlearn_program(fn, model: Model, config, num_classes: int, impl: str, has_
     new, metrics = fn(state, data, km, config, **kw)
     return {"params": new.params, "batch_stats": new.batch_stats, "metrics": metrics}
 
-  fn_b = _batched(one, strategy, mesh.size)
+  fn_b = batch_over_models(one, strategy, mesh.size)
   return jax.jit(fn_b, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
 
 
@@ -645,7 +859,7 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, num
     if np.intersect1d(rr, ff).size:
       raise ValueError(f"retain and forget overlap for model {j}")
   kd, impl = _key_parts(key)
-  mesh, chunk = _setup(total, chunk_size, devices, strategy)
+  mesh, chunk, strategy = _setup(total, chunk_size, devices, strategy)
   stacked = m_state is not None
   program = _unlearn_program(fn, states.model, config, int(data_many.num_classes), impl, mask is not None,
                              strategy, mesh)
@@ -693,7 +907,7 @@ def _predict_program(model: Model, n: int, batch_size: int, flip: bool, strategy
     logits = jax.lax.map(f, xb)
     return logits.reshape(nb * batch_size, *logits.shape[2:])[:n]
 
-  fn = _batched(one, strategy, mesh.size)
+  fn = batch_over_models(one, strategy, mesh.size)
   return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
 
 
@@ -721,7 +935,7 @@ def predict_many(states: ModelState, x, *, flip: bool = False, batch_size: int =
   if n == 0:
     c = states.model.num_classes
     return np.zeros((m, 0, 2, c) if flip else (m, 0, c), np.float32)
-  mesh, chunk = _setup(m, chunk_size, devices, strategy)
+  mesh, chunk, strategy = _setup(m, chunk_size, devices, strategy)
   program = _predict_program(states.model, n, max(1, min(batch_size, n)), bool(flip), strategy, mesh)
   run = _Run(program, {"params": states.params, "batch_stats": states.batch_stats}, {"x": jnp.asarray(x)},
              m, chunk, mesh,

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -12,6 +13,7 @@ EXP = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 def _load(name):
   spec = importlib.util.spec_from_file_location(name, EXP / f"{name}.py")
   mod = importlib.util.module_from_spec(spec)
+  sys.modules[name] = mod  # dataclasses in the script look their module up
   spec.loader.exec_module(mod)
   return mod
 
@@ -41,3 +43,17 @@ def test_challenge_metric_smoke(tmp_path, capsys):
     assert set(m["spread"]) == {"3"}
   assert json.loads((tmp_path / "results.json").read_text())["num_models"] == 6
   assert (tmp_path / "epsilons.png").stat().st_size > 1000
+
+
+def test_bench_shadow_tiny_writes_ratios_and_the_auto_choice(tmp_path, capsys):
+  out = tmp_path / "bench.json"
+  _load("bench_shadow").main(["--tiny", "--arch", "mlp", "--image", "8", "--models", "2", "--batch", "8",
+                              "--steps", "2", "--repeats", "1", "--no-torch", "--strategy", "vmap",
+                              "--strategy", "auto", "--out", str(out)])
+  rows = json.loads(out.read_text())["results"]
+  assert [r["strategy"] for r in rows] == ["vmap", "auto"]
+  assert rows[1]["auto_choice"] in ("vmap", "sequential")
+  assert set(rows[1]["auto_probe"]["seconds_per_model_step"]) == {"sequential", "vmap"}
+  for r in rows:
+    assert r["many_img_s"] > 0 and r["ratio_many_vs_loop"] == r["many_img_s"] / r["loop_img_s"]
+  assert "auto:" in capsys.readouterr().out

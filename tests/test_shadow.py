@@ -95,6 +95,82 @@ def test_sequential_strategy_equals_vmap(blobs, tiny_model, keep, many):
   assert _max_diff(seq, many[0]) < TOL
 
 
+def test_group_strategy_equals_vmap(blobs, tiny_model, keep, many):
+  x, y, _, _ = blobs
+  for g in (2, "3"):  # 2 divides the 4 models; 3 leaves a remainder group of 1
+    grouped, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy=g, progress=False)
+    assert _max_diff(grouped, many[0]) < TOL
+
+
+def test_auto_strategy_measures_and_matches_vmap(blobs, tiny_model, keep, many):
+  x, y, _, _ = blobs
+  shadow._CHOICES.clear()
+  choice = shadow.choose_strategy(tiny_model, CFG, (x, y), num_models=M, steps=2, repeats=1)
+  times = choice.seconds_per_model_step
+  assert list(times)[0] == "sequential" and set(times) <= {"sequential", "vmap"}  # M=4: no group of 4 < 4
+  assert all(t is not None and t > 0 for t in times.values())
+  assert str(choice.strategy) == min(times, key=times.get) and not choice.cached
+  again = shadow.choose_strategy(tiny_model, CFG, (x, y), num_models=M, steps=2, repeats=1)
+  assert again.cached and again.strategy == choice.strategy
+  auto, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", progress=False)
+  assert _max_diff(auto, many[0]) < TOL
+
+
+def test_autotune_search_order_early_stop_and_oom():
+  def probe_from(table, calls):
+    def probe(cand, n):
+      calls.append((cand, n))
+      t = table[cand]
+      if isinstance(t, Exception):
+        raise t
+      return t
+    return probe
+
+  calls = []
+  table = {"sequential": 3.0, 4: 2.0, 16: 1.0, "vmap": 5.0}
+  c = shadow.autotune_strategy(probe_from(table, calls), per_device=32)
+  assert c.strategy == 16
+  assert calls == [("sequential", 2), (4, 8), (16, 32), ("vmap", 32)]  # two groups' worth; vmap the chunk
+  calls = []  # slower than 1.1 x the best: stop there, never try the bigger groups
+  c = shadow.autotune_strategy(probe_from({"sequential": 1.0, 4: 2.0, 16: 0.1, "vmap": 0.1}, calls), per_device=32)
+  assert c.strategy == "sequential" and [k for k, _ in calls] == ["sequential", 4]
+  calls = []  # out of memory: recorded, and the search stops
+  oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+  c = shadow.autotune_strategy(probe_from({"sequential": 2.0, 4: 1.0, "vmap": oom}, calls), per_device=8)
+  assert c.strategy == 4 and c.seconds_per_model_step == {"sequential": 2.0, "4": 1.0, "vmap": None}
+  with pytest.raises(ValueError, match="boom"):  # any other error is the caller's
+    shadow.autotune_strategy(probe_from({"sequential": ValueError("boom")}, []), per_device=8)
+  with pytest.raises(RuntimeError, match="every strategy ran out"):
+    shadow.autotune_strategy(probe_from({"sequential": oom}, []), per_device=8)
+  c = shadow.autotune_strategy(probe_from({}, calls := []), per_device=1)  # one model per device: nothing to choose
+  assert c.strategy == "vmap" and calls == []
+
+
+def test_resumed_auto_run_keeps_the_checkpointed_strategy(tmp_path, blobs, tiny_model, keep, many, monkeypatch):
+  x, y, _, _ = blobs
+  ck = tmp_path / "ck"
+  seq, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="sequential", chunk_size=2,
+                             checkpoint_dir=ck, progress=False)
+  assert '"strategy": "sequential"' in (ck / "manifest.json").read_text()
+
+  def no_probe(*a, **k):
+    raise AssertionError("a resumed run must not measure again")
+
+  monkeypatch.setattr(shadow, "choose_strategy", no_probe)
+  resumed, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", chunk_size=2,
+                                 checkpoint_dir=ck, progress=False)
+  assert _max_diff(resumed, seq) == 0.0
+
+
+def test_strategy_errors_name_the_value(blobs, many):
+  assert shadow.check_strategy("8") == 8 and shadow.check_strategy("vmap") == "vmap"
+  for bad, match in ((0, "group size must be >= 1, got 0"), ("pmap", "'pmap'"), (True, "True"), (2.5, "2.5")):
+    with pytest.raises(ValueError, match=match):
+      shadow.check_strategy(bad)
+  with pytest.raises(ValueError, match="'auto' is chosen by train_many"):
+    shadow.predict_many(many[0], blobs[2][:4], strategy="auto")
+
+
 def test_keep_mask_is_respected(blobs, tiny_model, keep, many):
   """Excluded examples are NaN images: a model that never sees them stays finite, one that does not;
   and a model trained with a keep mask equals one trained on the compacted data set."""
