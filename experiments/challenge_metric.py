@@ -19,7 +19,6 @@ not afford to measure.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from jaxunlearn import metrics  # noqa: E402
 from jaxunlearn import models as jmodels  # noqa: E402
 from jaxunlearn import plotting  # noqa: E402
 from jaxunlearn import shadow  # noqa: E402
+from jaxunlearn import studies  # noqa: E402
 from jaxunlearn import unlearn as jun  # noqa: E402
 from jaxunlearn.run import write_json_atomic  # noqa: E402
 from jaxunlearn.train import TrainConfig  # noqa: E402
@@ -70,7 +70,9 @@ def main(argv=None):
   ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu")
   ap.add_argument("--smoke", action="store_true")
   ap.add_argument("--models", type=int, default=None, help="N per side (default: 64 on CPU, 512 on GPU)")
-  ap.add_argument("--chunk-size", type=int, default=None)
+  ap.add_argument("--chunk-size", type=int, default=None, help="models per compiled call (default: all)")
+  ap.add_argument("--strategy", type=shadow.check_strategy, default="vmap",
+                  help="vmap, sequential or an int group size (see BUILD.md)")
   ap.add_argument("--out", default=None)
   a = ap.parse_args(argv)
   s = setting(a.scale, a.smoke)
@@ -83,30 +85,12 @@ def main(argv=None):
   model = jmodels.create_model(s["model"], num_classes=ds.num_classes, input_shape=ds.image_shape,
                                mean=ds.mean, std=ds.std, width=s["width"])
   cfgs = {m: jun.make_config(m, ov, preset=pr) for m, pr, ov in METHODS}  # validate before work
-  x, y, n = ds.x_train, split.y_train, len(ds.y_train)
-  kw = dict(chunk_size=a.chunk_size, progress=not a.smoke)
   key = jax.random.key(0)
   t0 = time.perf_counter()
-  original, _ = shadow.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((1, n), bool), s["train"], model=model,
-                                  desc="original", **kw)
-  keep = np.zeros((n_models, n), bool)
-  keep[:, split.retain] = True
-  t1 = time.perf_counter()
-  retrained, _ = shadow.train_many(jax.random.fold_in(key, 1), (x, y), keep, s["train"], model=model,
-                                   desc="retrain", **kw)
-  t_retrain = time.perf_counter() - t1
-  data = jun.UnlearnData.create(x, y, split.retain, split.forget, num_classes=ds.num_classes)
-  yf = y[split.forget]
-
-  def conf_and_acc(states):
-    lg = np.asarray(shadow.predict_many(states, x))
-    correct = lg.argmax(-1) == y[None]
-    test = np.asarray(shadow.predict_many(states, ds.x_test)).argmax(-1) == ds.y_test[None]
-    return (metrics.logit_confidence(lg[:, split.forget], yf),
-            {"retain": correct[:, split.retain].mean(1), "forget": correct[:, split.forget].mean(1),
-             "test": test.mean(1)})
-
-  conf_r, acc_r = conf_and_acc(retrained)
+  ens = studies.challenge_ensemble(key, ds, split, model, s["train"], cfgs, num_models=n_models,
+                                   chunk_size=a.chunk_size, strategy=a.strategy, progress=not a.smoke)
+  conf_r, acc_r = ens.confidences["retrained"], ens.accuracy["retrained"]
+  t_retrain = ens.seconds["retrained"]
   rng = np.random.default_rng(0)
   results = {"setting": {k: (str(v) if k == "train" else v) for k, v in s.items()}, "num_models": n_models,
              "sizes": {"retain": len(split.retain), "forget": len(split.forget), "test": len(ds.y_test)},
@@ -115,11 +99,7 @@ def main(argv=None):
              "methods": {}, "env": report.env_info()}
   eps = {}
   for name, _, _ in METHODS:
-    t2 = time.perf_counter()
-    unl, _ = shadow.unlearn_many(shadow.take(original, 0), data, jax.random.fold_in(key, 2), name, cfgs[name],
-                                 num_models=n_models, **kw)
-    secs = time.perf_counter() - t2
-    conf_u, acc_u = conf_and_acc(unl)
+    conf_u, acc_u, secs = ens.confidences[name], ens.accuracy[name], ens.seconds[name]
     fq = metrics.forget_quality(conf_u, conf_r)
     score = metrics.challenge_score(fq, acc_u["retain"], acc_r["retain"], acc_u["test"], acc_r["test"])
     spread = {str(k): subset_spread(conf_u, conf_r, k, 5 if a.smoke else 20, rng) for k in s["subsets"] if k < n_models}

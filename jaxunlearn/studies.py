@@ -38,8 +38,8 @@ from jaxunlearn.train import OPTIMIZERS
 from jaxunlearn.train import TrainConfig
 
 __all__ = (
-    "ChallengeConfig", "LiraConfig", "UliraConfig", "add_subcommands", "dispatch", "lira_attacks",
-    "run_challenge", "run_lira", "run_ulira", "ulira_attacks",
+    "ChallengeConfig", "ChallengeEnsemble", "LiraConfig", "UliraConfig", "add_subcommands",
+    "challenge_ensemble", "dispatch", "lira_attacks", "run_challenge", "run_lira", "run_ulira", "ulira_attacks",
 )
 
 ATTACKS = ("online", "online_fixed_variance", "offline", "offline_fixed_variance", "global_threshold")
@@ -63,7 +63,7 @@ class _Common:
   weight_decay: float = 5e-4
   augment: bool = False
   chunk_size: int | None = None
-  strategy: str = "vmap"
+  strategy: str | int = "vmap"
   checkpoint_dir: str | None = None
   train_subset: int | None = None
   test_subset: int | None = None
@@ -166,8 +166,7 @@ def _check_common(cfg: _Common) -> tuple[TrainConfig, Path]:
   _check_int("chunk_size", cfg.chunk_size, 1, allow_none=True)
   _check_int("train_subset", cfg.train_subset, 8, allow_none=True)
   _check_int("test_subset", cfg.test_subset, 1, allow_none=True)
-  if cfg.strategy not in shadow.STRATEGIES:
-    raise ValueError(f"unknown strategy {cfg.strategy!r}; choose from {', '.join(shadow.STRATEGIES)}")
+  shadow.check_strategy(cfg.strategy)
   if cfg.checkpoint_dir is not None and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
     raise ValueError(f"checkpoint folder {cfg.checkpoint_dir!r} exists and is not a folder")
   tcfg = cfg.train_config()  # validates the optimizer fields
@@ -204,6 +203,15 @@ def _load(cfg: _Common):
 
 def _ckpt(cfg: _Common, name: str):
   return None if cfg.checkpoint_dir is None else os.path.join(cfg.checkpoint_dir, name)
+
+
+def _shadow_kw(cfg: _Common, tcfg: TrainConfig, model, x, y, num_models: int, ckpt_name: str) -> dict:
+  """``chunk_size`` / ``strategy`` for every shadow call of a study; ``"auto"`` is resolved once
+  (or taken from the checkpoint being resumed) so training, unlearning and prediction agree."""
+  strategy = shadow.resolve_strategy(cfg.strategy, model, tcfg, (x, y), chunk_size=cfg.chunk_size,
+                                     num_models=num_models, checkpoint_dir=_ckpt(cfg, ckpt_name),
+                                     log=lambda t: _log(cfg, f"[strategy] {t}"))
+  return dict(chunk_size=cfg.chunk_size, strategy=strategy)
 
 
 def _log(cfg: _Common, msg: str):
@@ -341,11 +349,11 @@ def run_lira(cfg: LiraConfig) -> dict:
   keep = shadow.balanced_keep_mask(jax.random.fold_in(key, 0), m_total, n)
   _log(cfg, f"[lira] {cfg.dataset}: {m_total} x {cfg.model} on {n // 2} of {n} examples each, "
             f"{cfg.epochs} epochs, {jax.device_count()} device(s)")
+  kw = _shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, "models")
   states, _ = shadow.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
-                                model=model, chunk_size=cfg.chunk_size, strategy=cfg.strategy,
-                                checkpoint_dir=_ckpt(cfg, "models"), progress=cfg.progress, desc="train")
+                                model=model, checkpoint_dir=_ckpt(cfg, "models"), progress=cfg.progress,
+                                desc="train", **kw)
   t_train = time.perf_counter() - t0
-  kw = dict(chunk_size=cfg.chunk_size, strategy=cfg.strategy)
   logits = shadow.predict_many(states, ds.x_train, flip=cfg.flip, **kw)
   if not cfg.flip:
     logits = logits[:, :, None]
@@ -431,7 +439,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
   retain = np.stack([np.flatnonzero(keep[m] & ~in_pool) for m in range(m_total)]).astype(np.int32)
   _log(cfg, f"[ulira] {cfg.dataset}: {m_total} x {cfg.model}, method {cfg.method}; each model trains on "
             f"{retain.shape[1]} + {forget.shape[1]} examples and unlearns the {forget.shape[1]}")
-  kw = dict(chunk_size=cfg.chunk_size, strategy=cfg.strategy)
+  kw = _shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, "originals")
   originals, _ = shadow.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
                                    model=model, checkpoint_dir=_ckpt(cfg, "originals"),
                                    progress=cfg.progress, desc="train", **kw)
@@ -501,6 +509,91 @@ def _prepare_challenge(cfg: ChallengeConfig):
   return tcfg, mcfg, out, ds, model, split
 
 
+@dataclasses.dataclass
+class ChallengeEnsemble:
+  """The models of one NeurIPS-2023 challenge evaluation, reduced to what its scores need.
+
+  Attributes:
+    confidences: ``{"retrained" | method: float64 [N, F]}``, logit-scaled confidences of each
+      model on the forget examples (one query, no flip).
+    accuracy: ``{"original" | "retrained" | method: {"retain" | "forget" | "test": [N]}}`` per-model
+      accuracies (``[1]`` for the original).
+    seconds: wall time per group of models (``"original"``, ``"retrained"``, each method).
+  """
+
+  confidences: dict
+  accuracy: dict
+  seconds: dict
+
+
+def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods: dict, *, num_models: int,
+                       checkpoint_dir=None, progress: bool = True, chunk_size: int | None = None,
+                       strategy="vmap") -> ChallengeEnsemble:
+  """Trains the challenge's ensembles: one original, N retrained, N unlearned per method.
+
+  The original trains on the whole train split (key ``fold_in(key, 0)``); N models retrain from
+  scratch on ``split.retain`` (``fold_in(fold_in(key, 1), m)``); every method unlearns N models from
+  that ONE original (``fold_in(fold_in(key, 2), m)``, the same keys for every method). Each model
+  is evaluated with one forward pass over the train split (sliced into retain / forget) and one
+  over the test split.
+
+  Args:
+    key: PRNG key.
+    ds: a ``jaxunlearn.data.Dataset``.
+    split: its ``ForgetSplit`` (``split.y_train`` are the labels used, e.g. after confusion).
+    model: the network.
+    train_config: training of the original and the retrained models.
+    methods: ``{name: config}`` of registered unlearning methods.
+    num_models: N per side.
+    checkpoint_dir: per-group orbax checkpoints below it (``original``, ``retrained``,
+      ``unlearned`` for a single method, ``unlearned_<name>`` for several); resumable.
+    progress: progress bars.
+    chunk_size, strategy: as in :func:`jaxunlearn.shadow.train_many` (a concrete strategy).
+
+  Returns:
+    A :class:`ChallengeEnsemble`.
+  """
+  from jaxunlearn import unlearn as jun
+  from jaxunlearn.metrics import logit_confidence
+
+  kw = dict(chunk_size=chunk_size, strategy=strategy)
+  ck = lambda name: None if checkpoint_dir is None else os.path.join(checkpoint_dir, name)  # noqa: E731
+  x, y, n = ds.x_train, split.y_train, len(ds.y_train)
+  yf = y[split.forget]
+
+  def evaluate(states):
+    lg = shadow.predict_many(states, x, **kw)
+    correct = np.argmax(lg, -1) == y[None]
+    test = shadow.accuracies_many(states, ds.x_test, ds.y_test, **kw)
+    acc = {"retain": correct[:, split.retain].mean(1), "forget": correct[:, split.forget].mean(1), "test": test}
+    return logit_confidence(lg[:, split.forget], yf), acc
+
+  seconds, conf, acc = {}, {}, {}
+  t = time.perf_counter()
+  original, _ = shadow.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((1, n), bool), train_config,
+                                  model=model, checkpoint_dir=ck("original"), progress=progress,
+                                  desc="original", **kw)
+  seconds["original"] = time.perf_counter() - t
+  _, acc["original"] = evaluate(original)
+  keep = np.zeros((num_models, n), bool)
+  keep[:, split.retain] = True
+  t = time.perf_counter()
+  retrained, _ = shadow.train_many(jax.random.fold_in(key, 1), (x, y), keep, train_config, model=model,
+                                   checkpoint_dir=ck("retrained"), progress=progress, desc="retrain", **kw)
+  seconds["retrained"] = time.perf_counter() - t
+  conf["retrained"], acc["retrained"] = evaluate(retrained)
+  data = jun.UnlearnData.create(x, y, split.retain, split.forget, num_classes=ds.num_classes)
+  for name, mcfg in methods.items():
+    t = time.perf_counter()
+    unlearned, _ = shadow.unlearn_many(shadow.take(original, 0), data, jax.random.fold_in(key, 2), name, mcfg,
+                                       num_models=num_models, progress=progress,
+                                       checkpoint_dir=ck("unlearned" if len(methods) == 1 else f"unlearned_{name}"),
+                                       **kw)
+    seconds[name] = time.perf_counter() - t
+    conf[name], acc[name] = evaluate(unlearned)
+  return ChallengeEnsemble(conf, acc, seconds)
+
+
 def run_challenge(cfg: ChallengeConfig) -> dict:
   """The NeurIPS-2023 challenge evaluation of ``cfg.method`` with N = ``cfg.models`` per side.
 
@@ -520,49 +613,19 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
   """
   from jaxunlearn import metrics
   from jaxunlearn import plotting
-  from jaxunlearn import unlearn as jun
 
   tcfg, mcfg, out, ds, model, split = _prepare_challenge(cfg)
   t0 = time.perf_counter()
-  key = jax.random.key(cfg.seed)
   n, n_models = len(ds.y_train), cfg.models
-  x, y = ds.x_train, split.y_train
-  kw = dict(chunk_size=cfg.chunk_size, strategy=cfg.strategy)
+  kw = _shadow_kw(cfg, tcfg, model, ds.x_train, split.y_train, n_models, "retrained")
   _log(cfg, f"[challenge] {cfg.dataset}: forget {cfg.forget} ({len(split.forget)} of {n}), "
             f"{n_models} retrained + {n_models} unlearned ({cfg.method}) {cfg.model} models")
-  original, _ = shadow.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((1, n), bool), tcfg,
-                                  model=model, checkpoint_dir=_ckpt(cfg, "original"),
-                                  progress=cfg.progress, desc="original", **kw)
-  t1 = time.perf_counter()
-  keep_r = np.zeros((n_models, n), bool)
-  keep_r[:, split.retain] = True
-  retrained, _ = shadow.train_many(jax.random.fold_in(key, 1), (x, y), keep_r, tcfg, model=model,
-                                   checkpoint_dir=_ckpt(cfg, "retrained"), progress=cfg.progress,
-                                   desc="retrain", **kw)
-  t_retrain = time.perf_counter() - t1
-  data = jun.UnlearnData.create(x, y, split.retain, split.forget, num_classes=ds.num_classes)
-  t2 = time.perf_counter()
-  unlearned, _ = shadow.unlearn_many(shadow.take(original, 0), data, jax.random.fold_in(key, 2),
-                                     cfg.method, mcfg, num_models=n_models,
-                                     checkpoint_dir=_ckpt(cfg, "unlearned"), progress=cfg.progress, **kw)
-  t_unlearn = time.perf_counter() - t2
-
-  from jaxunlearn.metrics import logit_confidence
-
-  # One forward pass per model over the train split (sliced into retain / forget) and the test split.
-  def evaluate(states):
-    lg = shadow.predict_many(states, x, **kw)
-    correct = np.argmax(lg, -1) == y[None]
-    test = shadow.accuracies_many(states, ds.x_test, ds.y_test, **kw)
-    acc = {"retain": correct[:, split.retain].mean(1), "forget": correct[:, split.forget].mean(1), "test": test}
-    return lg[:, split.forget], acc
-
-  lg_u, acc_u = evaluate(unlearned)
-  lg_r, acc_r = evaluate(retrained)
-  _, acc_o = evaluate(original)
-  yf = y[split.forget]
-  fq = metrics.forget_quality(logit_confidence(lg_u, yf), logit_confidence(lg_r, yf))
+  ens = challenge_ensemble(jax.random.key(cfg.seed), ds, split, model, tcfg, {cfg.method: mcfg},
+                           num_models=n_models, checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress, **kw)
+  acc_o, acc_r, acc_u = ens.accuracy["original"], ens.accuracy["retrained"], ens.accuracy[cfg.method]
+  fq = metrics.forget_quality(ens.confidences[cfg.method], ens.confidences["retrained"])
   score = metrics.challenge_score(fq, acc_u["retain"], acc_r["retain"], acc_u["test"], acc_r["test"])
+  t_retrain, t_unlearn = ens.seconds["retrained"], ens.seconds[cfg.method]
   if jax.process_index() == 0:  # multi-host: one writer
     plotting.plot_epsilon_hist({cfg.method: fq.epsilons}, out / "epsilons.png",
                                title=f"Per-example epsilon, {cfg.method}, N={n_models}",
@@ -579,7 +642,7 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
                   "max": float(np.max(fq.epsilons))},
       "epsilons": fq.epsilons,
       "accuracy": {"original": mean(acc_o), "retrained": mean(acc_r), "unlearned": mean(acc_u)},
-      "seconds": {"original": t1 - t0, "retrain": t_retrain, "unlearn": t_unlearn, "total": total},
+      "seconds": {"original": ens.seconds["original"], "retrain": t_retrain, "unlearn": t_unlearn, "total": total},
       "models_per_second": {"retrain": n_models / t_retrain, "unlearn": n_models / t_unlearn},
       "plots": {"epsilons": "epsilons.png"}, "versions": _versions(),
   }
@@ -610,8 +673,9 @@ def _add_common(p: argparse.ArgumentParser, d: _Common) -> None:
   p.add_argument("--augment", action="store_true", default=d.augment, help="random crop + flip while training")
   p.add_argument("--chunk-size", type=int, default=d.chunk_size,
                  help="models per compiled call (default: all; rounded up to a multiple of the device count)")
-  p.add_argument("--strategy", default=d.strategy, choices=shadow.STRATEGIES,
-                 help="vmap: models in lockstep; sequential: lax.map over models per device")
+  p.add_argument("--strategy", default=d.strategy,
+                 help="vmap: models in lockstep; sequential: lax.map over models per device; an int G: "
+                      "groups of G in lockstep; auto: measure a few steps of each and use the fastest")
   p.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
                  help="save every finished chunk here; rerunning the same command resumes")
   p.add_argument("--train-subset", type=int, default=d.train_subset, help="use N random train examples")
