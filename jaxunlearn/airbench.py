@@ -15,7 +15,8 @@ The ingredients (paper section in brackets):
   ``64 / 256 / 256``, each ``conv3x3 -> maxpool2 -> BN -> GELU -> conv3x3 -> BN -> GELU``, a global
   max-pool and a linear head whose output is multiplied by ``1/9``. Convolutions after the first are
   initialised as *partial identities* (their first ``C_in`` filters are Dirac deltas).
-* **BatchNorm** with PyTorch momentum 0.6 (Flax ``momentum=0.4``) and ``eps=1e-12``; the scale is
+* **BatchNorm** with running statistics ``0.6 * old + 0.4 * batch`` (the reference's
+  ``BatchNorm(momentum=0.6)`` hands PyTorch ``1 - 0.6``; Flax ``momentum=0.6``) and ``eps=1e-12``; the scale is
   not trained (stays 1), the bias is, with a 64x larger learning rate (``bias_scaler``).
 * **Whitening** (:func:`whitening_params`): computed inside ``fit`` from ``whiten_images`` random
   examples of the model's *own* training set (so a shadow model's filters never see its held-out
@@ -30,8 +31,9 @@ The ingredients (paper section in brackets):
 * **Augmentation**: 2-pixel random translation (reflection padding) and *alternating flip*: every
   example gets a random flip bit in the first epoch and the flip alternates every epoch after, so
   each example is seen flipped and unflipped in every pair of epochs.
-* **Test-time augmentation** (:func:`tta_logits`): the mean of the logits of the image and its
-  mirror image.
+* **Test-time augmentation** (:func:`tta_logits`): level 1, the mean of the logits of the image
+  and its mirror image; level 2 (the reference's 94 % setting, 6 passes), half that plus half its
+  mean over the two diagonal 1-pixel translations (reflection padding).
 * Epochs may be fractional (``9.9`` in the paper): the run is ``ceil(epochs * steps_per_epoch)``
   steps, the last epoch partial.
 
@@ -176,9 +178,12 @@ def schedule_steps(cfg: AirbenchConfig, num_examples: int) -> tuple[int, int, in
 
 
 def lr_factor(cfg: AirbenchConfig, total_steps: int, count) -> jax.Array:
-  """The triangular schedule's factor at 0-based step ``count`` of a ``total_steps`` run."""
+  """The triangular schedule's factor at 0-based step ``count`` of a ``total_steps`` run.
+
+  The peak is at step ``floor(lr_peak * total_steps)``, as in the reference code.
+  """
   t = jnp.asarray(count, jnp.float32)
-  peak = cfg.lr_peak * total_steps
+  peak = float(math.floor(cfg.lr_peak * total_steps))
   return jnp.interp(t, jnp.asarray([0.0, peak, float(total_steps)], jnp.float32),
                     jnp.asarray([cfg.lr_start, 1.0, cfg.lr_end], jnp.float32))
 
@@ -205,7 +210,7 @@ class _AirBlock(nn.Module):
   """``conv3x3 -> maxpool2 -> BN -> GELU -> conv3x3 -> BN -> GELU``."""
 
   features: int
-  bn_momentum: float = 0.4
+  bn_momentum: float = 0.6
   bn_eps: float = 1e-12
   dtype: Any = jnp.float32
 
@@ -246,7 +251,7 @@ class AirbenchNet(nn.Module):
   widths: tuple[int, ...] = (64, 256, 256)
   whiten_kernel: int = 2
   logit_scale: float = 1.0 / 9.0
-  bn_momentum: float = 0.4
+  bn_momentum: float = 0.6
   bn_eps: float = 1e-12
   dtype: Any = jnp.float32
 
@@ -626,14 +631,7 @@ def _program(model: Model, cfg: AirbenchConfig, k: int, impl: str, strategy: str
     ts, hist = fit(init(params, stats), sh["x"], sh["y"], pm["index"], jax.random.fold_in(km, 1))
     return {"params": ts.params, "batch_stats": ts.batch_stats, "metrics": hist}
 
-  if strategy == "vmap":
-    fn = jax.vmap(one, in_axes=(0, None))
-  else:  # one model at a time per device: lax.map over the models of each device's group
-    def fn(pm, sh):
-      c = pm["m"].shape[0]
-      split = jax.tree.map(lambda a: a.reshape(mesh.size, c // mesh.size, *a.shape[1:]), pm)
-      out = jax.vmap(lambda g: jax.lax.map(lambda p: one(p, sh), g))(split)
-      return jax.tree.map(lambda a: a.reshape(c, *a.shape[2:]), out)
+  fn = shadow.batch_over_models(one, strategy, mesh.size)
   return jax.jit(fn, out_shardings=NamedSharding(mesh, P(shadow.MODEL_AXIS)))
 
 
@@ -659,8 +657,9 @@ def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConf
     model: the network (default ``create_airbench(num_classes, x.shape[1:])``).
     num_classes: for the default model (default ``max(y) + 1``, at least 2).
     chunk_size: models per compiled call (default all), rounded up to a multiple of the devices.
-    strategy: ``"vmap"`` (all models of a chunk in lockstep, batched kernels) or ``"sequential"``
-      (``lax.map``: one model at a time per device, plain kernels, less memory).
+    strategy: ``"vmap"`` (all models of a chunk in lockstep, batched kernels), ``"sequential"``
+      (``lax.map``: one model at a time per device, plain kernels, less memory), an int group
+      size, or ``"auto"`` (measured, see :func:`jaxunlearn.shadow.choose_strategy`).
     devices: devices of the model mesh (default all).
     progress: a tqdm bar over models.
     unbalanced: see :func:`jaxunlearn.shadow.keep_indices`.
@@ -669,7 +668,8 @@ def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConf
     ``(states, info)``: a stacked ``ModelState`` (leading axis M) and ``{"loss": [M, E], "acc": [M, E]``
     (numpy, per-epoch train-mode means), ``"compile_seconds"``, ``"train_seconds"`` (after
     compilation, all chunks), ``"models_per_hour"``, ``"total_steps"``, ``"steps_per_epoch"``,
-    ``"batch_size"``, ``"chunk_size"``}``.
+    ``"batch_size"``, ``"chunk_size"``, ``"strategy"`` (the one used), ``"strategy_probe"`` (what
+    ``"auto"`` measured, else None)}``.
   """
   x = np.asarray(x) if not isinstance(x, jax.Array) else x
   y = np.asarray(y)
@@ -684,8 +684,7 @@ def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConf
     raise TypeError(f"model must be a jaxunlearn Model, got {type(model).__name__}")
   if tuple(x.shape[1:]) != model.input_shape:
     raise ValueError(f"images are {tuple(x.shape[1:])} but the model expects {model.input_shape}")
-  if strategy not in shadow.STRATEGIES:
-    raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(shadow.STRATEGIES)}")
+  strategy = shadow.check_strategy(strategy)
   keep = np.asarray(keep_mask)
   if keep.ndim != 2 or keep.shape[1] != x.shape[0]:
     raise ValueError(f"keep_mask must be [M, {x.shape[0]}], got shape {keep.shape}")
@@ -704,6 +703,13 @@ def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConf
   if c < 1:
     raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
   c = -(-min(c, m_total) // mesh.size) * mesh.size
+  choice = None
+  if strategy == "auto":
+    choice = shadow.choose_strategy(model, cfg, (x, y), chunk_size=c, devices=mesh.devices.flat,
+                                    make_program=_program)
+    strategy = choice.strategy
+    if progress:
+      tqdm.write(f"airbench: {choice.describe()}")
   program = _program(model, cfg, k, impl, strategy, mesh)
   models_sh, repl = NamedSharding(mesh, P(shadow.MODEL_AXIS)), NamedSharding(mesh, P())
   xd = jax.device_put(jnp.asarray(x), repl)
@@ -738,7 +744,8 @@ def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConf
           "compile_seconds": compile_s, "train_seconds": train_s,
           "models_per_hour": m_total / max(train_s, 1e-9) * 3600.0, "total_steps": fit.total_steps,
           "steps_per_epoch": fit.steps_per_epoch, "batch_size": fit.batch_size, "chunk_size": c,
-          "strategy": strategy}
+          "strategy": strategy,
+          "strategy_probe": None if choice is None else dataclasses.asdict(choice)}
   return ModelState(out["params"], out["batch_stats"], model), info
 
 
@@ -762,15 +769,27 @@ def _tta_single(model: Model, params, batch_stats, x, batch_size: int):
   return out.reshape(nb * batch_size, -1)[:n]
 
 
-def tta_logits(model: Model, states_or_state, x, *, batch_size: int = 500,
+def _translate_diagonal(x, shift: int):
+  """``x`` moved by ``shift`` pixels along both axes (``-1``: up-left view), reflection padding."""
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+  o = 1 + shift
+  return xp[:, o:o + x.shape[1], o:o + x.shape[2], :]
+
+
+def tta_logits(model: Model, states_or_state, x, *, level: int = 1, batch_size: int = 500,
                chunk_size: int | None = None) -> np.ndarray:
-  """Flip test-time augmentation: the mean of the eval-mode logits of ``x`` and of its mirror image.
+  """Test-time augmentation logits, as airbench's ``infer(..., tta_level)``.
+
+  Level 1: the mean of the eval-mode logits of ``x`` and of its mirror image (2 passes). Level 2
+  (the reference's 94 % setting; 6 passes): ``0.5 * level1(x) + 0.25 * (level1(up_left(x)) +
+  level1(down_right(x)))``, the views moved by one pixel along both axes with reflection padding.
 
   Args:
     model: the network.
     states_or_state: a ``ModelState`` / ``TrainState`` (anything with ``params`` and
       ``batch_stats``), single or stacked (leading model axis).
     x: images ``[N, H, W, C]``.
+    level: 1 or 2.
     batch_size: images per forward pass (per model).
     chunk_size: models per compiled call for stacked states (see
       :func:`jaxunlearn.shadow.predict_many`).
@@ -778,14 +797,24 @@ def tta_logits(model: Model, states_or_state, x, *, batch_size: int = 500,
   Returns:
     ``float32`` numpy ``[N, C]`` for one model, ``[M, N, C]`` for stacked states.
   """
+  if level not in (1, 2):
+    raise ValueError(f"TTA level must be 1 or 2, got {level!r}")
   params, stats = states_or_state.params, states_or_state.batch_stats
   state = ModelState(params, stats, model)
   x = jnp.asarray(x)
   if x.ndim != 4 or tuple(x.shape[1:]) != model.input_shape:
     raise ValueError(f"images must be [N, {', '.join(map(str, model.input_shape))}], got shape {x.shape}")
-  if shadow.num_models_of(state) is None:
-    if x.shape[0] == 0:
-      return np.zeros((0, model.num_classes), np.float32)
-    return np.asarray(_tta_single(model, params, stats, x, max(1, min(batch_size, x.shape[0]))), np.float32)
-  logits = shadow.predict_many(state, x, flip=True, batch_size=batch_size, chunk_size=chunk_size)
-  return logits.mean(axis=2)
+  single = shadow.num_models_of(state) is None
+  if x.shape[0] == 0:
+    return np.zeros((0, model.num_classes) if single else (shadow.num_models_of(state), 0, model.num_classes),
+                    np.float32)
+
+  def level1(v):
+    if single:
+      return np.asarray(_tta_single(model, params, stats, v, max(1, min(batch_size, v.shape[0]))), np.float32)
+    return shadow.predict_many(state, v, flip=True, batch_size=batch_size, chunk_size=chunk_size).mean(axis=2)
+
+  out = level1(x)
+  if level == 2:
+    out = 0.5 * out + 0.25 * (level1(_translate_diagonal(x, -1)) + level1(_translate_diagonal(x, 1)))
+  return out

@@ -101,6 +101,9 @@ def test_schedule_and_fractional_epochs():
   f = [float(ab.lr_factor(cfg, t, c)) for c in (0, 23, 100)]
   np.testing.assert_allclose(f, [0.2, 1.0, 0.07], rtol=1e-6)
   assert float(ab.lr_factor(cfg, t, 60)) == pytest.approx(1.0 + (0.07 - 1.0) * (60 - 23) / 77, rel=1e-5)
+  # the peak is floored to a whole step (reference: int(0.23 * T)): T = 476 -> step 109, not 109.48
+  assert float(ab.lr_factor(cfg, 476, 109)) == pytest.approx(1.0, rel=1e-6)
+  assert float(ab.lr_factor(cfg, 476, 110)) == pytest.approx(1.0 + (0.07 - 1.0) / (476 - 109), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,3 +264,43 @@ def test_many_equals_single_runs(model, blobs):
                     _leaves(jax.tree.map(lambda t: t[m], (states.params, states.batch_stats)))):
       np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(hist["loss"], info["loss"][m], rtol=1e-4)
+
+
+def test_tta_level2_adds_diagonal_translates(model, blobs, trained):
+  _, _, xt, _ = blobs
+  _, state, _ = trained
+  s = ModelState(state.params, state.batch_stats, model)
+  xt = np.asarray(xt[:12])
+  padded = np.pad(xt, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+  views = [xt, padded[:, :8, :8], padded[:, 2:, 2:]]  # the image, up-left and down-right views
+
+  def flip_mean(v):
+    return 0.5 * (np.asarray(s.apply(v)) + np.asarray(s.apply(v[:, :, ::-1, :])))
+
+  want = 0.5 * flip_mean(views[0]) + 0.25 * (flip_mean(views[1]) + flip_mean(views[2]))
+  got = ab.tta_logits(model, s, xt, level=2, batch_size=5)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(got, ab.tta_logits(model, s, xt, level=1), atol=1e-4)
+  many = ab.tta_logits(model, shadow.stack_states([s, s]), xt, level=2)
+  np.testing.assert_allclose(many[0], want, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="level"):
+    ab.tta_logits(model, s, xt, level=3)
+
+
+def test_batchnorm_running_stats_keep_six_tenths_of_the_old(model, blobs):
+  # The reference's BatchNorm(momentum=0.6) is PyTorch momentum 0.4: running = 0.6 old + 0.4 batch.
+  # Train-mode outputs use batch statistics, so two updates on the same batch give m2 = 1.6 m1.
+  x = blobs[0][:32]
+  params, stats = model.init(jax.random.key(0))
+  _, s1 = model.apply(params, stats, x, train=True)
+  _, s2 = model.apply(params, s1, x, train=True)
+  checked = set()
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(s1), jax.tree.leaves(s2)):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    kind = jax.tree_util.keystr(path[-1:])
+    if "mean" in kind:  # starts at 0: m1 = 0.4 bm, m2 = 0.6 m1 + 0.4 bm = 1.6 m1
+      np.testing.assert_allclose(b, 1.6 * a, rtol=1e-3, atol=1e-6)
+    else:  # starts at 1: v1 = 0.6 + 0.4 bv, v2 - v1 = 0.6 (v1 - 1)
+      np.testing.assert_allclose(b - a, 0.6 * (a - 1.0), rtol=1e-3, atol=1e-6)
+    checked.add("mean" if "mean" in kind else "var")
+  assert checked == {"mean", "var"}
