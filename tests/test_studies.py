@@ -56,8 +56,12 @@ def test_ulira_smoke(tmp_path):
 
 def test_challenge_smoke(tmp_path):
   out = tmp_path / "ch"
-  res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT,
-                                                      forget="random:0.1", out=str(out), **TINY))
+  ck = tmp_path / "ck"  # strategy "auto" is measured once and used by every group of models
+  res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, strategy="auto",
+                                                      checkpoint_dir=str(ck), forget="random:0.1", out=str(out),
+                                                      **TINY))
+  used = {json.loads((ck / g / "manifest.json").read_text())["strategy"] for g in ("retrained", "unlearned")}
+  assert len(used) == 1 and used <= {"vmap", "sequential"}
   disk = _json(out)
   assert disk["study"] == "challenge" and disk["num_models"] == 3
   assert disk["sizes"]["forget"] == len(disk["epsilons"]) > 0
@@ -97,6 +101,8 @@ def _parser():
     (["lira", "--model", "vgg"], "unknown model 'vgg'"),
     (["lira", "--targets", "20"], "targets (20) cannot exceed num_models (16)"),
     (["lira", "--chunk-size", "0"], "chunk_size must be an int >= 1"),
+    (["lira", "--strategy", "pmap"], "unknown strategy 'pmap'"),
+    (["ulira", "--strategy", "0"], "strategy group size must be >= 1, got 0"),
     (["ulira", "--method", "nope"], "unknown method 'nope'"),
     (["ulira", "--set", "bogus=1"], "has no option 'bogus'"),
     (["ulira", "--pool-size", "5000"], "pool_size 5000"),
