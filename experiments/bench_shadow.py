@@ -21,8 +21,8 @@ Usage::
     python experiments/bench_shadow.py --tiny          # CPU-sized (default when no GPU/TPU is present)
     python experiments/bench_shadow.py --strategy vmap --strategy sequential --dtype bfloat16 --models 32
 
-Results are printed and written as JSON to ``experiments/results/bench_shadow_<device>.json``
-(or ``--out``).
+Results are printed and written as JSON (after every row) to
+``experiments/results/bench_shadow_<device>[_<archs>].json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def main(argv=None) -> int:
   p.add_argument("--peak-tflops", type=float, default=None,
                  help="device peak for the utilisation column (default 989 = H100 dense bf16 on GPU)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-  p.add_argument("--out", default=None, help="JSON path (default experiments/results/bench_shadow_<device>.json)")
+  p.add_argument("--out", default=None, help="JSON path (default experiments/results/bench_shadow_<device>[_<archs>].json)")
   a = p.parse_args(argv)
 
   tiny = a.tiny
@@ -324,7 +324,9 @@ def main(argv=None) -> int:
   peak = a.peak_tflops if a.peak_tflops is not None else (989.0 if has_accel else None)
   key = jax.random.key(0)
 
-  out = Path(a.out) if a.out else Path(__file__).parent / "results" / f"bench_shadow_{_device_name()}.json"
+  # one file per device, and per architecture list when --arch is given, so split runs do not collide
+  suffix = "" if a.arch is None else "_" + re.sub(r"[^A-Za-z0-9]+", "_", "_".join(a.arch)).strip("_").lower()
+  out = Path(a.out) if a.out else Path(__file__).parent / "results" / f"bench_shadow_{_device_name()}{suffix}.json"
 
   def write(rows):
     result = {
