@@ -215,3 +215,13 @@ def test_bfloat16_and_jax_arrays_are_accepted():
   np.testing.assert_allclose(conf, [2.0, 1.0, -4.0], rtol=1e-6)
   with pytest.raises(TypeError, match="dtype"):
     metrics.roc_curve(np.array(["a", "b"]), [0, 1])
+
+
+def test_as_float64_accepts_numbers_and_names_the_bad_dtype():
+  import ml_dtypes
+  got = metrics.as_float64(np.array([1, 2], ml_dtypes.bfloat16), "x")
+  assert got.dtype == np.float64 and got.tolist() == [1.0, 2.0]
+  assert metrics.as_float64([True, False], "x").tolist() == [1.0, 0.0]
+  for bad, dtype in ((np.array(["a"]), "<U1"), (np.array([1j]), "complex128"), (np.array([None]), "object")):
+    with pytest.raises(TypeError, match=f"scores must be a real numeric array, got dtype {dtype}"):
+      metrics.as_float64(bad, "scores")

@@ -11,13 +11,14 @@ from jaxunlearn.metrics._roc import tpr_at_fpr
 from jaxunlearn.metrics._utility import InterclassConfusion
 from jaxunlearn.metrics._utility import accuracy
 from jaxunlearn.metrics._utility import accuracy_gaps
+from jaxunlearn.metrics._utility import as_float64
 from jaxunlearn.metrics._utility import interclass_confusion
 from jaxunlearn.metrics._utility import logit_confidence
 from jaxunlearn.metrics._utility import tow
 from jaxunlearn.metrics._utility import zrf
 
 __all__ = (
-    "EPSILON_CAP", "ForgetQuality", "InterclassConfusion", "accuracy", "accuracy_gaps", "auc",
+    "EPSILON_CAP", "ForgetQuality", "InterclassConfusion", "accuracy", "accuracy_gaps", "as_float64", "auc",
     "best_threshold_accuracy", "challenge_score", "forget_quality", "interclass_confusion",
     "logit_confidence", "roc_curve", "tow", "tpr_at_fpr", "zrf",
 )

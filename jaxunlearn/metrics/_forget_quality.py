@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxunlearn.metrics._utility import _float64
+from jaxunlearn.metrics._utility import as_float64
 
 __all__ = ("EPSILON_CAP", "ForgetQuality", "challenge_score", "forget_quality")
 
@@ -64,7 +64,7 @@ class ForgetQuality:
 
 
 def _check_confs(x, name: str) -> np.ndarray:
-  x = _float64(x, name)
+  x = as_float64(x, name)
   if x.ndim != 2:
     raise ValueError(f"{name} must have shape [N_models, N_forget], got shape {x.shape}")
   if np.isnan(x).any():
@@ -232,7 +232,7 @@ def forget_quality(unlearned, retrained, *, delta: float = 1e-5) -> ForgetQualit
 
 
 def _mean_fraction(x, name: str) -> float:
-  v = _float64(x, name)
+  v = as_float64(x, name)
   if v.size == 0:
     raise ValueError(f"{name} is empty")
   if np.isnan(v).any():

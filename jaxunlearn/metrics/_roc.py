@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxunlearn.metrics._utility import _float64
+from jaxunlearn.metrics._utility import as_float64
 
 __all__ = ("auc", "best_threshold_accuracy", "roc_curve", "tpr_at_fpr")
 
 
 def _check_scores_and_labels(scores, is_member) -> tuple[np.ndarray, np.ndarray]:
   """Validates ``scores`` [N] and ``is_member`` [N]; returns float64 / bool."""
-  scores = _float64(scores, "scores")
+  scores = as_float64(scores, "scores")
   if scores.ndim != 1:
     raise ValueError(f"scores must have shape [N], got shape {scores.shape}")
   if np.isnan(scores).any():

@@ -19,8 +19,12 @@ __all__ = (
 _SPLITS = ("retain", "forget", "test")
 
 
-def _float64(x, name: str) -> np.ndarray:
-  """``x`` as a float64 array; accepts bool/int/float and ml_dtypes floats (e.g. bfloat16)."""
+def as_float64(x, name: str) -> np.ndarray:
+  """``x`` as a float64 numpy array; accepts bool/int/float and ml_dtypes floats (e.g. bfloat16).
+
+  Raises:
+    TypeError: naming ``name`` and the dtype, for anything else (strings, objects, complex).
+  """
   x = np.asarray(x)
   if x.dtype.kind in "biuf" or (x.dtype.kind == "V" and x.dtype.names is None):
     try:
@@ -31,7 +35,7 @@ def _float64(x, name: str) -> np.ndarray:
 
 
 def _as_logits(logits, name: str = "logits") -> np.ndarray:
-  logits = _float64(logits, name)
+  logits = as_float64(logits, name)
   if logits.ndim < 1 or logits.shape[-1] < 2:
     raise ValueError(f"{name} must have shape [..., C] with C >= 2, got shape {logits.shape}")
   if np.isnan(logits).any():

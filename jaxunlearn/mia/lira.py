@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats
 
 from jaxunlearn.metrics import auc
+from jaxunlearn.metrics import as_float64
 from jaxunlearn.metrics import best_threshold_accuracy
 from jaxunlearn.metrics import roc_curve
 from jaxunlearn.metrics import tpr_at_fpr
@@ -73,19 +74,8 @@ def make_keep_mask(key, num_models: int, num_examples: int, p: float = 0.5) -> n
   return order < k
 
 
-def _float64(x, name: str) -> np.ndarray:
-  """``x`` as a float64 array; accepts bool/int/float and ml_dtypes floats (e.g. bfloat16)."""
-  x = np.asarray(x)
-  if x.dtype.kind in "biuf" or (x.dtype.kind == "V" and x.dtype.names is None):
-    try:
-      return x.astype(np.float64)
-    except (TypeError, ValueError):
-      pass
-  raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
-
-
 def _as_float(x, name: str) -> np.ndarray:
-  x = _float64(x, name)
+  x = as_float64(x, name)
   if np.isnan(x).any():
     raise ValueError(f"{name} contains NaN")
   if np.isinf(x).any():

@@ -11,24 +11,15 @@ import numpy as np
 from sklearn import linear_model
 from sklearn import model_selection
 
+from jaxunlearn.metrics import as_float64
+
 __all__ = ("simple_mia",)
 
 _MIN_PER_SIDE = 5
 
 
-def _float64(x, name: str) -> np.ndarray:
-  """``x`` as a float64 array; accepts bool/int/float and ml_dtypes floats (e.g. bfloat16)."""
-  x = np.asarray(x)
-  if x.dtype.kind in "biuf" or (x.dtype.kind == "V" and x.dtype.names is None):
-    try:
-      return x.astype(np.float64)
-    except (TypeError, ValueError):
-      pass
-  raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
-
-
 def _losses(x, name: str) -> np.ndarray:
-  x = _float64(x, name)
+  x = as_float64(x, name)
   if x.ndim != 1:
     raise ValueError(f"{name} must have shape [N], got shape {x.shape}")
   if np.isnan(x).any():
