@@ -32,7 +32,8 @@ Common behaviour of the three drivers:
   An int ``G``: groups of ``G`` models in lockstep, one group after another (``lax.map`` with
   ``batch_size=G``) -- the middle ground. ``"auto"`` (:func:`train_many` only): measure a few
   training steps of each candidate on the actual devices (:func:`choose_strategy`) and use the
-  fastest per model; the choice is cached per model, config, chunk and device kind.
+  fastest per model; the choice is cached per model, config, chunk and device kind (and, in a
+  multi-host run, process 0's choice is broadcast so every process compiles the same program).
 * **Checkpoints.** With ``checkpoint_dir``, each finished chunk's outputs are saved with orbax
   (:mod:`jaxunlearn.checkpoint`); a rerun with the same arguments loads the finished chunks instead
   of recomputing them and so ends with exactly the results of an uninterrupted run. A
@@ -506,6 +507,8 @@ class StrategyChoice:
 
   def describe(self) -> str:
     """One line: the choice and the per-candidate figures."""
+    if not self.seconds_per_model_step:
+      return f"strategy {self.strategy} (one model per device: nothing to measure)"
     figs = ", ".join(f"{k} {'OOM' if v is None else f'{v * 1e3:.3g} ms'}"
                      for k, v in self.seconds_per_model_step.items())
     src = "cached" if self.cached else f"measured in {self.probe_seconds:.1f} s"
@@ -631,7 +634,17 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
 
   key = (make_program or _train_program, model, config, chunk // mesh.size, tuple(d.id for d in mesh.devices.flat),
          mesh.devices.flat[0].device_kind, tuple(np.shape(x)[1:]), str(np.asarray(x[:1]).dtype), steps)
-  return autotune_strategy(run_probe, per_device=chunk // mesh.size, cache_key=key)
+  if key in _CHOICES:
+    return dataclasses.replace(_CHOICES[key], cached=True)
+  choice = autotune_strategy(run_probe, per_device=chunk // mesh.size)
+  if jax.process_count() > 1:  # every process must compile the same program: process 0's timing decides
+    from jax.experimental import multihost_utils
+
+    code = {"vmap": 0, "sequential": -1}.get(choice.strategy, choice.strategy)
+    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+    choice = dataclasses.replace(choice, strategy={0: "vmap", -1: "sequential"}.get(code, code))
+  _CHOICES[key] = choice
+  return choice
 
 
 def resolve_strategy(strategy, model: Model, config, data, *, chunk_size: int | None = None,
