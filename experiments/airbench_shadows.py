@@ -37,6 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402  (experiments/report.py)
+
 from jaxunlearn import airbench as ab
 from jaxunlearn import shadow
 from jaxunlearn.data import load_dataset
@@ -71,13 +74,6 @@ def _device() -> dict:
           "device_count": jax.device_count(), "cpu_count": os.cpu_count()}
 
 
-def _strategy(text: str):
-  try:
-    return shadow.check_strategy(text)
-  except ValueError as e:
-    raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -90,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="models per compiled call (default: all for 'sequential', 64 for 'vmap')")
   p.add_argument("--eval-chunk-size", type=int, default=None, help="models per evaluation call (default: --chunk-size)")
   p.add_argument("--eval-batch", type=int, default=500, help="test images per forward pass per model")
-  p.add_argument("--strategy", type=_strategy, default="vmap",
+  p.add_argument("--strategy", type=report.strategy_arg, default="vmap",
                  help="vmap, sequential, an int group size, or auto (measure a few steps of each, pick the fastest)")
   p.add_argument("--tta-level", type=int, choices=(1, 2), default=1,
                  help="also report test accuracy with airbench's level-2 TTA (6 passes) when 2")

@@ -41,6 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402  (experiments/report.py)
+
 from jaxunlearn import models as jmodels
 from jaxunlearn import shadow
 from jaxunlearn.train import TrainConfig
@@ -279,13 +282,6 @@ def _device_name() -> str:
   return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
-def _strategy(text: str):
-  try:
-    return shadow.check_strategy(text)
-  except ValueError as e:
-    raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def main(argv=None) -> int:
   has_accel = jax.default_backend() in ("gpu", "tpu")
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -294,7 +290,7 @@ def main(argv=None) -> int:
                  help="CPU-sized settings (default when no GPU/TPU)")
   p.add_argument("--arch", action="append", default=None,
                  help=f"NAME[@WIDTH] (repeatable); default {', '.join(GPU_ARCHS)} (tiny: {', '.join(TINY_ARCHS)})")
-  p.add_argument("--strategy", action="append", type=_strategy, default=None,
+  p.add_argument("--strategy", action="append", type=report.strategy_arg, default=None,
                  help="train_many strategy: vmap, sequential, an int group size or auto (measured; the "
                       "chosen one is timed) (repeatable; default vmap, sequential and auto; tiny: vmap)")
   p.add_argument("--models", type=int, default=None, help="M (default 16; tiny 4)")
@@ -342,7 +338,7 @@ def main(argv=None) -> int:
     os.replace(tmp, out)
 
   rows = []
-  header = (f"{'arch':<16}{'strategy':<11}{'M':>4}{'many img/s':>12}{'single':>10}{'loop':>10}"
+  header = (f"{'arch':<16}{'strategy':<17}{'M':>4}{'many img/s':>12}{'single':>10}{'loop':>10}"
             f"{'many/loop':>10}{'many/1':>8}{'TFLOP/s':>9}{'util':>7}{'torch':>9}{'jax1/torch':>11}")
   print(f"# {jax.devices()[0]} | jax {jax.__version__} | {dtype} | batch {batch}/model | {steps} steps | "
         f"{side}x{side}x3", flush=True)
@@ -368,7 +364,7 @@ def main(argv=None) -> int:
 
       util = None if r["utilisation"] is None else 100 * r["utilisation"]
       label = f"auto:{r['auto_choice']}" if strat == "auto" else str(strat)
-      print(f"{spec:<16}{label:<11}{m:>4}{r['many_img_s']:12.0f}{r['single_img_s']:10.0f}{r['loop_img_s']:10.0f}"
+      print(f"{spec:<16}{label:<17}{m:>4}{r['many_img_s']:12.0f}{r['single_img_s']:10.0f}{r['loop_img_s']:10.0f}"
             f"{r['ratio_many_vs_loop']:9.2f}x{r['ratio_many_vs_single']:7.2f}x{fmt(r['many_tflops_s'], 9, '.3f')}"
             f"{fmt(util, 7, '.1f', '%')}{fmt(r.get('torch_img_s'), 9, '.0f')}"
             f"{fmt(r.get('ratio_jax_single_vs_torch'), 11, '.2f', 'x')}", flush=True)

@@ -34,7 +34,6 @@ from jaxunlearn import data as jdata  # noqa: E402
 from jaxunlearn import metrics  # noqa: E402
 from jaxunlearn import models as jmodels  # noqa: E402
 from jaxunlearn import plotting  # noqa: E402
-from jaxunlearn import shadow  # noqa: E402
 from jaxunlearn import studies  # noqa: E402
 from jaxunlearn import unlearn as jun  # noqa: E402
 from jaxunlearn.run import write_json_atomic  # noqa: E402
@@ -71,8 +70,8 @@ def main(argv=None):
   ap.add_argument("--smoke", action="store_true")
   ap.add_argument("--models", type=int, default=None, help="N per side (default: 64 on CPU, 512 on GPU)")
   ap.add_argument("--chunk-size", type=int, default=None, help="models per compiled call (default: all)")
-  ap.add_argument("--strategy", type=shadow.check_strategy, default="vmap",
-                  help="vmap, sequential or an int group size (see BUILD.md)")
+  ap.add_argument("--strategy", type=report.strategy_arg, default="vmap",
+                  help="vmap, sequential, an int group size, or auto (measured once; see BUILD.md)")
   ap.add_argument("--out", default=None)
   a = ap.parse_args(argv)
   s = setting(a.scale, a.smoke)

@@ -25,6 +25,18 @@ FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fash
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_jpeg.npz"
 
 
+def strategy_arg(text: str):
+  """argparse ``type`` for ``--strategy``: vmap, sequential, auto or an int group size."""
+  import argparse
+
+  from jaxunlearn.shadow import check_strategy
+
+  try:
+    return check_strategy(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cpu_dataset(smoke: bool) -> tuple[str, int | None, int | None]:
   """(dataset, train_subset, test_subset) for the CPU scale: Fashion-MNIST subset if the shared
   data is there, else the embedded digits."""

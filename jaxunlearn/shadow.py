@@ -523,8 +523,19 @@ def _is_oom(e: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in msg or "Out of memory" in msg or "out of memory" in msg
 
 
-def autotune_strategy(run_probe: Callable, *, per_device: int, cache_key=None,
-                      tolerance: float = 1.1) -> StrategyChoice:
+def _agree(t: float | None) -> float | None:
+  """Multi-host: every process continues with process 0's time (``None`` if any process ran out of
+  memory), so all of them try the same candidates and end with the same choice."""
+  if jax.process_count() == 1:
+    return t
+  from jax.experimental import multihost_utils
+
+  v = np.asarray(multihost_utils.process_allgather(np.asarray([-1.0 if t is None else t], np.float64)))
+  v = v.reshape(-1)
+  return None if (v < 0).any() else float(v[0])
+
+
+def autotune_strategy(run_probe: Callable, *, per_device: int, tolerance: float = 1.1) -> StrategyChoice:
   """Picks the fastest strategy by running ``run_probe(candidate, models_per_device)``.
 
   Candidates, tried in this order: ``"sequential"``, groups ``4, 16, 64, ...`` below
@@ -532,56 +543,55 @@ def autotune_strategy(run_probe: Callable, *, per_device: int, cache_key=None,
   first candidate slower than ``tolerance`` x the best so far (bigger groups rarely recover) or
   that runs out of device memory. Sequential and group probes run two groups' worth of models, so
   the cheap candidates stay cheap; ``"vmap"`` runs the real chunk (and so also proves it fits).
+  In a multi-host run each candidate's time is process 0's (an out-of-memory anywhere counts), so
+  every process makes the same choice.
 
   Args:
     run_probe: ``f(candidate, models_per_device) -> seconds per model per step``.
     per_device: models per device in one chunk of the real run.
-    cache_key: hashable; a repeated key returns the cached choice without measuring.
     tolerance: see above.
 
   Returns:
     A :class:`StrategyChoice`.
   """
-  if cache_key is not None and cache_key in _CHOICES:
-    return dataclasses.replace(_CHOICES[cache_key], cached=True)
   t0 = time.perf_counter()
   if per_device <= 1:
-    choice = StrategyChoice("vmap", {}, 0.0)
-  else:
-    cands = ["sequential"] + [g for g in (4, 16, 64, 256, 1024) if g < per_device] + ["vmap"]
-    times: dict = {}
-    best, best_t = None, float("inf")
-    for cand in cands:
-      n = per_device if cand == "vmap" else min(per_device, 2 * (1 if cand == "sequential" else cand))
-      try:
-        t = float(run_probe(cand, n))
-      except Exception as e:  # noqa: BLE001 -- only memory exhaustion is a result; the rest re-raises
-        if not _is_oom(e):
-          raise
-        times[str(cand)] = None
-        break
-      times[str(cand)] = t
-      if t < best_t:
-        best, best_t = cand, t
-      elif t > tolerance * best_t:
-        break
-    if best is None:
-      raise RuntimeError("every strategy ran out of device memory; use a smaller chunk_size")
-    choice = StrategyChoice(best, times, time.perf_counter() - t0)
-  if cache_key is not None:
-    _CHOICES[cache_key] = choice
-  return choice
+    return StrategyChoice("vmap", {}, 0.0)
+  cands = ["sequential"] + [g for g in (4, 16, 64, 256, 1024) if g < per_device] + ["vmap"]
+  times: dict = {}
+  best, best_t = None, float("inf")
+  for cand in cands:
+    n = per_device if cand == "vmap" else min(per_device, 2 * (1 if cand == "sequential" else cand))
+    try:
+      t = float(run_probe(cand, n))
+    except Exception as e:  # noqa: BLE001 -- only memory exhaustion is a result; the rest re-raises
+      if not _is_oom(e):
+        raise
+      t = None
+    t = _agree(t)
+    times[str(cand)] = t
+    if t is None:
+      break
+    if t < best_t:
+      best, best_t = cand, t
+    elif t > tolerance * best_t:
+      break
+  if best is None:
+    raise RuntimeError("every strategy ran out of device memory; use a smaller chunk_size")
+  return StrategyChoice(best, times, time.perf_counter() - t0)
 
 
 def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None,
-                    num_models: int | None = None, devices=None, steps: int = 4,
+                    num_models: int | None = None, devices=None, steps: int = 6,
                     repeats: int = 2, make_program: Callable | None = None) -> StrategyChoice:
   """Measures which strategy trains ``model`` fastest on these devices (see :func:`autotune_strategy`).
 
   Each candidate compiles :func:`train_many`'s program for a ``steps``-step run (one epoch of
-  ``steps`` batches of ``config.batch_size`` from ``data``, initialisation included), runs it once
-  to warm up, and keeps the best of ``repeats`` timed runs. Compilation dominates the cost (one
-  per candidate tried); the result is cached per (model, config, models per device, devices).
+  ``steps`` batches of ``config.batch_size`` from ``data``), runs it once to warm up, and keeps the
+  best of ``repeats`` timed runs. The probe includes each model's initialisation, which a real run
+  spreads over many more steps; it is small next to ``steps`` training steps for the networks
+  here. Compilation dominates the cost (one per candidate tried); the result is cached per
+  (trainer, model, config, models per device, devices, image shape and dtype).
 
   Args:
     model: the network.
@@ -598,7 +608,8 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
       and ``batch_size`` fields. Default: :func:`train_many`'s own.
 
   Returns:
-    A :class:`StrategyChoice`; pass ``.strategy`` to :func:`train_many`, :func:`unlearn_many`, ...
+    A :class:`StrategyChoice` (``cached=True`` and ``probe_seconds=0`` when it came from the
+    cache); pass ``.strategy`` to :func:`train_many`, :func:`unlearn_many`, ...
   """
   x, y = _train_data(data)
   if chunk_size is None and num_models is None:
@@ -609,10 +620,14 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
   mesh = model_mesh(devices)
   chunk = _round_chunk(chunk_size if chunk_size is not None else num_models,
                        num_models if num_models is not None else chunk_size, mesh.size)
+  make = make_program or _train_program
+  key = (make, model, config, chunk // mesh.size, tuple(d.id for d in mesh.devices.flat),
+         mesh.devices.flat[0].device_kind, tuple(np.shape(x)[1:]), str(np.asarray(x[:1]).dtype), steps)
+  if key in _CHOICES:
+    return dataclasses.replace(_CHOICES[key], cached=True, probe_seconds=0.0)
   n = int(np.shape(x)[0])
-  bs = min(config.batch_size, n)
   probe_cfg = dataclasses.replace(config, epochs=1)
-  k = bs * steps
+  k = config.batch_size * steps  # `steps` full batches (examples repeat when the data set is smaller)
   repl = NamedSharding(mesh, P())
   models_sh = NamedSharding(mesh, P(MODEL_AXIS))
   shared = {"key": _put(_key_parts(0)[0], repl), "x": _put(x, repl), "y": _put(np.asarray(y, np.int32), repl)}
@@ -620,7 +635,7 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
 
   def run_probe(cand, per_dev):
     m = per_dev * mesh.size
-    program = (make_program or _train_program)(model, probe_cfg, k, impl, cand, mesh)
+    program = make(model, probe_cfg, k, impl, cand, mesh)
     pm = {"m": _put(np.arange(m, dtype=np.int32), models_sh),
           "index": _put((np.arange(m * k, dtype=np.int64).reshape(m, k) % n).astype(np.int32), models_sh)}
     compiled = program.lower(pm, shared).compile()
@@ -632,19 +647,30 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
       best = min(best, time.perf_counter() - t0)
     return best / (m * steps)
 
-  key = (make_program or _train_program, model, config, chunk // mesh.size, tuple(d.id for d in mesh.devices.flat),
-         mesh.devices.flat[0].device_kind, tuple(np.shape(x)[1:]), str(np.asarray(x[:1]).dtype), steps)
-  if key in _CHOICES:
-    return dataclasses.replace(_CHOICES[key], cached=True)
   choice = autotune_strategy(run_probe, per_device=chunk // mesh.size)
-  if jax.process_count() > 1:  # every process must compile the same program: process 0's timing decides
-    from jax.experimental import multihost_utils
-
-    code = {"vmap": 0, "sequential": -1}.get(choice.strategy, choice.strategy)
-    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
-    choice = dataclasses.replace(choice, strategy={0: "vmap", -1: "sequential"}.get(code, code))
   _CHOICES[key] = choice
   return choice
+
+
+def _manifest_strategies(folders) -> list:
+  """The strategies recorded in the ``manifest.json`` of each existing folder (None: no manifest).
+
+  Raises:
+    ValueError: for a manifest that exists but cannot be read (before anything is measured).
+  """
+  out = []
+  for folder in folders:
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+      continue
+    try:
+      have = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f"checkpoint manifest {str(path)!r} is unreadable ({e}); delete the folder") from None
+    if not isinstance(have, dict):
+      raise ValueError(f"checkpoint manifest {str(path)!r} is not a JSON object; delete the folder")
+    out.append(have.get("strategy"))
+  return out
 
 
 def resolve_strategy(strategy, model: Model, config, data, *, chunk_size: int | None = None,
@@ -652,19 +678,20 @@ def resolve_strategy(strategy, model: Model, config, data, *, chunk_size: int | 
                      log: Callable[[str], None] | None = None):
   """A concrete strategy for a run: ``strategy`` itself unless it is ``"auto"``.
 
-  ``"auto"``: the strategy recorded in ``checkpoint_dir``'s manifest when the run is being
-  resumed (so resumed chunks are computed exactly as the finished ones), else
-  :func:`choose_strategy`'s measurement (reported through ``log``).
+  ``"auto"``: the strategy recorded in the manifest of ``checkpoint_dir`` (a folder, or several:
+  the checkpoint groups of one study) when a run is being resumed, so resumed chunks are computed
+  exactly as the finished ones; else :func:`choose_strategy`'s measurement (reported through
+  ``log``).
+
+  Raises:
+    ValueError: for a bad strategy or an unreadable manifest.
   """
   strategy = check_strategy(strategy)
   if strategy != "auto":
     return strategy
-  path = None if checkpoint_dir is None else Path(checkpoint_dir) / "manifest.json"
-  if path is not None and path.is_file():
-    try:
-      prev = json.loads(path.read_text()).get("strategy")
-    except (OSError, json.JSONDecodeError):
-      prev = None  # _check_manifest reports the broken manifest
+  folders = [] if checkpoint_dir is None else (
+      [checkpoint_dir] if isinstance(checkpoint_dir, (str, os.PathLike)) else list(checkpoint_dir))
+  for prev in _manifest_strategies(folders):
     if prev not in (None, "auto"):
       return check_strategy(prev, allow_auto=False)
   choice = choose_strategy(model, config, data, chunk_size=chunk_size, num_models=num_models, devices=devices)

@@ -205,11 +205,13 @@ def _ckpt(cfg: _Common, name: str):
   return None if cfg.checkpoint_dir is None else os.path.join(cfg.checkpoint_dir, name)
 
 
-def _shadow_kw(cfg: _Common, tcfg: TrainConfig, model, x, y, num_models: int, ckpt_name: str) -> dict:
+def _shadow_kw(cfg: _Common, tcfg: TrainConfig, model, x, y, num_models: int, groups: tuple[str, ...]) -> dict:
   """``chunk_size`` / ``strategy`` for every shadow call of a study; ``"auto"`` is resolved once
-  (or taken from the checkpoint being resumed) so training, unlearning and prediction agree."""
+  (or taken from any of the study's checkpoint ``groups`` being resumed) so training, unlearning
+  and prediction agree."""
+  folders = [] if cfg.checkpoint_dir is None else [_ckpt(cfg, g) for g in groups]
   strategy = shadow.resolve_strategy(cfg.strategy, model, tcfg, (x, y), chunk_size=cfg.chunk_size,
-                                     num_models=num_models, checkpoint_dir=_ckpt(cfg, ckpt_name),
+                                     num_models=num_models, checkpoint_dir=folders,
                                      log=lambda t: _log(cfg, f"[strategy] {t}"))
   return dict(chunk_size=cfg.chunk_size, strategy=strategy)
 
@@ -337,7 +339,7 @@ def run_lira(cfg: LiraConfig) -> dict:
     {"study": "lira", "config", "dataset", "model", "num_models", "num_examples", "targets",
      "augmentations", "attacks": {attack: {"auc", "tpr@0.1%", "tpr@1%", "best_accuracy"}},
      "accuracy": {"train_mean", "heldout_mean", "test_mean"}, "seconds": {...},
-     "models_per_second", "plots": {"roc": "roc.png"}, "versions"}
+     "models_per_second", "strategy_used", "plots": {"roc": "roc.png"}, "versions"}
 
   with attacks ``online``, ``online_fixed_variance``, ``offline``, ``offline_fixed_variance``
   (LiRA) and ``global_threshold`` (the target's confidence itself).
@@ -349,7 +351,7 @@ def run_lira(cfg: LiraConfig) -> dict:
   keep = shadow.balanced_keep_mask(jax.random.fold_in(key, 0), m_total, n)
   _log(cfg, f"[lira] {cfg.dataset}: {m_total} x {cfg.model} on {n // 2} of {n} examples each, "
             f"{cfg.epochs} epochs, {jax.device_count()} device(s)")
-  kw = _shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, "models")
+  kw = _shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, ("models",))
   states, _ = shadow.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
                                 model=model, checkpoint_dir=_ckpt(cfg, "models"), progress=cfg.progress,
                                 desc="train", **kw)
@@ -374,6 +376,7 @@ def run_lira(cfg: LiraConfig) -> dict:
       "accuracy": {"train_mean": float(correct[keep].mean()), "heldout_mean": float(correct[~keep].mean()),
                    "test_mean": float(test_acc.mean())},
       "seconds": {"train": t_train, "total": total}, "models_per_second": m_total / t_train,
+      "strategy_used": kw["strategy"],
       "plots": {"roc": roc}, "versions": _versions(),
   }
   _write(out, results)
@@ -421,7 +424,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
      "forget_per_model", "retain_per_model", "targets", "attacks": {...U-LiRA...},
      "original_attacks": {...LiRA on the originals over the same candidates...},
      "accuracy": {"original": {"retain", "forget", "test"}, "unlearned": {...}},
-     "seconds", "models_per_second", "plots": {"roc", "roc_original"}, "versions"}
+     "seconds", "models_per_second", "strategy_used", "plots": {"roc", "roc_original"}, "versions"}
   """
   from jaxunlearn import unlearn as jun
   from jaxunlearn.metrics import logit_confidence
@@ -439,7 +442,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
   retain = np.stack([np.flatnonzero(keep[m] & ~in_pool) for m in range(m_total)]).astype(np.int32)
   _log(cfg, f"[ulira] {cfg.dataset}: {m_total} x {cfg.model}, method {cfg.method}; each model trains on "
             f"{retain.shape[1]} + {forget.shape[1]} examples and unlearns the {forget.shape[1]}")
-  kw = _shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, "originals")
+  kw = _shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, ("originals", "unlearned"))
   originals, _ = shadow.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
                                    model=model, checkpoint_dir=_ckpt(cfg, "originals"),
                                    progress=cfg.progress, desc="train", **kw)
@@ -485,6 +488,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
       "accuracy": {"original": accs(originals), "unlearned": accs(unlearned)},
       "seconds": {"train": t_train, "unlearn": t_unlearn, "total": total},
       "models_per_second": {"train": m_total / t_train, "unlearn": m_total / t_unlearn},
+      "strategy_used": kw["strategy"],
       "plots": {"roc": roc, "roc_original": os.path.join("original", "roc.png")}, "versions": _versions(),
   }
   _write(out, results)
@@ -519,16 +523,18 @@ class ChallengeEnsemble:
     accuracy: ``{"original" | "retrained" | method: {"retain" | "forget" | "test": [N]}}`` per-model
       accuracies (``[1]`` for the original).
     seconds: wall time per group of models (``"original"``, ``"retrained"``, each method).
+    strategy: the concrete strategy every group used (``"auto"`` resolved).
   """
 
   confidences: dict
   accuracy: dict
   seconds: dict
+  strategy: Any = "vmap"
 
 
 def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods: dict, *, num_models: int,
                        checkpoint_dir=None, progress: bool = True, chunk_size: int | None = None,
-                       strategy="vmap") -> ChallengeEnsemble:
+                       strategy="vmap", log=None) -> ChallengeEnsemble:
   """Trains the challenge's ensembles: one original, N retrained, N unlearned per method.
 
   The original trains on the whole train split (key ``fold_in(key, 0)``); N models retrain from
@@ -548,7 +554,9 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
     checkpoint_dir: per-group orbax checkpoints below it (``original``, ``retrained``,
       ``unlearned`` for a single method, ``unlearned_<name>`` for several); resumable.
     progress: progress bars.
-    chunk_size, strategy: as in :func:`jaxunlearn.shadow.train_many` (a concrete strategy).
+    chunk_size, strategy: as in :func:`jaxunlearn.shadow.train_many`; ``"auto"`` is resolved once
+      (from the checkpoints when resuming) and used by every group.
+    log: ``f(text)`` for the line that reports a measured strategy.
 
   Returns:
     A :class:`ChallengeEnsemble`.
@@ -556,9 +564,13 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
   from jaxunlearn import unlearn as jun
   from jaxunlearn.metrics import logit_confidence
 
-  kw = dict(chunk_size=chunk_size, strategy=strategy)
   ck = lambda name: None if checkpoint_dir is None else os.path.join(checkpoint_dir, name)  # noqa: E731
+  groups = ["original", "retrained"] + (["unlearned"] if len(methods) == 1 else [f"unlearned_{m}" for m in methods])
   x, y, n = ds.x_train, split.y_train, len(ds.y_train)
+  strategy = shadow.resolve_strategy(strategy, model, train_config, (x, y), chunk_size=chunk_size,
+                                     num_models=num_models, log=log,
+                                     checkpoint_dir=[] if checkpoint_dir is None else [ck(g) for g in groups])
+  kw = dict(chunk_size=chunk_size, strategy=strategy)
   yf = y[split.forget]
 
   def evaluate(states):
@@ -587,11 +599,10 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
     t = time.perf_counter()
     unlearned, _ = shadow.unlearn_many(shadow.take(original, 0), data, jax.random.fold_in(key, 2), name, mcfg,
                                        num_models=num_models, progress=progress,
-                                       checkpoint_dir=ck("unlearned" if len(methods) == 1 else f"unlearned_{name}"),
-                                       **kw)
+                                       checkpoint_dir=ck(groups[2 + list(methods).index(name)]), **kw)
     seconds[name] = time.perf_counter() - t
     conf[name], acc[name] = evaluate(unlearned)
-  return ChallengeEnsemble(conf, acc, seconds)
+  return ChallengeEnsemble(conf, acc, seconds, strategy)
 
 
 def run_challenge(cfg: ChallengeConfig) -> dict:
@@ -609,7 +620,7 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
      "sizes": {"retain", "forget", "test"}, "forget_quality", "challenge_score", "max_epsilon",
      "epsilon": {"mean", "median", "max"}, "epsilons": [F],
      "accuracy": {"original": {...}, "retrained": {"retain", "forget", "test"}, "unlearned": {...}},
-     "seconds", "models_per_second", "plots": {"epsilons": "epsilons.png"}, "versions"}
+     "seconds", "models_per_second", "strategy_used", "plots": {"epsilons": "epsilons.png"}, "versions"}
   """
   from jaxunlearn import metrics
   from jaxunlearn import plotting
@@ -617,11 +628,12 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
   tcfg, mcfg, out, ds, model, split = _prepare_challenge(cfg)
   t0 = time.perf_counter()
   n, n_models = len(ds.y_train), cfg.models
-  kw = _shadow_kw(cfg, tcfg, model, ds.x_train, split.y_train, n_models, "retrained")
   _log(cfg, f"[challenge] {cfg.dataset}: forget {cfg.forget} ({len(split.forget)} of {n}), "
             f"{n_models} retrained + {n_models} unlearned ({cfg.method}) {cfg.model} models")
   ens = challenge_ensemble(jax.random.key(cfg.seed), ds, split, model, tcfg, {cfg.method: mcfg},
-                           num_models=n_models, checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress, **kw)
+                           num_models=n_models, checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress,
+                           chunk_size=cfg.chunk_size, strategy=cfg.strategy,
+                           log=lambda t: _log(cfg, f"[strategy] {t}"))
   acc_o, acc_r, acc_u = ens.accuracy["original"], ens.accuracy["retrained"], ens.accuracy[cfg.method]
   fq = metrics.forget_quality(ens.confidences[cfg.method], ens.confidences["retrained"])
   score = metrics.challenge_score(fq, acc_u["retain"], acc_r["retain"], acc_u["test"], acc_r["test"])
@@ -644,6 +656,7 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
       "accuracy": {"original": mean(acc_o), "retrained": mean(acc_r), "unlearned": mean(acc_u)},
       "seconds": {"original": ens.seconds["original"], "retrain": t_retrain, "unlearn": t_unlearn, "total": total},
       "models_per_second": {"retrain": n_models / t_retrain, "unlearn": n_models / t_unlearn},
+      "strategy_used": ens.strategy,
       "plots": {"epsilons": "epsilons.png"}, "versions": _versions(),
   }
   _write(out, results)

@@ -162,6 +162,17 @@ def test_resumed_auto_run_keeps_the_checkpointed_strategy(tmp_path, blobs, tiny_
   assert _max_diff(resumed, seq) == 0.0
 
 
+def test_auto_refuses_an_unreadable_manifest_before_measuring(tmp_path, blobs, tiny_model, keep, monkeypatch):
+  x, y, _, _ = blobs
+  monkeypatch.setattr(shadow, "choose_strategy", lambda *a, **k: pytest.fail("measured before checking"))
+  for text, match in (("{not json", "is unreadable"), ("[1, 2]", "is not a JSON object")):
+    (tmp_path / "ck").mkdir(exist_ok=True)
+    (tmp_path / "ck" / "manifest.json").write_text(text)
+    with pytest.raises(ValueError, match=match):
+      shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", checkpoint_dir=tmp_path / "ck",
+                        progress=False)
+
+
 def test_strategy_errors_name_the_value(blobs, many):
   assert shadow.check_strategy("8") == 8 and shadow.check_strategy("vmap") == "vmap"
   for bad, match in ((0, "group size must be >= 1, got 0"), ("pmap", "'pmap'"), (True, "True"), (2.5, "2.5")):
@@ -328,6 +339,14 @@ _SHARDED = textwrap.dedent("""
     for leaf in jax.tree.leaves((st.params, un.params)):
       assert leaf.shape[0] == 4 and len(leaf.sharding.device_set) == 4, leaf.sharding
       assert {{s.data.shape[0] for s in leaf.addressable_shards}} == {{1}}
+    # lockstep groups of 2 within each device's 3 models (a remainder group of 1): the first 4 of 12
+    # models are the 4 above (model m's keep row and key depend on m alone)
+    keep12 = shadow.balanced_keep_mask(jax.random.key(7), 12, len(y))
+    g, _ = shadow.train_many(jax.random.key(11), (x, y), keep12, cfg, model=model, strategy=2, progress=False)
+    for leaf in jax.tree.leaves(g.params):
+      assert {{s.data.shape[0] for s in leaf.addressable_shards}} == {{3}}, leaf.sharding
+    for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(st.params)):
+      np.testing.assert_allclose(np.asarray(a)[:4], np.asarray(b), atol=1e-5, rtol=0)
     out = {{f"t{{i}}": np.asarray(a) for i, a in enumerate(jax.tree.leaves((st.params, st.batch_stats)))}}
     out.update({{f"u{{i}}": np.asarray(a) for i, a in enumerate(jax.tree.leaves((un.params, un.batch_stats)))}})
     np.savez({path!r}, **out)

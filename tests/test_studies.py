@@ -2,10 +2,12 @@
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from jaxunlearn import shadow
 from jaxunlearn import studies
 
 TINY = dict(dataset="digits", train_subset=96, test_subset=40, model="cnn", width=0.25, epochs=1,
@@ -54,15 +56,16 @@ def test_ulira_smoke(tmp_path):
   _png(out / disk["plots"]["roc_original"])
 
 
-def test_challenge_smoke(tmp_path):
+def test_challenge_smoke(tmp_path, monkeypatch):
   out = tmp_path / "ch"
   ck = tmp_path / "ck"  # strategy "auto" is measured once and used by every group of models
   res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, strategy="auto",
                                                       checkpoint_dir=str(ck), forget="random:0.1", out=str(out),
                                                       **TINY))
-  used = {json.loads((ck / g / "manifest.json").read_text())["strategy"] for g in ("retrained", "unlearned")}
+  used = {json.loads((ck / g / "manifest.json").read_text())["strategy"] for g in ("original", "retrained", "unlearned")}
   assert len(used) == 1 and used <= {"vmap", "sequential"}
   disk = _json(out)
+  assert disk["strategy_used"] in used
   assert disk["study"] == "challenge" and disk["num_models"] == 3
   assert disk["sizes"]["forget"] == len(disk["epsilons"]) > 0
   assert 0.0 <= disk["forget_quality"] <= 1.0 and disk["challenge_score"] >= 0.0
@@ -72,6 +75,15 @@ def test_challenge_smoke(tmp_path):
   assert set(disk["accuracy"]) == {"original", "retrained", "unlearned"}
   assert np.all(np.asarray(disk["epsilons"]) >= 0)
   _png(out / disk["plots"]["epsilons"])
+  # killed after the original: the rerun takes the strategy from its checkpoint instead of measuring
+  # again (a different pick would make the original's folder refuse to load) and ends the same
+  shutil.rmtree(ck / "retrained")
+  shutil.rmtree(ck / "unlearned")
+  monkeypatch.setattr(shadow, "choose_strategy", lambda *a, **k: pytest.fail("measured again on resume"))
+  again = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, strategy="auto",
+                                                        checkpoint_dir=str(ck), forget="random:0.1",
+                                                        out=str(tmp_path / "ch2"), **TINY))
+  assert again["forget_quality"] == res["forget_quality"] and again["strategy_used"] == disk["strategy_used"]
 
 
 def test_lira_attacks_detects_planted_membership():
