@@ -705,6 +705,8 @@ def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConf
   c = -(-min(c, m_total) // mesh.size) * mesh.size
   choice = None
   if strategy == "auto":
+    if progress:
+      tqdm.write("airbench: strategy auto: timing a few training steps of each candidate (one compilation each) ...")
     choice = shadow.choose_strategy(model, cfg, (x, y), chunk_size=c, devices=mesh.devices.flat,
                                     make_program=_program)
     strategy = choice.strategy

@@ -694,6 +694,8 @@ def resolve_strategy(strategy, model: Model, config, data, *, chunk_size: int | 
   for prev in _manifest_strategies(folders):
     if prev not in (None, "auto"):
       return check_strategy(prev, allow_auto=False)
+  if log is not None:
+    log("strategy auto: timing a few training steps of each candidate (one compilation each) ...")
   choice = choose_strategy(model, config, data, chunk_size=chunk_size, num_models=num_models, devices=devices)
   if log is not None:
     log(choice.describe())
