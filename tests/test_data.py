@@ -27,6 +27,15 @@ def test_tfds_loader_with_mock_data():
   assert d.y_train.min() >= 0 and d.y_train.max() < 10
 
 
+def test_tfds_without_test_split_uses_validation():
+  # imagenette has train + validation splits (tfds raises "Unknown split 'test'"); its mock images
+  # have random sizes, so reaching the size check proves the validation split was loaded
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=6), pytest.raises(ValueError, match="different sizes") as e:
+    jd.load_dataset("imagenette")
+  assert "\n" not in str(e.value) and "npz:PATH" in str(e.value)
+
+
 def test_unknown_dataset_is_one_clear_error():
   with pytest.raises(ValueError, match="unknown dataset 'not_a_dataset'"):
     jd.load_dataset("not_a_dataset")
@@ -88,6 +97,73 @@ def test_npz_jpeg_bytes_decoded_and_cached(tmp_path):
   assert len(caches) == 1
   d2 = jd.load_dataset(f"npz:{p}")  # from the cache
   np.testing.assert_array_equal(d.x_train, d2.x_train)
+
+
+def test_npz_labels_must_be_whole_numbers_in_range(tmp_path):
+  x = np.zeros((4, 5, 5), np.uint8)
+  p = tmp_path / "l.npz"
+  for y, match in ((np.array([0.5, 1, 0, 1]), r"non-integer values \(e.g. \[0.5\]\)"),
+                   (np.array([0, 1, 2**32, 1], np.int64), "labels must lie in"),
+                   (np.array(["a", "b", "a", "b"]), "labels must be integers, got dtype <U1")):
+    np.savez(p, x_train=x, y_train=y, x_test=x, y_test=np.array([0, 1, 0, 1]), classes=np.array(["a", "b"]))
+    with pytest.raises(ValueError, match=match):
+      jd.load_npz(p)
+  np.savez(p, x_train=x, y_train=np.array([0.0, 1.0, 0.0, 1.0]), x_test=x, y_test=np.array([0, 1, 0, 1]))
+  assert jd.load_npz(p).y_train.tolist() == [0, 1, 0, 1]  # whole-number floats are fine
+
+
+def test_channel_stats_match_numpy():
+  x = np.random.default_rng(0).integers(0, 256, (50, 7, 7, 3), dtype=np.uint8)
+  from jaxunlearn.data import _datasets
+  d = _datasets._finish("t", x, np.arange(50) % 2, x[:5], np.arange(5) % 2)
+  xf = x.reshape(-1, 3) / 255.0
+  np.testing.assert_allclose(d.mean, xf.mean(0), rtol=1e-12)
+  np.testing.assert_allclose(d.std, xf.std(0), rtol=1e-9)
+
+
+def test_bad_jpeg_npz_fails_on_one_line_and_writes_no_cache(tmp_path):
+  p = tmp_path / "bad.npz"
+  _jpeg_npz(p)
+  d = dict(np.load(p))
+  good = dict(d)
+  d["train_jpeg"] = d["train_jpeg"].copy()
+  a, b = d["train_offsets"][2], d["train_offsets"][3]
+  d["train_jpeg"][a:b] = 7  # image 2 is garbage
+  np.savez(p, **d)
+  with pytest.raises(ValueError, match=r"train image 2 \(bytes \d+:\d+\) is not a decodable JPEG"):
+    jd.load_npz(p)
+  d["train_offsets"] = d["train_offsets"][::-1].copy()
+  np.savez(p, **d)
+  with pytest.raises(ValueError, match="offsets must increase strictly"):
+    jd.load_npz(p)
+  np.savez(p, **{**good, "y_train": np.arange(5) % 2})  # one label short: checked before the cache is written
+  with pytest.raises(ValueError, match="6 train images but 5 labels"):
+    jd.load_npz(p)
+  assert not list(tmp_path.glob("bad.decoded-*")) and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_damaged_jpeg_cache_is_decoded_again(tmp_path):
+  p = tmp_path / "jp.npz"
+  raw = _jpeg_npz(p)
+  jd.load_npz(p)
+  (cache,) = tmp_path.glob("jp.decoded-*.npz")
+  cache.write_bytes(b"not an npz")
+  np.testing.assert_array_equal(jd.load_npz(p).x_train, raw["_raw_train"])
+  assert np.load(cache)["x_train"].shape == (6, 32, 32, 3)  # replaced by a good one
+
+
+def test_concurrent_cache_writers_do_not_collide(tmp_path):
+  from concurrent.futures import ThreadPoolExecutor
+
+  from jaxunlearn.data import _datasets
+
+  target = tmp_path / "c.npz"
+  arrays = [np.full((200, 32, 32, 3), i, np.uint8) for i in range(4)]
+  with ThreadPoolExecutor(4) as ex:
+    list(ex.map(lambda a: _datasets._atomic_savez(target, x_train=a, x_test=a[:1]), arrays))
+  got = np.load(target)["x_train"]
+  assert any((got == a).all() for a in arrays)  # one whole writer's file, never a mix or a crash
+  assert not list(tmp_path.glob("*.tmp*"))
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,13 @@ import dataclasses
 import hashlib
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 # tfds names the user can rely on (any other tfds image-classification name works too).
-TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped", "mnist", "fashion_mnist", "imagenette")
+TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped", "mnist", "fashion_mnist")
 BUILTIN_NAMES = ("digits",)
 
 
@@ -57,10 +58,37 @@ class Dataset:
                                x_test=self.x_test[te], y_test=self.y_test[te])
 
 
+def _labels(y, what: str) -> np.ndarray:
+  """Integer labels as int64 ``[N]``; float labels only when every value is a whole number."""
+  y = np.asarray(y).reshape(-1)
+  if np.issubdtype(y.dtype, np.integer):
+    return y.astype(np.int64)
+  if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
+    return y.astype(np.int64)
+  raise ValueError(f"{what}: labels must be integers, got dtype {y.dtype}"
+                   + (f" with non-integer values (e.g. {y[y != np.round(y)][:1].tolist()})"
+                      if np.issubdtype(y.dtype, np.floating) else ""))
+
+
+def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel mean / std of ``x / 255`` in float64, in chunks (no full float copy of the set)."""
+  flat = x.reshape(-1, x.shape[-1])
+  s = np.zeros(flat.shape[1], np.float64)
+  ss = np.zeros(flat.shape[1], np.float64)
+  for i in range(0, len(flat), 1 << 20):
+    c = flat[i:i + (1 << 20)].astype(np.float64) / 255.0
+    s += c.sum(0)
+    ss += np.square(c).sum(0)
+  n = max(1, len(flat))
+  mean = s / n
+  var = np.maximum(ss / n - np.square(mean), 0.0)
+  return tuple(float(v) for v in mean), tuple(float(max(np.sqrt(v), 1e-3)) for v in var)
+
+
 def _finish(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dataset:
   x_train, x_test = _as_nhwc_uint8(x_train, f"{name} x_train"), _as_nhwc_uint8(x_test, f"{name} x_test")
-  y_train = np.asarray(y_train).astype(np.int32).reshape(-1)
-  y_test = np.asarray(y_test).astype(np.int32).reshape(-1)
+  y_train = _labels(y_train, f"{name} y_train")
+  y_test = _labels(y_test, f"{name} y_test")
   if len(y_train) != len(x_train) or len(y_test) != len(x_test):
     raise ValueError(f"{name}: {len(x_train)} train images but {len(y_train)} labels "
                      f"(test: {len(x_test)} vs {len(y_test)})")
@@ -72,10 +100,9 @@ def _finish(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dataset
     if y.size and (y.min() < 0 or y.max() >= num_classes):
       raise ValueError(f"{name}: {split} labels must lie in [0, {num_classes}), got range "
                        f"[{y.min()}, {y.max()}]")
-  xf = x_train.reshape(-1, x_train.shape[-1]).astype(np.float64) / 255.0
-  mean = tuple(float(v) for v in xf.mean(0))
-  std = tuple(float(max(v, 1e-3)) for v in xf.std(0))
-  return Dataset(name, x_train, y_train, x_test, y_test, int(num_classes), mean, std)
+  mean, std = _channel_stats(x_train)
+  return Dataset(name, x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), int(num_classes),
+                 mean, std)
 
 
 def _as_nhwc_uint8(x, what: str) -> np.ndarray:
@@ -116,7 +143,8 @@ def load_tfds(name: str, *, data_dir: str | None = None, download: bool = False)
   """Any tfds image-classification dataset through ``tfds.data_source`` (no TensorFlow needed).
 
   Args:
-    name: tfds name, e.g. ``cifar10``, optionally with a config/version (``imagenette/160px``).
+    name: tfds name, e.g. ``cifar10``, optionally with a config/version (``cifar10:3.0.2``). Its
+      images must all have one size; a dataset without a ``test`` split uses ``validation``.
     data_dir: tfds data directory (default: tfds' own).
     download: whether tfds may download and prepare the data (needs network).
   """
@@ -126,12 +154,14 @@ def load_tfds(name: str, *, data_dir: str | None = None, download: bool = False)
     sources = {s: tfds.data_source(name, split=s, data_dir=data_dir, download=download)
                for s in ("train", "test")}
   except Exception as e:  # tfds raises many types; keep the message on one line
-    if isinstance(e, KeyError) and "test" in str(e):
-      # datasets without a test split (e.g. imagenette has validation)
+    try:
+      if not _missing_test_split(e):
+        raise
+      # datasets without a test split (e.g. imagenette) use their validation split
       sources = {"train": tfds.data_source(name, split="train", data_dir=data_dir, download=download),
                  "test": tfds.data_source(name, split="validation", data_dir=data_dir, download=download)}
-    else:
-      msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e2:  # noqa: BLE001 -- reported on one line below
+      msg = " ".join(str(e2).split()) or type(e2).__name__
       raise ValueError(f"tfds dataset {name!r} could not be loaded (download={download}, "
                        f"data_dir={data_dir}): {msg}") from None
   arrays = {}
@@ -140,15 +170,24 @@ def load_tfds(name: str, *, data_dir: str | None = None, download: bool = False)
     records = _read_all(src)
     image_key = "image" if "image" in records[0] else next(k for k in records[0] if "image" in k)
     imgs = [np.asarray(r[image_key]) for r in records]
-    if len({im.shape for im in imgs}) != 1:
-      raise ValueError(f"tfds dataset {name!r}: images of different sizes; pick a fixed-size "
-                       f"config (e.g. imagenette/160px) or resize it into an npz file")
+    shapes = sorted({im.shape for im in imgs})
+    if len(shapes) != 1:
+      raise ValueError(f"tfds dataset {name!r}: {split} images have {len(shapes)} different sizes (e.g. "
+                       f"{shapes[0]} and {shapes[-1]}); resize them to one size and save an npz file "
+                       "(x_train, y_train, x_test, y_test) to load as npz:PATH")
     arrays[split] = (np.stack(imgs), np.asarray([r["label"] for r in records]))
     try:
       num_classes = src.dataset_info.features["label"].num_classes
     except Exception:  # mocked or missing metadata
       pass
   return _finish(name, *arrays["train"], *arrays["test"], num_classes)
+
+
+def _missing_test_split(e: Exception) -> bool:
+  """tfds' error for a dataset without a ``test`` split (``ValueError: Unknown split 'test'...``;
+  older versions raised ``KeyError``)."""
+  msg = str(e)
+  return "test" in msg and (isinstance(e, KeyError) or "Unknown split" in msg or "split" in msg.lower())
 
 
 def _read_all(src):
@@ -183,23 +222,52 @@ def load_npz(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = N
   if {"train_jpeg", "train_offsets", "y_train", "test_jpeg", "test_offsets", "y_test"} <= keys:
     cache = _cache_path(path, cache_dir)
     if cache.is_file():
-      c = np.load(cache)
-      return _finish(name, c["x_train"], d["y_train"], c["x_test"], d["y_test"], classes)
-    x_train = decode_jpeg_bytes(d["train_jpeg"], d["train_offsets"])
-    x_test = decode_jpeg_bytes(d["test_jpeg"], d["test_offsets"])
+      try:
+        with np.load(cache) as c:
+          x_train, x_test = c["x_train"], c["x_test"]
+        return _finish(name, x_train, d["y_train"], x_test, d["y_test"], classes)
+      except (OSError, KeyError, ValueError, EOFError):
+        pass  # a damaged or foreign cache file: decode again and replace it
+    x_train = decode_jpeg_bytes(d["train_jpeg"], d["train_offsets"], what=f"{path} train")
+    x_test = decode_jpeg_bytes(d["test_jpeg"], d["test_offsets"], what=f"{path} test")
+    ds = _finish(name, x_train, d["y_train"], x_test, d["y_test"], classes)  # validate before writing
     _atomic_savez(cache, x_train=x_train, x_test=x_test)
-    return _finish(name, x_train, d["y_train"], x_test, d["y_test"], classes)
+    return ds
   raise ValueError(f"{str(path)!r} has keys {sorted(keys)}; expected x_train/y_train/x_test/y_test "
                    f"or train_jpeg/train_offsets/y_train/test_jpeg/test_offsets/y_test")
 
 
-def decode_jpeg_bytes(buf: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-  """Decodes concatenated JPEG files into ``uint8 [N, H, W, 3]``."""
-  from PIL import Image
+def decode_jpeg_bytes(buf: np.ndarray, offsets: np.ndarray, *, what: str = "jpeg") -> np.ndarray:
+  """Decodes concatenated JPEG files into ``uint8 [N, H, W, 3]``.
 
-  buf = np.asarray(buf, dtype=np.uint8)
-  return np.stack([np.asarray(Image.open(io.BytesIO(buf[a:b].tobytes())).convert("RGB"))
-                   for a, b in zip(offsets[:-1], offsets[1:])])
+  Image i is ``buf[offsets[i]:offsets[i + 1]]``.
+
+  Raises:
+    ValueError: offsets that are not increasing or leave the buffer, an image that does not decode,
+      or images of different sizes (naming ``what`` and the image).
+  """
+  from PIL import Image
+  from PIL import UnidentifiedImageError
+
+  buf = np.asarray(buf, dtype=np.uint8).reshape(-1)
+  offsets = np.asarray(offsets).reshape(-1)
+  if offsets.size < 1 or not np.issubdtype(offsets.dtype, np.integer):
+    raise ValueError(f"{what}: offsets must be a non-empty integer array, got {offsets.dtype} {offsets.shape}")
+  if offsets[0] < 0 or offsets[-1] > buf.size or (np.diff(offsets) <= 0).any():
+    raise ValueError(f"{what}: offsets must increase strictly within the {buf.size}-byte buffer "
+                     f"(got first {int(offsets[0])}, last {int(offsets[-1])})")
+  out = []
+  for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+    try:
+      img = np.asarray(Image.open(io.BytesIO(buf[a:b].tobytes())).convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+      raise ValueError(f"{what} image {i} (bytes {int(a)}:{int(b)}) is not a decodable JPEG: {e}") from None
+    if out and img.shape != out[0].shape:
+      raise ValueError(f"{what} image {i} is {img.shape[:2]}, image 0 is {out[0].shape[:2]}: sizes differ")
+    out.append(img)
+  if not out:
+    return np.zeros((0, 1, 1, 3), np.uint8)
+  return np.stack(out)
 
 
 def _cache_path(path: Path, cache_dir) -> Path:
@@ -221,9 +289,16 @@ def _cache_path(path: Path, cache_dir) -> Path:
 
 
 def _atomic_savez(path: Path, **arrays):
-  tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  """``np.savez`` to a unique temporary file, then ``os.replace``: concurrent writers never collide
+  and readers never see a half-written file."""
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp.npz")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
 
 
 def load_dataset(name: str, *, data_dir: str | None = None, download: bool = False,
@@ -232,7 +307,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, download: bool = Fal
 
   Args:
     name: ``digits`` (embedded, no download), ``npz:PATH`` for a local file, or a tfds name
-      (``cifar10``, ``cifar100``, ``svhn_cropped``, ``mnist``, ``fashion_mnist``, ``imagenette``, ...).
+      (``cifar10``, ``cifar100``, ``svhn_cropped``, ``mnist``, ``fashion_mnist``, ...).
     data_dir: tfds data directory.
     download: let tfds download (needs network; default False so offline runs fail fast).
     cache_dir: where decoded JPEG npz files are cached.
