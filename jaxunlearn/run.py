@@ -98,6 +98,13 @@ def prepare(cfg: RunConfig) -> Prepared:
   """
   if cfg.model not in jmodels.MODEL_NAMES:
     raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(jmodels.MODEL_NAMES)}")
+  if isinstance(cfg.seed, bool) or not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
+    raise ValueError(f"--seed must be an int in [0, 2**32), got {cfg.seed!r}")
+  if isinstance(cfg.epochs, bool) or not (isinstance(cfg.epochs, int) and cfg.epochs >= 1):
+    raise ValueError(f"--epochs must be an int >= 1, got {cfg.epochs!r}")
+  for flag, v in (("--train-subset", cfg.train_subset), ("--test-subset", cfg.test_subset)):
+    if v is not None and (isinstance(v, bool) or not (isinstance(v, int) and v >= 1)):
+      raise ValueError(f"{flag} must be an int >= 1, got {v!r}")
   if not cfg.methods:
     raise ValueError("no --method given")
   for m in cfg.methods:
@@ -143,7 +150,7 @@ def prepare(cfg: RunConfig) -> Prepared:
   if cfg.original is not None:
     _check_original(cfg)
   ds = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
-  if cfg.train_subset or cfg.test_subset:
+  if cfg.train_subset is not None or cfg.test_subset is not None:
     ds = ds.subset(cfg.train_subset, cfg.test_subset, seed=cfg.seed)
   split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
   if cfg.batch_size > len(split.retain):
@@ -280,7 +287,8 @@ def save_model(path: Path, state: ModelState, cfg: RunConfig, ds: jdata.Dataset)
 
   checkpoint.save(path / "state", {"params": state.params, "batch_stats": state.batch_stats})
   meta = {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "num_classes": ds.num_classes,
-          "input_shape": list(ds.image_shape), "forget": cfg.forget, "seed": cfg.seed}
+          "input_shape": list(ds.image_shape), "forget": cfg.forget, "seed": cfg.seed,
+          "train_subset": cfg.train_subset}
   write_json_atomic(path / _META, meta)
 
 
@@ -293,14 +301,21 @@ def _check_original(cfg: RunConfig) -> None:
     meta = json.loads(meta_path.read_text())
   except (OSError, json.JSONDecodeError) as e:
     raise ValueError(f"--original {cfg.original!r}: unreadable {_META} ({e})") from None
-  for k in ("model", "width"):
+  # The original must have been trained on THIS run's training set (same data, subset and, where the
+  # seed picks the subset or the confused labels, same seed); only the forget set may differ.
+  confused = cfg.forget.startswith("confuse:") or str(meta.get("forget", "")).startswith("confuse:")
+  same = ["model", "width", "dataset"]
+  if "train_subset" in meta:  # saved by this version (older metadata did not record it)
+    same.append("train_subset")
+  if cfg.train_subset is not None or meta.get("train_subset") is not None or confused:
+    same.append("seed")
+  if confused:
+    same.append("forget")
+  for k in same:
     if meta.get(k) != getattr(cfg, k):
-      raise ValueError(f"--original {cfg.original!r} was saved with --{k} {meta.get(k)!r}, "
-                       f"not {getattr(cfg, k)!r}")
-  if meta.get("forget", "").startswith("confuse:") != cfg.forget.startswith("confuse:") or (
-      cfg.forget.startswith("confuse:") and meta.get("forget") != cfg.forget):
-    raise ValueError(f"--original {cfg.original!r} was trained for --forget {meta.get('forget')!r}; "
-                     f"confused labels must match --forget {cfg.forget!r}")
+      flag = "--" + k.replace("_", "-")
+      raise ValueError(f"--original {cfg.original!r} was trained with {flag} {meta.get(k)!r}, not "
+                       f"{getattr(cfg, k)!r}: it must have been trained on this run's training set")
 
 
 def load_model(path: str | Path, model: jmodels.Model) -> ModelState:

@@ -41,5 +41,27 @@ def test_missing_or_mismatched_original(tmp_path, capsys):
   d.mkdir()
   (d / "jaxunlearn_model.json").write_text(json.dumps({"model": "cnn", "width": 1.0, "forget": "random:0.1"}))
   code = cli.main(ARGS + ["--original", str(d), "--out", str(tmp_path / "o")])
-  assert code == 2 and "was saved with --model 'cnn', not 'mlp'" in capsys.readouterr().err
+  assert code == 2 and "was trained with --model 'cnn', not 'mlp'" in capsys.readouterr().err
+  assert not (tmp_path / "o").exists()
+  # trained on another training set: a different subset size, or the same size drawn with another seed
+  meta = {"model": "mlp", "width": 0.25, "dataset": "digits", "forget": "random:0.1", "seed": 0, "train_subset": 200}
+  for change, message in (({"train_subset": 400}, "--train-subset 400, not 200"),
+                          ({"seed": 3}, "--seed 3, not 0"),
+                          ({"dataset": "npz:x.npz"}, "--dataset 'npz:x.npz', not 'digits'")):
+    (d / "jaxunlearn_model.json").write_text(json.dumps({**meta, **change}))
+    code = cli.main(ARGS + ["--original", str(d), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "this run's training set" in err, err
+  assert not (tmp_path / "o").exists()
+
+
+def test_bad_run_numbers_are_one_line_errors(tmp_path, capsys):
+  for flags, message in ((["--seed", "-1"], "--seed must be an int in [0, 2**32), got -1"),
+                         (["--seed", str(2**40)], f"got {2**40}"),
+                         (["--epochs", "0"], "--epochs must be an int >= 1, got 0"),
+                         (["--train-subset", "0"], "--train-subset must be an int >= 1, got 0"),
+                         (["--test-subset", "-5"], "--test-subset must be an int >= 1, got -5")):
+    code = cli.main(ARGS + flags + ["--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
   assert not (tmp_path / "o").exists()
