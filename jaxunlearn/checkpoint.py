@@ -7,7 +7,9 @@ this file only.
 
 * :func:`save` writes a pytree to a directory. Orbax writes into a temporary sibling directory and
   renames it when everything is on disk, so a run killed mid-save never leaves a directory that
-  :func:`load` or :func:`exists` would take for a finished checkpoint.
+  :func:`load` or :func:`exists` would take for a finished checkpoint; an existing checkpoint is
+  replaced only once the new one is complete, and a directory that is not a checkpoint is never
+  overwritten.
 * :func:`load` restores it onto the structure, shapes, dtypes and shardings of an *abstract* tree
   (e.g. from ``jax.eval_shape``), so a checkpoint of a model-sharded stack of states comes back
   sharded the same way (also across hosts: every process calls :func:`save` / :func:`load`).
@@ -29,6 +31,8 @@ import numpy as np
 __all__ = ("exists", "load", "remove_stale_tmp", "save")
 
 _FORMAT = "jaxunlearn-flat-v1"
+_NEW = ".jaxunlearn-new"  # sibling suffixes used while replacing an existing checkpoint
+_OLD = ".jaxunlearn-old"
 
 
 def _is_key(x) -> bool:
@@ -56,27 +60,47 @@ def exists(path) -> bool:
 
 
 def save(path, tree: Any) -> None:
-  """Writes ``tree`` to the directory ``path`` atomically (replacing an existing checkpoint).
+  """Writes ``tree`` to the directory ``path`` atomically.
+
+  A fresh ``path``: orbax writes a temporary sibling and renames it to ``path`` once complete. An
+  existing checkpoint at ``path`` is replaced only after the new one is complete (written next to
+  it, then swapped in by two renames), so a run killed mid-save keeps the previous checkpoint (or,
+  killed between the two renames, leaves both siblings and no ``path``: the chunk is recomputed).
 
   Args:
-    path: checkpoint directory (its parent is created). Must be a fresh path or an earlier
-      checkpoint; orbax renames a temporary directory to it once the write is complete.
+    path: checkpoint directory (its parent is created): a fresh path or an earlier checkpoint.
     tree: a pytree of arrays (jax or numpy, sharded or not) and Python scalars.
 
   Raises:
-    ValueError: if ``path`` exists and is not a directory.
+    ValueError: if ``path`` exists and is not a finished checkpoint (a file, or a directory that is
+      not one: it is never deleted).
   """
   import orbax.checkpoint as ocp
 
   p = Path(path).absolute()
-  if p.exists() and not p.is_dir():
-    raise ValueError(f"checkpoint path {str(p)!r} exists and is not a directory")
+  if p.exists() and not exists(p):
+    raise ValueError(f"checkpoint path {str(p)!r} exists and is not a checkpoint; refusing to overwrite it")
   p.parent.mkdir(parents=True, exist_ok=True)
   leaves = jax.tree.leaves(tree)
   flat = {_name(i): (jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)}
   meta = {"format": _FORMAT, "num_leaves": len(leaves), "paths": _paths(tree)}
+  replace = p.exists()
+  target = p.with_name(p.name + _NEW) if replace else p
   with _checkpointer() as ckptr:
-    ckptr.save(p, args=ocp.args.StandardSave(flat), force=True, custom_metadata=meta)
+    ckptr.save(target, args=ocp.args.StandardSave(flat), force=True, custom_metadata=meta)
+  if replace:
+    if jax.process_index() == 0:
+      import shutil
+
+      old = p.with_name(p.name + _OLD)
+      shutil.rmtree(old, ignore_errors=True)
+      p.rename(old)
+      target.rename(p)
+      shutil.rmtree(old, ignore_errors=True)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f"jaxunlearn-checkpoint-swap-{p.name}")
 
 
 def _checkpointer():
@@ -179,12 +203,13 @@ def _one_line(e: BaseException) -> str:
 
 
 def remove_stale_tmp(directory) -> None:
-  """Deletes orbax's temporary directories (``*.orbax-checkpoint-tmp-*``) left by killed saves."""
+  """Deletes what killed saves left in ``directory``: orbax's temporary directories
+  (``*.orbax-checkpoint-tmp-*``) and the siblings of an interrupted replacement."""
   import shutil
 
   d = Path(directory)
   if not d.is_dir():
     return
   for child in d.iterdir():
-    if ".orbax-checkpoint-tmp" in child.name and child.is_dir():
+    if child.is_dir() and (".orbax-checkpoint-tmp" in child.name or child.name.endswith((_NEW, _OLD))):
       shutil.rmtree(child, ignore_errors=True)

@@ -1,5 +1,7 @@
 """jaxunlearn.checkpoint: atomic orbax save/load of arbitrary pytrees, clear errors."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,7 +78,35 @@ def test_structure_mismatch_is_a_value_error(tmp_path):
     ckpt.load(tmp_path / "c", {"a": jax.ShapeDtypeStruct((4,), jnp.float32)})
 
 
-def test_save_to_a_file_path_fails(tmp_path):
+def test_save_to_a_file_or_foreign_folder_fails_and_deletes_nothing(tmp_path):
   (tmp_path / "f").write_text("x")
-  with pytest.raises(ValueError, match="not a directory"):
+  with pytest.raises(ValueError, match="exists and is not a checkpoint"):
     ckpt.save(tmp_path / "f", {"a": jnp.zeros(2)})
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes" / "notes.txt").write_text("keep me")
+  with pytest.raises(ValueError, match="notes' exists and is not a checkpoint; refusing to overwrite"):
+    ckpt.save(tmp_path / "notes", {"a": jnp.zeros(2)})
+  assert (tmp_path / "notes" / "notes.txt").read_text() == "keep me"
+
+
+def test_replacing_keeps_the_old_checkpoint_until_the_new_one_is_complete(tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+
+  ckpt.save(tmp_path / "c", {"a": jnp.zeros(3)})
+
+  def killed(self, directory, *a, force=False, **k):
+    # what orbax does with force=True: remove what is at the target, then write -- and here the
+    # process dies during the write
+    if force:
+      shutil.rmtree(directory, ignore_errors=True)
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(ocp.Checkpointer, "save", killed)
+  with pytest.raises(KeyboardInterrupt):
+    ckpt.save(tmp_path / "c", {"a": jnp.ones(3)})
+  monkeypatch.undo()
+  back = ckpt.load(tmp_path / "c", {"a": jax.ShapeDtypeStruct((3,), jnp.float32)})
+  np.testing.assert_array_equal(np.asarray(back["a"]), np.zeros(3))  # the previous one survives
+  (tmp_path / ("c" + ckpt._NEW)).mkdir()  # a leftover of a replacement killed between its renames
+  ckpt.remove_stale_tmp(tmp_path)
+  assert [p.name for p in tmp_path.iterdir()] == ["c"]
