@@ -110,3 +110,17 @@ def test_evaluate_batches_match_unbatched(tiny_model, blobs):
 def test_bad_train_config(kw, msg):
   with pytest.raises(ValueError, match=msg):
     jt.TrainConfig(**kw)
+
+
+def test_train_model_checks_indices_and_labels_on_the_host(tiny_model, blobs):
+  # out-of-range indices would be clamped by JAX's gather, too-large labels give a zero one-hot
+  x, y, _, _ = blobs
+  cfg = jt.TrainConfig(epochs=1, batch_size=16)
+  for index, labels, match in ((np.arange(len(y) + 5), y, rf"index must lie in \[0, {len(y)}\)"),
+                               (np.array([-1, 0, 1]), y, "got range \\[-1, 1\\]"),
+                               (np.array([0.0, 1.0]), y, "index must hold integers"),
+                               (np.arange(8), np.where(np.arange(len(y)) == 3, 9, y),
+                                "labels must lie in \\[0, 4\\) for model"),
+                               (np.arange(8), y[:-1], "labels must have shape")):
+    with pytest.raises(ValueError, match=match):
+      jt.train_model(tiny_model, cfg, x, labels, index, jax.random.key(0), progress=False)

@@ -40,6 +40,17 @@ def train_model(model: Model, cfg: TrainConfig, x, y, index, key: jax.Array, *,
   index = np.asarray(index)
   if index.ndim != 1 or index.size == 0:
     raise ValueError(f"index must be a non-empty 1-D array, got shape {index.shape}")
+  n = int(np.shape(x)[0])
+  if not np.issubdtype(index.dtype, np.integer):
+    raise ValueError(f"index must hold integers, got dtype {index.dtype}")
+  if index.min() < 0 or index.max() >= n:
+    raise ValueError(f"index must lie in [0, {n}) (the number of images), got range [{index.min()}, {index.max()}]")
+  if np.shape(y) != (n,):
+    raise ValueError(f"labels must have shape ({n},), got {np.shape(y)}")
+  yi = np.asarray(y)[index]
+  if yi.min() < 0 or yi.max() >= model.num_classes:
+    raise ValueError(f"labels must lie in [0, {model.num_classes}) for model {model.name!r}, got range "
+                     f"[{yi.min()}, {yi.max()}]")
   if init is None:
     params, stats = model.init(jax.random.fold_in(key, 0))
   else:
