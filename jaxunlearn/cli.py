@@ -30,6 +30,7 @@ def _kv_preset(s: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from jaxunlearn.data import SPEC_HELP
   from jaxunlearn.run import RunConfig
 
   d = RunConfig()
@@ -40,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--dataset", default=d.dataset, help="digits | npz:PATH | tfds name (cifar10, ...)")
   r.add_argument("--model", default=d.model, help="mlp | cnn | allcnn | resnet18 | wrn16_4 | wrn28_2")
   r.add_argument("--width", type=float, default=d.width, help="channel multiplier")
-  r.add_argument("--forget", default=d.forget,
-                 help="random:FRAC | class:C | subclass:C:FRAC | noniid:C1,C2:FRAC | confuse:A,B:N")
+  r.add_argument("--forget", default=d.forget, help=SPEC_HELP)
   r.add_argument("--method", action="append", dest="methods", default=None,
                  help=f"unlearning method (repeatable; default {d.methods[0]})")
   r.add_argument("--epochs", type=int, default=d.epochs, help="epochs of the original and the oracle")

@@ -239,3 +239,7 @@ def test_random_crop_flip_shapes_and_content():
   z = jd.random_crop_flip(jax.random.key(1), x, pad=0)
   for i in range(2):
     assert np.array_equal(z[i], x[i]) or np.array_equal(z[i], x[i, :, ::-1])
+
+
+def test_forget_spec_ignores_surrounding_spaces():
+  assert jd.parse_forget_spec("  class:3 ") == jd.parse_forget_spec("class:3")

@@ -22,7 +22,7 @@ ALLOWED = {
     "airbench": {"data", "models", "train", "shadow"},
     "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint"},
     "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "shadow", "run"},
-    "cli": {"run", "studies"},
+    "cli": {"data", "run", "studies"},
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -51,10 +51,11 @@ def parse_forget_spec(spec: str) -> tuple[str, tuple]:
       "noniid": rf"noniid:{_INTS}:{_FLOAT}",
       "confuse": r"confuse:(-?[0-9]+),(-?[0-9]+):(-?[0-9]+)",
   }
+  spec = spec.strip()
   kind = spec.split(":", 1)[0]
   if kind not in pats:
     raise ValueError(f"malformed forget spec {spec!r}: unknown kind {kind!r}; expected {SPEC_HELP}")
-  m = re.fullmatch(pats[kind], spec.strip())
+  m = re.fullmatch(pats[kind], spec)
   if not m:
     raise ValueError(f"malformed forget spec {spec!r}; expected {SPEC_HELP}")
   g = m.groups()
