@@ -91,7 +91,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-  from jaxunlearn.run import RunConfig, execute, format_table, prepare, write_outputs
+  from jaxunlearn.run import RunConfig, execute_and_write, format_table, prepare
 
   try:
     cfg = RunConfig(dataset=args.dataset, model=args.model, width=args.width, forget=args.forget,
@@ -106,8 +106,7 @@ def _run(args) -> int:
   except (ValueError, TypeError) as e:
     print(f"jaxunlearn: error: {e}", file=sys.stderr)
     return 2
-  results = execute(prepared)
-  write_outputs(prepared, results)
+  results = execute_and_write(prepared)
   print(format_table(results))
   print(f"wrote {prepared.out / 'results.json'} and {prepared.out / 'accuracy.png'}")
   return 0

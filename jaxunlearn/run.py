@@ -14,7 +14,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -212,8 +212,12 @@ def _log(p: Prepared, msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def execute(p: Prepared) -> dict:
-  """Runs the job prepared by :func:`prepare`; returns (and writes) the results dict."""
+def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict:
+  """Runs the job prepared by :func:`prepare`; returns the results dict.
+
+  ``on_model(results)`` is called after each model (original, retrain, every method) with the
+  results so far (:func:`run` writes them, so a killed run keeps every finished model's numbers).
+  """
   cfg, ds, sp = p.cfg, p.ds, p.split
   key = jax.random.key(cfg.seed)
   all_idx = np.arange(len(ds.y_train))
@@ -250,6 +254,8 @@ def execute(p: Prepared) -> dict:
                                 x_val=ds.x_test[val], y_val=ds.y_test[val])
   extra = _Extras(p, sets["forget"][0], jax.random.fold_in(key, 4))
   results["models"]["original"].update(extra(ev, None))
+  if on_model is not None:
+    on_model(results)
   mask = None
   if cfg.mask is not None:
     mask = _build_mask(cfg.mask, original, data, jax.random.fold_in(key, 3))
@@ -275,6 +281,8 @@ def execute(p: Prepared) -> dict:
     if save:
       save(name, state)
     _log(p, f"  {name:<9} {_fmt(acc)}  {secs:.1f}s")
+    if on_model is not None:
+      on_model(results)
   return results
 
 
@@ -411,9 +419,20 @@ def write_outputs(p: Prepared, results: dict) -> None:
                               title=f"{results['dataset']} / {results['model']} / forget {results['forget']}")
 
 
-def run(cfg: RunConfig) -> dict:
-  """prepare + execute + write ``OUT/results.json`` and ``OUT/accuracy.png``."""
-  p = prepare(cfg)
-  results = execute(p)
+def execute_and_write(p: Prepared) -> dict:
+  """:func:`execute` + :func:`write_outputs`, rewriting ``OUT/results.json`` (atomically) after every
+  model with ``"complete": false``, so a killed run keeps the numbers of every model it finished;
+  the final file has ``"complete": true`` and the plot."""
+
+  def partial(results):
+    write_json_atomic(p.out / "results.json", {**results, "complete": False})
+
+  results = execute(p, on_model=partial)
+  results["complete"] = True
   write_outputs(p, results)
   return results
+
+
+def run(cfg: RunConfig) -> dict:
+  """prepare + :func:`execute_and_write`: ``OUT/results.json`` and ``OUT/accuracy.png``."""
+  return execute_and_write(prepare(cfg))

@@ -33,7 +33,7 @@ def test_run_writes_results_json_with_schema(tmp_path, capsys):
     assert set(entry["acc"]) == {"retain", "forget", "test"}
     assert all(0.0 <= v <= 1.0 for v in entry["acc"].values())
     assert entry["seconds"] > 0
-  assert r["models"]["finetune"]["speedup_vs_retrain"] > 0
+  assert r["models"]["finetune"]["speedup_vs_retrain"] > 0 and r["complete"] is True
   assert r["config"]["methods"]["finetune"]["epochs"] == 1
   ft = r["models"]["finetune"]
   assert 0.0 <= ft["mia"] <= 1.0 and 1 - np.log(2) - 1e-9 <= ft["zrf"] <= 1.0 and 0.0 <= ft["tow"] <= 1.0
@@ -94,3 +94,22 @@ def test_every_option_of_every_subcommand_has_help_with_its_default():
     assert isinstance(sp.formatter_class, type) and issubclass(sp.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
     for a in sp._actions:
       assert a.help, f"{name} {a.option_strings} has no help text"
+
+
+def test_killed_run_keeps_every_finished_model(tmp_path, capsys, monkeypatch):
+  from jaxunlearn import unlearn
+
+  def killed(state, data, key, config, *, mask=None):
+    raise KeyboardInterrupt  # the job dies in its second method, after original, retrain, finetune
+
+  import dataclasses
+
+  monkeypatch.setitem(unlearn.METHODS, "neggrad", dataclasses.replace(unlearn.get_method("neggrad"), fn=killed))
+  out = tmp_path / "o"
+  with pytest.raises(KeyboardInterrupt):
+    cli.main(["run", "--model", "mlp", "--width", "0.25", "--epochs", "1", "--train-subset", "200",
+              "--test-subset", "60", "--method", "finetune", "--method", "neggrad", "--set", "finetune.epochs=1",
+              "--quiet", "--out", str(out)])
+  r = json.loads((out / "results.json").read_text())
+  assert r["complete"] is False and set(r["models"]) == {"original", "retrain", "finetune"}
+  assert all(set(e["acc"]) == {"retain", "forget", "test"} for e in r["models"].values())
