@@ -243,3 +243,11 @@ def test_random_crop_flip_shapes_and_content():
 
 def test_forget_spec_ignores_surrounding_spaces():
   assert jd.parse_forget_spec("  class:3 ") == jd.parse_forget_spec("class:3")
+
+
+def test_npz_object_arrays_name_the_file_and_key(tmp_path):
+  p = tmp_path / "obj.npz"
+  x = np.zeros((2, 4, 4), np.uint8)
+  np.savez(p, x_train=np.array([x[0], None], dtype=object), y_train=np.array([0, 1]), x_test=x, y_test=np.array([0, 1]))
+  with pytest.raises(ValueError, match=r"obj.npz': array 'x_train' cannot be read"):
+    jd.load_npz(p)

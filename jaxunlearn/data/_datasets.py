@@ -216,6 +216,15 @@ def load_npz(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = N
   except Exception as e:
     raise ValueError(f"{str(path)!r} is not a readable npz file: {e}") from None
   name = f"npz:{path}"
+
+  class _Arrays:  # d[key] with the file and key named in the error (e.g. pickled object arrays)
+    def __getitem__(self, k):
+      try:
+        return raw[k]
+      except Exception as e:  # noqa: BLE001 -- numpy raises ValueError / OSError / zipfile errors
+        raise ValueError(f"{str(path)!r}: array {k!r} cannot be read: {' '.join(str(e).split())}") from None
+
+  raw, d = d, _Arrays()
   classes = int(len(d["classes"])) if "classes" in keys else None
   if {"x_train", "y_train", "x_test", "y_test"} <= keys:
     return _finish(name, d["x_train"], d["y_train"], d["x_test"], d["y_test"], classes)
