@@ -160,6 +160,9 @@ def _check_common(cfg: _Common) -> tuple[TrainConfig, Path]:
   if cfg.optimizer not in OPTIMIZERS:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
   _check_int("epochs", cfg.epochs, 1)
+  _check_int("seed", cfg.seed, 0)
+  if cfg.seed >= 2**32:
+    raise ValueError(f"seed must be < 2**32, got {cfg.seed}")
   _check_int("batch_size", cfg.batch_size, 1)
   if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
     raise ValueError(f"lr must be positive, got {cfg.lr!r}")

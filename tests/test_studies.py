@@ -114,6 +114,8 @@ def _parser():
     (["lira", "--targets", "20"], "targets (20) cannot exceed num_models (16)"),
     (["lira", "--chunk-size", "0"], "chunk_size must be an int >= 1"),
     (["lira", "--strategy", "pmap"], "unknown strategy 'pmap'"),
+    (["lira", "--seed", "-1"], "seed must be an int >= 0, got -1"),
+    (["challenge", "--seed", str(2**33)], f"seed must be < 2**32, got {2**33}"),
     (["ulira", "--strategy", "0"], "strategy group size must be >= 1, got 0"),
     (["ulira", "--method", "nope"], "unknown method 'nope'"),
     (["ulira", "--set", "bogus=1"], "has no option 'bogus'"),
