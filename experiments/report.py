@@ -47,17 +47,27 @@ def cpu_dataset(smoke: bool) -> tuple[str, int | None, int | None]:
   return "digits", None, None
 
 
-def run_jobs(jobs: list[tuple[str, RunConfig]], out_dir: Path) -> dict:
-  """Runs every job (validating all of them first), saves ``out_dir/results.json``."""
+def run_jobs(jobs: list[tuple[str, RunConfig]], out_dir: Path, *, keep: bool = False) -> dict:
+  """Runs every job (validating all of them first); saves ``out_dir/results.json`` after each job.
+
+  With ``keep``, jobs already in an existing ``out_dir/results.json`` and not run now are kept, so
+  the jobs of one experiment can run in separate calls (``--job``) and end in one file.
+  """
   prepared = [(label, prepare(cfg)) for label, cfg in jobs]  # every bad input fails before any work
   out: dict = {"jobs": {}, "env": env_info()}
+  path = out_dir / "results.json"
+  if keep and path.is_file():
+    try:
+      out["jobs"] = dict(json.loads(path.read_text()).get("jobs", {}))
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+      raise SystemExit(f"cannot extend {path}: {e}; delete it or use another --out") from None
   for label, p in prepared:
     print(f"== {label}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     r = execute(p)
     r["wall_seconds"] = time.perf_counter() - t0
     out["jobs"][label] = r
-  write_json_atomic(out_dir / "results.json", out)
+    write_json_atomic(path, out)  # after every job: a run cut short keeps the finished ones
   return out
 
 
@@ -129,16 +139,29 @@ def main(argv, *, doc: str, name: str, title: str, plot_prefix: str, jobs, colum
   ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu")
   ap.add_argument("--smoke", action="store_true")
   ap.add_argument("--out", default=None)
+  ap.add_argument("--job", action="append", default=None, metavar="LABEL",
+                  help="run only this job (repeatable); the other jobs already in OUT/results.json are kept, "
+                       "so a long experiment can be split over several calls")
   a = ap.parse_args(argv)
   out = Path(a.out or f"experiments/results/{name}_{a.scale}")
-  res = run_jobs(jobs(a.scale, a.smoke), out)
+  all_jobs = jobs(a.scale, a.smoke)
+  labels = [label for label, _ in all_jobs]
+  if a.job:
+    unknown = [j for j in a.job if j not in labels]
+    if unknown:
+      ap.error(f"unknown --job {unknown[0]!r}; choose from {', '.join(repr(x) for x in labels)}")
+  selected = [(label, c) for label, c in all_jobs if not a.job or label in a.job]
+  res = run_jobs(selected, out, keep=bool(a.job))
   sections = []
-  for label, r in res["jobs"].items():
+  for label in [x for x in labels if x in res["jobs"]]:
+    r = res["jobs"][label]
     fname = label.replace(" ", "_").replace("+", "plus").replace("%", "pct")
     png = bars(r, out / f"{fname}.png", f"{plot_prefix}: {label}")
     sections.append((f"{label} ({r['forget']}, {r['sizes']})",
                      table(r, columns(label)) + f"\n\n![]({Path(png).name})"))
   cmd = f"python experiments/{name}.py" + (" --smoke" if a.smoke else "") + f" --scale {a.scale}"
+  if a.job:
+    cmd += " --job LABEL (one call per job)"
   md = write_markdown(out, title, cmd, sections, res["env"])
   print(md.read_text())
   return out

@@ -57,3 +57,19 @@ def test_bench_shadow_tiny_writes_ratios_and_the_auto_choice(tmp_path, capsys):
   for r in rows:
     assert r["many_img_s"] > 0 and r["ratio_many_vs_loop"] == r["many_img_s"] / r["loop_img_s"]
   assert "auto:" in capsys.readouterr().out
+
+
+def test_experiment_jobs_can_run_in_separate_calls(tmp_path, capsys):
+  mod = _load("lau_paper")
+  labels = [label for label, _ in mod.jobs("cpu", True)]
+  assert len(labels) == 2
+  mod.main(["--smoke", "--out", str(tmp_path), "--job", labels[1]])
+  first = json.loads((tmp_path / "results.json").read_text())
+  assert list(first["jobs"]) == [labels[1]]
+  mod.main(["--smoke", "--out", str(tmp_path), "--job", labels[0]])
+  both = json.loads((tmp_path / "results.json").read_text())
+  assert set(both["jobs"]) == set(labels) and both["jobs"][labels[1]] == first["jobs"][labels[1]]
+  assert (tmp_path / "README.md").read_text().count("| retrain |") == 2
+  with pytest.raises(SystemExit):
+    mod.main(["--smoke", "--out", str(tmp_path), "--job", "nope"])
+  assert "unknown --job 'nope'" in capsys.readouterr().err
