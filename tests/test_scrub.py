@@ -61,8 +61,16 @@ def test_presets_and_registry():
   priv = jun.make_config("scrub_rewind", {"alpha": "0.25"}, preset="privacy")
   assert (priv.msteps, priv.epochs, priv.kd_T, priv.batch_size, priv.forget_batch_size, priv.alpha) == (
       3, 5, 4.0, 32, 16, 0.25)
-  assert priv.optimizer == "adam" and priv.weight_decay == 0.1
+  assert (priv.optimizer, priv.momentum, priv.weight_decay, priv.decay_epochs, priv.lr) == (
+      "sgd", 0.9, 5e-4, (3, 5, 9), 5e-4)  # the SCRUB repo's MIA_experiments settings
   assert {"scrub", "scrub_rewind"} <= set(jun.METHODS)
+  # the SCRUB notebooks' baselines: plain constant-lr SGD
+  ngp = jun.make_config("neggrad_plus", preset="privacy")
+  assert (ngp.alpha, ngp.epochs, ngp.lr, ngp.momentum, ngp.weight_decay, ngp.schedule, ngp.batch_size,
+          ngp.forget_batch_size) == (0.9999, 5, 0.01, 0.0, 0.0, "constant", 32, 16)
+  assert jun.make_config("neggrad_plus", preset="small").alpha == 0.95
+  ft = jun.make_config("finetune", preset="scrub")
+  assert (ft.epochs, ft.lr, ft.momentum, ft.weight_decay, ft.schedule) == (10, 0.01, 0.0, 0.0, "constant")
   with pytest.raises(ValueError):
     jun.ScrubConfig(kd_T=0.0)
   with pytest.raises(ValueError):
