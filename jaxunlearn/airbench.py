@@ -60,8 +60,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxunlearn import shadow
@@ -621,20 +619,6 @@ def make_airbench_fit(model: Model, cfg: AirbenchConfig, num_examples: int):
 # Many models
 # ---------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=16)
-def _program(model: Model, cfg: AirbenchConfig, k: int, impl: str, strategy: str, mesh):
-  init, fit = make_airbench_fit(model, cfg, k)
-
-  def one(pm, sh):
-    km = jax.random.fold_in(jax.random.wrap_key_data(sh["key"], impl=impl), pm["m"])
-    params, stats = model.init(jax.random.fold_in(km, 0))
-    ts, hist = fit(init(params, stats), sh["x"], sh["y"], pm["index"], jax.random.fold_in(km, 1))
-    return {"params": ts.params, "batch_stats": ts.batch_stats, "metrics": hist}
-
-  fn = shadow.batch_over_models(one, strategy, mesh.size)
-  return jax.jit(fn, out_shardings=NamedSharding(mesh, P(shadow.MODEL_AXIS)))
-
-
 def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConfig(), *,
                         model: Model | None = None, num_classes: int | None = None,
                         chunk_size: int | None = None, strategy: str = "vmap", devices=None,
@@ -688,59 +672,29 @@ def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConf
   keep = np.asarray(keep_mask)
   if keep.ndim != 2 or keep.shape[1] != x.shape[0]:
     raise ValueError(f"keep_mask must be [M, {x.shape[0]}], got shape {keep.shape}")
-  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-    key = jax.random.key(int(key))
-  elif isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,):
-    key = jax.random.wrap_key_data(key)
-  if not (isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()):
-    raise TypeError("key must be a single jax.random.key (or an int seed)")
-  kd = np.asarray(jax.random.key_data(key))
-  impl = str(jax.random.key_impl(key))
+  kd, impl = shadow._key_parts(key)
   idx = shadow.keep_indices(keep, key, unbalanced=unbalanced)
   m_total, k = idx.shape
   mesh = shadow.model_mesh(devices)
-  c = m_total if chunk_size is None else int(chunk_size)
-  if c < 1:
-    raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-  c = -(-min(c, m_total) // mesh.size) * mesh.size
+  c = shadow._round_chunk(chunk_size, m_total, mesh.size)
   choice = None
   if strategy == "auto":
     if progress:
       tqdm.write("airbench: strategy auto: timing a few training steps of each candidate (one compilation each) ...")
     choice = shadow.choose_strategy(model, cfg, (x, y), chunk_size=c, devices=mesh.devices.flat,
-                                    make_program=_program)
+                                    fit_factory=make_airbench_fit)
     strategy = choice.strategy
     if progress:
       tqdm.write(f"airbench: {choice.describe()}")
-  program = _program(model, cfg, k, impl, strategy, mesh)
-  models_sh, repl = NamedSharding(mesh, P(shadow.MODEL_AXIS)), NamedSharding(mesh, P())
-  xd = jax.device_put(jnp.asarray(x), repl)
-  yd = jax.device_put(jnp.asarray(y, jnp.int32), repl)
-  shared = {"key": jax.device_put(jnp.asarray(kd), repl), "x": xd, "y": yd}
-
-  def inputs(lo):
-    sel = np.minimum(np.arange(lo, lo + c), m_total - 1)
-    return {"m": jax.device_put(jnp.asarray(sel, jnp.int32), models_sh),
-            "index": jax.device_put(jnp.asarray(idx[sel]), models_sh)}
-
+  program = shadow._train_program(model, cfg, k, impl, strategy, mesh, make_airbench_fit)
+  # the chunked, sharded engine of shadow.train_many, compiling ahead of time to time compilation apart
+  run = shadow._Run(program, {"m": np.arange(m_total, dtype=np.int32), "index": idx},
+                    {"key": kd, "x": jnp.asarray(x), "y": jnp.asarray(y, jnp.int32)}, m_total, c, mesh,
+                    progress=progress, desc="airbench", compile_first=True)
   t0 = time.perf_counter()
-  compiled = program.lower(inputs(0), shared).compile()
-  compile_s = time.perf_counter() - t0
-  outs = []
-  bar = tqdm(total=m_total, desc="airbench", unit=" models", disable=not progress, leave=False, dynamic_ncols=True)
-  t1 = time.perf_counter()
-  try:
-    for lo in range(0, m_total, c):
-      hi = min(m_total, lo + c)
-      out = compiled(inputs(lo), shared)
-      out = jax.tree.map(lambda a: a[: hi - lo], out)
-      jax.block_until_ready(out)
-      outs.append(out)
-      bar.update(hi - lo)
-  finally:
-    bar.close()
-  train_s = time.perf_counter() - t1
-  out = outs[0] if len(outs) == 1 else jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *outs)
+  out = run()
+  compile_s = run.compile_seconds
+  train_s = time.perf_counter() - t0 - compile_s
   _, fit = make_airbench_fit(model, cfg, k)
   info = {"loss": np.asarray(out["metrics"]["loss"]), "acc": np.asarray(out["metrics"]["acc"]),
           "compile_seconds": compile_s, "train_seconds": train_s,

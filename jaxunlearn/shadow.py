@@ -398,6 +398,8 @@ class _Run:
   desc: str = ""
   on_chunk: Callable | None = None
   to_host: bool = False
+  compile_first: bool = False  # compile ahead of time on the first chunk and time it
+  compile_seconds: float = 0.0
 
   def __call__(self):
     m_total, c = self.num_models, self.chunk
@@ -427,6 +429,10 @@ class _Run:
           if path is not None and path.exists():
             raise ValueError(f"checkpoint {str(path)!r} exists but is not a finished checkpoint; "
                              "delete it and run again")
+          if self.compile_first and i == 0:
+            tc = time.perf_counter()
+            self.program = self.program.lower(inputs, shared).compile()
+            self.compile_seconds = time.perf_counter() - tc
           out = self.program(inputs, shared)
           if path is not None:
             ckpt.save(path, out)
@@ -583,7 +589,7 @@ def autotune_strategy(run_probe: Callable, *, per_device: int, tolerance: float 
 
 def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None,
                     num_models: int | None = None, devices=None, steps: int = 6,
-                    repeats: int = 2, make_program: Callable | None = None) -> StrategyChoice:
+                    repeats: int = 2, fit_factory: Callable = make_fit) -> StrategyChoice:
   """Measures which strategy trains ``model`` fastest on these devices (see :func:`autotune_strategy`).
 
   Each candidate compiles :func:`train_many`'s program for a ``steps``-step run (one epoch of
@@ -602,10 +608,9 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
     devices: devices of the model mesh (default all).
     steps: training steps per probe.
     repeats: timed runs per candidate.
-    make_program: ``f(model, config, k, impl, strategy, mesh) -> jitted (per_model, shared) program``
-      for another trainer with :func:`train_many`'s interface (per-model ``m``, ``index [K]``;
-      shared ``key``, ``x``, ``y``), e.g. the airbench recipe; ``config`` then needs ``epochs``
-      and ``batch_size`` fields. Default: :func:`train_many`'s own.
+    fit_factory: ``f(model, config, k) -> (init, fit)`` of the trainer to time
+      (``jaxunlearn.train.make_fit``, or e.g. ``jaxunlearn.airbench.make_airbench_fit``; its
+      ``config`` needs ``epochs`` and ``batch_size`` fields).
 
   Returns:
     A :class:`StrategyChoice` (``cached=True`` and ``probe_seconds=0`` when it came from the
@@ -620,8 +625,7 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
   mesh = model_mesh(devices)
   chunk = _round_chunk(chunk_size if chunk_size is not None else num_models,
                        num_models if num_models is not None else chunk_size, mesh.size)
-  make = make_program or _train_program
-  key = (make, model, config, chunk // mesh.size, tuple(d.id for d in mesh.devices.flat),
+  key = (fit_factory, model, config, chunk // mesh.size, tuple(d.id for d in mesh.devices.flat),
          mesh.devices.flat[0].device_kind, tuple(np.shape(x)[1:]), str(np.asarray(x[:1]).dtype), steps)
   if key in _CHOICES:
     return dataclasses.replace(_CHOICES[key], cached=True, probe_seconds=0.0)
@@ -635,7 +639,7 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
 
   def run_probe(cand, per_dev):
     m = per_dev * mesh.size
-    program = make(model, probe_cfg, k, impl, cand, mesh)
+    program = _train_program(model, probe_cfg, k, impl, cand, mesh, fit_factory)
     pm = {"m": _put(np.arange(m, dtype=np.int32), models_sh),
           "index": _put((np.arange(m * k, dtype=np.int64).reshape(m, k) % n).astype(np.int32), models_sh)}
     compiled = program.lower(pm, shared).compile()
@@ -707,8 +711,11 @@ def resolve_strategy(strategy, model: Model, config, data, *, chunk_size: int | 
 # ---------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=32)
-def _train_program(model: Model, cfg: TrainConfig, k: int, impl: str, strategy: str, mesh: Mesh):
-  init, fit = make_fit(model, cfg, k)
+def _train_program(model: Model, cfg, k: int, impl: str, strategy: str, mesh: Mesh, fit_factory: Callable = make_fit):
+  """The jitted per-chunk program of :func:`train_many`: ``fit_factory(model, cfg, k)`` gives the
+  ``(init, fit)`` pair of one model's run (``jaxunlearn.train.make_fit``, or another trainer's with
+  the same contract, e.g. ``jaxunlearn.airbench.make_airbench_fit``)."""
+  init, fit = fit_factory(model, cfg, k)
 
   def one(pm, sh):
     km = jax.random.fold_in(jax.random.wrap_key_data(sh["key"], impl=impl), pm["m"])
