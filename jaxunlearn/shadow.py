@@ -361,11 +361,8 @@ def _check_manifest(directory: Path, fingerprint: dict) -> None:
   ckpt.remove_stale_tmp(directory)
   path = directory / "manifest.json"
   want = json.loads(json.dumps(fingerprint))
-  if path.exists():
-    try:
-      have = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-      raise ValueError(f"checkpoint manifest {str(path)!r} is unreadable ({e}); delete the folder") from None
+  have = _read_manifest(path)
+  if have is not None:
     if have != want:
       diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
       raise ValueError(f"checkpoint folder {str(directory)!r} was written by a different run "
@@ -662,19 +659,25 @@ def _manifest_strategies(folders) -> list:
   Raises:
     ValueError: for a manifest that exists but cannot be read (before anything is measured).
   """
-  out = []
-  for folder in folders:
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
-      continue
-    try:
-      have = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-      raise ValueError(f"checkpoint manifest {str(path)!r} is unreadable ({e}); delete the folder") from None
-    if not isinstance(have, dict):
-      raise ValueError(f"checkpoint manifest {str(path)!r} is not a JSON object; delete the folder")
-    out.append(have.get("strategy"))
-  return out
+  manifests = (_read_manifest(Path(folder) / "manifest.json") for folder in folders)
+  return [m.get("strategy") for m in manifests if m is not None]
+
+
+def _read_manifest(path: Path) -> dict | None:
+  """A run's ``manifest.json`` (None if there is none).
+
+  Raises:
+    ValueError: if it exists but is not a readable JSON object.
+  """
+  if not path.is_file():
+    return None
+  try:
+    have = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"checkpoint manifest {str(path)!r} is unreadable ({e}); delete the folder") from None
+  if not isinstance(have, dict):
+    raise ValueError(f"checkpoint manifest {str(path)!r} is not a JSON object; delete the folder")
+  return have
 
 
 def resolve_strategy(strategy, model: Model, config, data, *, chunk_size: int | None = None,

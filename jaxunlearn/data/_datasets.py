@@ -216,27 +216,15 @@ def load_npz(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = N
   except Exception as e:
     raise ValueError(f"{str(path)!r} is not a readable npz file: {e}") from None
   name = f"npz:{path}"
-
-  class _Arrays:  # d[key] with the file and key named in the error (e.g. pickled object arrays)
-    def __getitem__(self, k):
-      try:
-        return raw[k]
-      except Exception as e:  # noqa: BLE001 -- numpy raises ValueError / OSError / zipfile errors
-        raise ValueError(f"{str(path)!r}: array {k!r} cannot be read: {' '.join(str(e).split())}") from None
-
-  raw, d = d, _Arrays()
+  d = _NamedArrays(d, path)
   classes = int(len(d["classes"])) if "classes" in keys else None
   if {"x_train", "y_train", "x_test", "y_test"} <= keys:
     return _finish(name, d["x_train"], d["y_train"], d["x_test"], d["y_test"], classes)
   if {"train_jpeg", "train_offsets", "y_train", "test_jpeg", "test_offsets", "y_test"} <= keys:
     cache = _cache_path(path, cache_dir)
-    if cache.is_file():
-      try:
-        with np.load(cache) as c:
-          x_train, x_test = c["x_train"], c["x_test"]
-        return _finish(name, x_train, d["y_train"], x_test, d["y_test"], classes)
-      except (OSError, KeyError, ValueError, EOFError):
-        pass  # a damaged or foreign cache file: decode again and replace it
+    cached = _read_cache(cache)
+    if cached is not None:  # (only the cache read is guarded: bad labels must not trigger a re-decode)
+      return _finish(name, cached[0], d["y_train"], cached[1], d["y_test"], classes)
     x_train = decode_jpeg_bytes(d["train_jpeg"], d["train_offsets"], what=f"{path} train")
     x_test = decode_jpeg_bytes(d["test_jpeg"], d["test_offsets"], what=f"{path} test")
     ds = _finish(name, x_train, d["y_train"], x_test, d["y_test"], classes)  # validate before writing
@@ -244,6 +232,30 @@ def load_npz(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = N
     return ds
   raise ValueError(f"{str(path)!r} has keys {sorted(keys)}; expected x_train/y_train/x_test/y_test "
                    f"or train_jpeg/train_offsets/y_train/test_jpeg/test_offsets/y_test")
+
+
+def _read_cache(cache: Path):
+  """``(x_train, x_test)`` from a decoded-JPEG cache file; None if absent, damaged or foreign."""
+  if not cache.is_file():
+    return None
+  try:
+    with np.load(cache) as c:
+      return c["x_train"], c["x_test"]
+  except (OSError, KeyError, ValueError, EOFError):
+    return None
+
+
+class _NamedArrays:
+  """``npz[key]`` whose read errors (e.g. pickled object arrays) name the file and the key."""
+
+  def __init__(self, npz, path: Path):
+    self.npz, self.path = npz, path
+
+  def __getitem__(self, k):
+    try:
+      return self.npz[k]
+    except Exception as e:  # noqa: BLE001 -- numpy raises ValueError / OSError / zipfile errors
+      raise ValueError(f"{str(self.path)!r}: array {k!r} cannot be read: {' '.join(str(e).split())}") from None
 
 
 def decode_jpeg_bytes(buf: np.ndarray, offsets: np.ndarray, *, what: str = "jpeg") -> np.ndarray:
