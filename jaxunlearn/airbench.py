@@ -66,6 +66,7 @@ from jaxunlearn import shadow
 from jaxunlearn.models import Model
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import TrainState
+from jaxunlearn.train import check_training_set
 from jaxunlearn.train import cross_entropy
 from jaxunlearn.train import steps_per_epoch
 
@@ -674,6 +675,7 @@ def train_airbench_many(key, x, y, keep_mask, cfg: AirbenchConfig = AirbenchConf
     raise ValueError(f"keep_mask must be [M, {x.shape[0]}], got shape {keep.shape}")
   kd, impl = shadow._key_parts(key)
   idx = shadow.keep_indices(keep, key, unbalanced=unbalanced)
+  check_training_set(model, x, y, idx)
   m_total, k = idx.shape
   mesh = shadow.model_mesh(devices)
   c = shadow._round_chunk(chunk_size, m_total, mesh.size)

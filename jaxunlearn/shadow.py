@@ -64,6 +64,7 @@ from jaxunlearn import checkpoint as ckpt
 from jaxunlearn.models import Model
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import TrainConfig
+from jaxunlearn.train import check_training_set
 from jaxunlearn.train import make_fit
 
 __all__ = (
@@ -779,6 +780,7 @@ def train_many(key, data, keep_mask, config: TrainConfig, *, model: Model, chunk
     raise ValueError(f"images are {tuple(np.shape(x)[1:])} but the model expects {model.input_shape}")
   kd, impl = _key_parts(key)
   idx = keep_indices(keep, key, unbalanced=unbalanced)
+  check_training_set(model, x, y, idx)
   num_models = keep.shape[0]
   strategy = check_strategy(strategy)
   mesh = model_mesh(devices)

@@ -310,6 +310,9 @@ def test_bad_inputs_fail_before_compiling(blobs, tiny_model, keep):
     shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=0, progress=False)
   with pytest.raises(ValueError, match="strategy"):
     shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="pmap", progress=False)
+  bad_y = np.where(np.arange(len(y)) == np.flatnonzero(keep[1])[0], 99, y)  # a kept example of model 1
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+    shadow.train_many(KEY, (x, bad_y), keep, CFG, model=tiny_model, progress=False)
   with pytest.raises(ValueError, match="keeps no example"):
     shadow.train_many(KEY, (x, y), np.zeros((2, len(y)), bool), CFG, model=tiny_model, progress=False)
   with pytest.raises(TypeError, match="TrainConfig"):

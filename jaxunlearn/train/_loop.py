@@ -15,6 +15,35 @@ from jaxunlearn.train._state import ModelState
 from jaxunlearn.train._step import make_fit
 
 
+def check_training_set(model: Model, x, y, index) -> None:
+  """Host-side checks of what a training run gathers: ``x[index]``, ``y[index]``.
+
+  Inside jit an out-of-range index is silently clamped by the gather and a label
+  ``>= num_classes`` gives a zero one-hot (loss 0), so both are checked here first.
+
+  Args:
+    model: the network (for ``num_classes``).
+    x: ``[N, ...]`` images.
+    y: ``[N]`` labels.
+    index: integer indices into ``x`` of any shape (``[K]`` for one model, ``[M, K]`` for many).
+
+  Raises:
+    ValueError: naming the bad range or shape.
+  """
+  index = np.asarray(index)
+  n = int(np.shape(x)[0])
+  if not np.issubdtype(index.dtype, np.integer):
+    raise ValueError(f"index must hold integers, got dtype {index.dtype}")
+  if index.min() < 0 or index.max() >= n:
+    raise ValueError(f"index must lie in [0, {n}) (the number of images), got range [{index.min()}, {index.max()}]")
+  if np.shape(y) != (n,):
+    raise ValueError(f"labels must have shape ({n},), got {np.shape(y)}")
+  yi = np.asarray(y)[np.unique(index)]
+  if yi.min() < 0 or yi.max() >= model.num_classes:
+    raise ValueError(f"labels must lie in [0, {model.num_classes}) for model {model.name!r}, got range "
+                     f"[{yi.min()}, {yi.max()}]")
+
+
 def train_model(model: Model, cfg: TrainConfig, x, y, index, key: jax.Array, *,
                 init: ModelState | None = None, progress: bool = True, desc: str = "train"
                 ) -> tuple[ModelState, dict]:
@@ -40,17 +69,7 @@ def train_model(model: Model, cfg: TrainConfig, x, y, index, key: jax.Array, *,
   index = np.asarray(index)
   if index.ndim != 1 or index.size == 0:
     raise ValueError(f"index must be a non-empty 1-D array, got shape {index.shape}")
-  n = int(np.shape(x)[0])
-  if not np.issubdtype(index.dtype, np.integer):
-    raise ValueError(f"index must hold integers, got dtype {index.dtype}")
-  if index.min() < 0 or index.max() >= n:
-    raise ValueError(f"index must lie in [0, {n}) (the number of images), got range [{index.min()}, {index.max()}]")
-  if np.shape(y) != (n,):
-    raise ValueError(f"labels must have shape ({n},), got {np.shape(y)}")
-  yi = np.asarray(y)[index]
-  if yi.min() < 0 or yi.max() >= model.num_classes:
-    raise ValueError(f"labels must lie in [0, {model.num_classes}) for model {model.name!r}, got range "
-                     f"[{yi.min()}, {yi.max()}]")
+  check_training_set(model, x, y, index)
   if init is None:
     params, stats = model.init(jax.random.fold_in(key, 0))
   else:
