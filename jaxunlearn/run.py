@@ -90,6 +90,23 @@ def check_out_dir(out: str) -> Path:
   return p
 
 
+SEED_LIMIT = 2**32  # seeds are uint32 for jax.random.key and numpy's generators
+
+
+def check_int(name: str, v, lo: int, hi: int | None = None, *, allow_none: bool = False) -> None:
+  """``v`` is an int in ``[lo, hi)`` (``hi=None``: no upper bound), or None when allowed.
+
+  Raises:
+    ValueError: one line naming ``name`` and the bad value.
+  """
+  if v is None and allow_none:
+    return
+  ok = not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= lo and (hi is None or v < hi)
+  if not ok:
+    bound = f">= {lo}" if hi is None else f"in [{lo}, {'2**32' if hi == SEED_LIMIT else hi})"
+    raise ValueError(f"{name} must be an int {bound}, got {v!r}")
+
+
 def prepare(cfg: RunConfig) -> Prepared:
   """Validates every input and loads the data; compiles and writes nothing.
 
@@ -98,13 +115,10 @@ def prepare(cfg: RunConfig) -> Prepared:
   """
   if cfg.model not in jmodels.MODEL_NAMES:
     raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(jmodels.MODEL_NAMES)}")
-  if isinstance(cfg.seed, bool) or not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
-    raise ValueError(f"--seed must be an int in [0, 2**32), got {cfg.seed!r}")
-  if isinstance(cfg.epochs, bool) or not (isinstance(cfg.epochs, int) and cfg.epochs >= 1):
-    raise ValueError(f"--epochs must be an int >= 1, got {cfg.epochs!r}")
-  for flag, v in (("--train-subset", cfg.train_subset), ("--test-subset", cfg.test_subset)):
-    if v is not None and (isinstance(v, bool) or not (isinstance(v, int) and v >= 1)):
-      raise ValueError(f"{flag} must be an int >= 1, got {v!r}")
+  check_int("--seed", cfg.seed, 0, SEED_LIMIT)
+  check_int("--epochs", cfg.epochs, 1)
+  check_int("--train-subset", cfg.train_subset, 1, allow_none=True)
+  check_int("--test-subset", cfg.test_subset, 1, allow_none=True)
   if not cfg.methods:
     raise ValueError("no --method given")
   for m in cfg.methods:

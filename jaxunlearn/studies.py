@@ -34,6 +34,8 @@ import numpy as np
 from jaxunlearn import data as jdata
 from jaxunlearn import models as jmodels
 from jaxunlearn import shadow
+from jaxunlearn.run import SEED_LIMIT
+from jaxunlearn.run import check_int as _check_int
 from jaxunlearn.train import OPTIMIZERS
 from jaxunlearn.train import TrainConfig
 
@@ -145,13 +147,6 @@ class ChallengeConfig(_Common):
 # Validation (nothing compiled, nothing written)
 # ---------------------------------------------------------------------------------------------
 
-def _check_int(name: str, v, lo: int, allow_none: bool = False):
-  if v is None and allow_none:
-    return
-  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-    raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-
-
 def _check_common(cfg: _Common) -> tuple[TrainConfig, Path]:
   if cfg.model not in jmodels.MODEL_NAMES:
     raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(jmodels.MODEL_NAMES)}")
@@ -160,9 +155,7 @@ def _check_common(cfg: _Common) -> tuple[TrainConfig, Path]:
   if cfg.optimizer not in OPTIMIZERS:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
   _check_int("epochs", cfg.epochs, 1)
-  _check_int("seed", cfg.seed, 0)
-  if cfg.seed >= 2**32:
-    raise ValueError(f"seed must be < 2**32, got {cfg.seed}")
+  _check_int("seed", cfg.seed, 0, SEED_LIMIT)
   _check_int("batch_size", cfg.batch_size, 1)
   if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
     raise ValueError(f"lr must be positive, got {cfg.lr!r}")
