@@ -19,6 +19,7 @@ not afford to measure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -103,7 +104,7 @@ def main(argv=None):
     score = metrics.challenge_score(fq, acc_u["retain"], acc_r["retain"], acc_u["test"], acc_r["test"])
     spread = {str(k): subset_spread(conf_u, conf_r, k, 5 if a.smoke else 20, rng) for k in s["subsets"] if k < n_models}
     eps[name] = fq.epsilons
-    results["methods"][name] = {"config": cfgs[name].__dict__, "forget_quality": fq.score, "challenge_score": score,
+    results["methods"][name] = {"config": dataclasses.asdict(cfgs[name]), "forget_quality": fq.score, "challenge_score": score,
                                 "acc": {k: float(v.mean()) for k, v in acc_u.items()}, "seconds": secs,
                                 "models_per_second": n_models / secs, "epsilon_median": float(np.median(fq.epsilons)),
                                 "spread": spread}

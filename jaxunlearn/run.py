@@ -156,7 +156,7 @@ def prepare(cfg: RunConfig) -> Prepared:
   # (user --set retrain.x=... still wins)
   base = {k: getattr(train_cfg, k) for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment")}
   retrain_ov = {k for mm, k, _ in cfg.overrides if mm == "retrain"}
-  method_cfgs["retrain"] = dataclasses.replace(
+  method_cfgs["retrain"] = jun.replace(
       method_cfgs["retrain"], **{k: v for k, v in base.items() if k not in retrain_ov})
   out = check_out_dir(cfg.out)
   if cfg.save_models is not None:

@@ -11,6 +11,7 @@ from jaxunlearn.unlearn import EUkConfig
 from jaxunlearn.unlearn import cf_k
 from jaxunlearn.unlearn import eu_k
 from jaxunlearn.unlearn._blocks import last_blocks
+from jaxunlearn.unlearn import replace as _cfg  # flat optimizer fields route into config.optim
 
 cf_jit = jax.jit(cf_k, static_argnames="config")
 eu_jit = jax.jit(eu_k, static_argnames="config")
@@ -35,7 +36,7 @@ def test_last_blocks(tiny_model):
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_cf_k_only_last_blocks_change(trained, class_data, k):
-  new, m = cf_jit(trained, class_data, jax.random.key(0), CFkConfig(k=k, epochs=2, batch_size=32, lr=0.05))
+  new, m = cf_jit(trained, class_data, jax.random.key(0), _cfg(CFkConfig(), k=k, epochs=2, batch_size=32, lr=0.05))
   groups = ("conv1", "conv2", "fc", "head")[-k:]
   for name in ("conv1", "conv2", "fc", "head"):
     if name in groups:
@@ -50,7 +51,7 @@ def test_cf_k_only_last_blocks_change(trained, class_data, k):
 def test_cf_k_with_mask_changes_only_masked_entries(trained, class_data):
   mask = jax.tree.map(lambda p: (jax.random.uniform(jax.random.key(p.size), p.shape) < 0.5).astype("float32"),
                       trained.params)
-  new, _ = cf_jit(trained, class_data, jax.random.key(0), CFkConfig(k=2, epochs=1, batch_size=32, lr=0.05), mask=mask)
+  new, _ = cf_jit(trained, class_data, jax.random.key(0), _cfg(CFkConfig(), k=2, epochs=1, batch_size=32, lr=0.05), mask=mask)
   for name in ("conv1", "conv2"):
     assert _same(new.params[name], trained.params[name])
   for p, q, mm in zip(jax.tree.leaves(new.params["fc"]), jax.tree.leaves(trained.params["fc"]),
@@ -91,7 +92,7 @@ def _accs(state, blobs, class_split):
 # does not move the class-0 boundary; a stronger weight decay (2e-2) and lr 0.1 for 30 epochs makes it
 # forget. EU-k's defaults work with smaller batches (32) and 10 epochs.
 @pytest.mark.parametrize("name,fn,cfg", [
-    ("cf_k", cf_jit, CFkConfig(k=2, epochs=30, batch_size=32, lr=0.1, weight_decay=2e-2)),
+    ("cf_k", cf_jit, _cfg(CFkConfig(), k=2, epochs=30, batch_size=32, lr=0.1, weight_decay=2e-2)),
     ("eu_k", eu_jit, EUkConfig(k=2, epochs=10, batch_size=32)),
 ])
 def test_forgets_class_keeps_retain(trained, class_data, blobs, class_split, name, fn, cfg):

@@ -99,5 +99,5 @@ def test_forgets_class_keeps_retain(trained, class_data, blobs, class_split, nam
 def test_configs_are_hashable_defaults():
   for cfg in (DelConfig(), SalunConfig()):
     hash(cfg)
-  assert (DelConfig().fraction, DelConfig().lr, DelConfig().epochs, DelConfig().final_lr_frac) == (0.3, 0.015, 30, 0.01)
+  assert (DelConfig().fraction, DelConfig().optim.lr, DelConfig().epochs, DelConfig().optim.final_lr_frac) == (0.3, 0.015, 30, 0.01)
   assert dataclasses.asdict(SalunConfig())["fraction"] == 0.5

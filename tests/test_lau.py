@@ -12,11 +12,12 @@ from jaxunlearn.unlearn import LauConfig
 from jaxunlearn.unlearn import lau
 from jaxunlearn.unlearn._lau import batched_features
 from jaxunlearn.unlearn._lau import lau_loss
+from jaxunlearn.unlearn import replace as _cfg  # flat optimizer fields route into config.optim
 
 lau_jit = jax.jit(lau, static_argnames="config")
 # Features of the tiny CNN reach ~8; the default eps 0.3 barely moves the teacher's predictions on this
 # separable problem, so the forgetting tests use a larger feature-space attack and head lr.
-STRONG = LauConfig(eps=1.0, step_size=1.0, lr=0.1)
+STRONG = _cfg(LauConfig(), eps=1.0, step_size=1.0, lr=0.1)
 
 
 def _same(a, b):
@@ -55,12 +56,12 @@ def test_early_stop_is_a_pure_no_op(trained, class_data):
   # its first update, so epoch 2 stops at once and epoch 3 does nothing.
   full, m = lau_jit(trained, class_data, jax.random.key(0), STRONG)
   assert bool(m["stopped"]) and int(m["updates"]) == 1
-  one, m1 = lau_jit(trained, class_data, jax.random.key(0), LauConfig(eps=1.0, step_size=1.0, lr=0.1, epochs=1))
+  one, m1 = lau_jit(trained, class_data, jax.random.key(0), _cfg(LauConfig(), eps=1.0, step_size=1.0, lr=0.1, epochs=1))
   assert int(m1["updates"]) == 1 and not bool(m1["stopped"])
   assert _same(full.params, one.params)
   # Without the early stop the later epochs keep updating.
   nostop, m2 = lau_jit(trained, class_data, jax.random.key(0),
-                       LauConfig(eps=1.0, step_size=1.0, lr=0.1, early_stop=False))
+                       _cfg(LauConfig(), eps=1.0, step_size=1.0, lr=0.1, early_stop=False))
   assert int(m2["updates"]) == 3 and not _same(nostop.params["head"], full.params["head"])
 
 

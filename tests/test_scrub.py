@@ -12,11 +12,12 @@ from jaxunlearn import train as jtrain
 from jaxunlearn import unlearn as jun
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import TrainState
-from jaxunlearn.unlearn import _scrub
+from jaxunlearn.unlearn import _distill, _scrub
+from jaxunlearn.unlearn import replace as _cfg  # flat optimizer fields route into config.optim
 
 # A short, stronger-than-paper setting so the tiny blobs problem forgets within a few steps; the paper's
 # defaults (lr 5e-4, 10 epochs) barely move a model trained to ~zero loss on 160 examples.
-FAST = jun.ScrubConfig(epochs=3, msteps=2, lr=5e-3, decay_epochs=(), batch_size=32, forget_batch_size=16)
+FAST = _cfg(jun.ScrubConfig(), epochs=3, msteps=2, lr=5e-3, decay_epochs=(), batch_size=32, forget_batch_size=16)
 _jscrub = jax.jit(jun.scrub, static_argnames="config")
 
 
@@ -39,7 +40,7 @@ def _objective_jit(student, teacher, x, y, gamma, alpha, temp):
   model = student.model
   s, _ = model.apply(student.params, student.batch_stats, x, train=True)
   t, _ = model.apply(teacher.params, teacher.batch_stats, x, train=False)
-  d = temp ** 2 * jnp.mean(_scrub.distill_kl(s, t, temp))
+  d = temp ** 2 * jnp.mean(_distill.distill_kl(s, t, temp))
   ce = jnp.mean(jtrain.cross_entropy(s, y))
   return d, gamma * ce + alpha * d
 
@@ -54,33 +55,33 @@ def _objective(model, student, teacher, x, y, cfg):
 def test_presets_and_registry():
   assert jun.ScrubConfig() == _scrub.scrub_preset("small")
   large = jun.make_config("scrub", preset="large")
-  assert (large.optimizer, large.lr, large.decay_epochs, large.msteps, large.epochs) == (
+  assert (large.optim.optimizer, large.optim.lr, large.optim.decay_epochs, large.msteps, large.epochs) == (
       "sgd", 5e-4, (3, 5, 9), 2, 3)
   assert (large.gamma, large.alpha, large.kd_T, large.batch_size, large.forget_batch_size) == (
       0.99, 0.001, 4.0, 256, 512)
   priv = jun.make_config("scrub_rewind", {"alpha": "0.25"}, preset="privacy")
   assert (priv.msteps, priv.epochs, priv.kd_T, priv.batch_size, priv.forget_batch_size, priv.alpha) == (
       3, 5, 4.0, 32, 16, 0.25)
-  assert (priv.optimizer, priv.momentum, priv.weight_decay, priv.decay_epochs, priv.lr) == (
+  assert (priv.optim.optimizer, priv.optim.momentum, priv.optim.weight_decay, priv.optim.decay_epochs, priv.optim.lr) == (
       "sgd", 0.9, 5e-4, (3, 5, 9), 5e-4)  # the SCRUB repo's MIA_experiments settings
   assert {"scrub", "scrub_rewind"} <= set(jun.METHODS)
   # the SCRUB notebooks' baselines: plain constant-lr SGD
   ngp = jun.make_config("neggrad_plus", preset="privacy")
-  assert (ngp.alpha, ngp.epochs, ngp.lr, ngp.momentum, ngp.weight_decay, ngp.schedule, ngp.batch_size,
+  assert (ngp.alpha, ngp.epochs, ngp.optim.lr, ngp.optim.momentum, ngp.optim.weight_decay, ngp.optim.schedule, ngp.batch_size,
           ngp.forget_batch_size) == (0.9999, 5, 0.01, 0.0, 0.0, "constant", 32, 16)
   assert jun.make_config("neggrad_plus", preset="small").alpha == 0.95
   ft = jun.make_config("finetune", preset="scrub")
-  assert (ft.epochs, ft.lr, ft.momentum, ft.weight_decay, ft.schedule) == (10, 0.01, 0.0, 0.0, "constant")
+  assert (ft.epochs, ft.optim.lr, ft.optim.momentum, ft.optim.weight_decay, ft.optim.schedule) == (10, 0.01, 0.0, 0.0, "constant")
   with pytest.raises(ValueError):
     jun.ScrubConfig(kd_T=0.0)
   with pytest.raises(ValueError):
-    jun.ScrubConfig(optimizer="rmsprop")
+    _cfg(jun.ScrubConfig(), optimizer="adamw")  # SCRUB takes adam or sgd
 
 
 @pytest.mark.parametrize("preset", ["small", "large"])
 def test_lr_is_per_epoch_step_rule(preset):
   cfg = _scrub.scrub_preset(preset)
-  want = [cfg.lr * 0.1 ** sum(d < e for d in cfg.decay_epochs) for e in range(1, 11)]
+  want = [cfg.optim.lr * 0.1 ** sum(d < e for d in cfg.optim.decay_epochs) for e in range(1, 11)]
   got = [float(_scrub.scrub_lr(cfg, e)) for e in range(1, 11)]
   np.testing.assert_allclose(got, want, rtol=1e-6)
   traced = jax.jit(lambda e: _scrub.scrub_lr(cfg, e))(jnp.arange(1, 11))
@@ -96,12 +97,12 @@ def test_distance_is_t2_kl():
   p = np.asarray(jax.nn.softmax(t / temp))
   q = np.asarray(jax.nn.softmax(s / temp))
   want = temp ** 2 * np.mean(np.sum(p * np.log(p / q), axis=-1))
-  np.testing.assert_allclose(float(_scrub.scrub_distance(s, t, temp)), want, rtol=1e-5)
-  assert float(_scrub.scrub_distance(t, t, temp)) == pytest.approx(0.0, abs=1e-7)
+  np.testing.assert_allclose(float(_distill.scrub_distance(s, t, temp)), want, rtol=1e-5)
+  assert float(_distill.scrub_distance(t, t, temp)) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_max_step_raises_forget_kl_and_min_step_lowers_retain_loss(trained, class_data):
-  model, cfg = trained.model, jun.ScrubConfig(lr=1e-3)
+  model, cfg = trained.model, _cfg(jun.ScrubConfig(), lr=1e-3)
   # student == teacher is a stationary point of KL(teacher || student): start from a perturbed student.
   student = _perturbed(trained, jax.random.key(7))
   tx = _scrub.scrub_optimizer(cfg)
@@ -170,7 +171,7 @@ def test_mask_leaves_unmasked_params_bit_identical(trained, class_data):
 
 
 def test_rewind_returns_checkpoint_selected_by_rule(trained, class_data):
-  cfg = dataclasses.replace(FAST, epochs=4, msteps=3, lr=2e-3)
+  cfg = _cfg(FAST, epochs=4, msteps=3, lr=2e-3)
   ckpt = jax.jit(_scrub.scrub_checkpoints, static_argnames="config")
   snaps, cm = ckpt(trained, class_data, jax.random.key(4), cfg)
   state, m = jax.jit(jun.scrub_rewind, static_argnames="config")(trained, class_data, jax.random.key(4), cfg)
@@ -205,7 +206,7 @@ def test_rewind_needs_validation_set(trained, class_data):
 
 def test_driver_applies_the_per_epoch_decay(trained, class_data):
   """The schedule inside the scrub driver (not only the helper): lr0 * 0.1^#{d < e} per epoch e."""
-  cfg = dataclasses.replace(FAST, epochs=4, decay_epochs=(1, 2), lr=1e-3)
+  cfg = _cfg(FAST, epochs=4, decay_epochs=(1, 2), lr=1e-3)
   _, m = _jscrub(trained, class_data, jax.random.key(5), cfg)
   np.testing.assert_allclose(np.asarray(m["lr"]), [1e-3, 1e-4, 1e-5, 1e-5], rtol=1e-5)
   np.testing.assert_array_equal(np.asarray(m["max_pass"]).astype(bool), [True, True, False, False])

@@ -105,7 +105,7 @@ def test_evaluate_batches_match_unbatched(tiny_model, blobs):
 
 
 @pytest.mark.parametrize("kw,msg", [({"optimizer": "lbfgs"}, "unknown optimizer"),
-                                    ({"lr": float("nan")}, "lr must be"),
+                                    ({"lr": float("nan")}, "lr=nan must be"),
                                     ({"batch_size": 0}, "batch_size")])
 def test_bad_train_config(kw, msg):
   with pytest.raises(ValueError, match=msg):

@@ -1,36 +1,27 @@
-"""Training configuration and optimizer factory."""
+"""How to train one model (:class:`TrainConfig`) and how many steps an epoch takes."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
-import optax
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "constant", "linear")
+from jaxunlearn.train._checks import check_bool
+from jaxunlearn.train._checks import check_int
+from jaxunlearn.train._checks import check_real
+from jaxunlearn.train._optim import OptimConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """How to train one model.
+  """How to train one model: epochs, batch size, augmentation and the optimizer settings.
+
+  The optimizer fields are :class:`OptimConfig`'s, kept flat here for a short command line
+  (``TrainConfig(epochs=15, lr=0.05)``); :attr:`optim` returns them as an :class:`OptimConfig`.
 
   Attributes:
     epochs: passes over the training index set.
     batch_size: examples per step (clamped to the set size when the set is smaller).
-    optimizer: ``sgd`` (heavy-ball momentum, PyTorch semantics), ``adam`` (L2 weight decay added
-      to the gradient, like ``torch.optim.Adam``) or ``adamw`` (decoupled).
-    lr: peak learning rate.
-    momentum: SGD momentum.
-    nesterov: Nesterov momentum for SGD.
-    weight_decay: L2 coefficient.
-    schedule: ``cosine`` (to ``final_lr_frac * lr``), ``step`` (times ``decay_factor`` at each of
-      ``decay_epochs``, i.e. in epoch e (1-based) lr = lr0 * factor^#{d < e}), ``constant`` or ``linear``
-      (to ``final_lr_frac * lr``).
-    final_lr_frac: end of the cosine / linear schedule as a fraction of ``lr``.
-    decay_epochs: epochs after which the step schedule decays.
-    decay_factor: step schedule factor.
-    warmup_epochs: linear warm-up from 0 (fractions allowed).
+    optimizer, lr, momentum, nesterov, weight_decay, schedule, final_lr_frac, decay_epochs,
+      decay_factor, warmup_epochs: see :class:`OptimConfig`.
     augment: random crop (4-pixel padding) and horizontal flip on device.
     label_smoothing: cross-entropy label smoothing.
   """
@@ -51,55 +42,20 @@ class TrainConfig:
   label_smoothing: float = 0.0
 
   def __post_init__(self):
-    if not (isinstance(self.epochs, int) and self.epochs >= 0):
-      raise ValueError(f"epochs must be a non-negative int, got {self.epochs!r}")
-    if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-      raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-    if self.optimizer not in OPTIMIZERS:
-      raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-    if self.schedule not in SCHEDULES:
-      raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-    for name in ("lr", "weight_decay", "momentum", "warmup_epochs", "final_lr_frac"):
-      v = getattr(self, name)
-      if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
-    if not 0.0 <= self.label_smoothing < 1.0:
-      raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
-    object.__setattr__(self, "decay_epochs", tuple(int(e) for e in self.decay_epochs))
+    check_int(self, "epochs", lo=0)
+    check_int(self, "batch_size", lo=1)
+    check_bool(self, "augment")
+    check_real(self, "label_smoothing", lo=0.0, hi=1.0, hi_open=True)
+    object.__setattr__(self, "decay_epochs", tuple(self.decay_epochs))
+    _ = self.optim  # validates the optimizer fields
+
+  @property
+  def optim(self) -> OptimConfig:
+    """The optimizer fields as an :class:`OptimConfig`."""
+    names = {f.name for f in dataclasses.fields(OptimConfig)}
+    return OptimConfig(**{k: getattr(self, k) for k in names})
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   """Full batches per epoch (the last partial batch is dropped; a set smaller than a batch is one)."""
   return max(1, num_examples // max(1, min(batch_size, num_examples)))
-
-
-def make_schedule(cfg: TrainConfig, spe: int) -> optax.Schedule:
-  """Learning-rate schedule over optimizer steps, ``spe`` steps per epoch."""
-  total = max(1, cfg.epochs * spe)
-  warm = int(round(cfg.warmup_epochs * spe))
-  if cfg.schedule == "cosine":
-    main = optax.cosine_decay_schedule(cfg.lr, max(1, total - warm), alpha=cfg.final_lr_frac)
-  elif cfg.schedule == "linear":
-    main = optax.linear_schedule(cfg.lr, cfg.lr * cfg.final_lr_frac, max(1, total - warm))
-  elif cfg.schedule == "step":
-    bounds: dict[int, float] = {}
-    for e in cfg.decay_epochs:
-      b = max(0, e * spe - warm)
-      bounds[b] = bounds.get(b, 1.0) * cfg.decay_factor
-    main = optax.piecewise_constant_schedule(cfg.lr, bounds)
-  else:
-    main = optax.constant_schedule(cfg.lr)
-  if warm <= 0:
-    return main
-  return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warm), main], [warm])
-
-
-def make_optimizer(cfg: TrainConfig, spe: int) -> optax.GradientTransformation:
-  """The optax optimizer of ``cfg`` for a run with ``spe`` steps per epoch."""
-  lr = make_schedule(cfg, spe)
-  if cfg.optimizer == "sgd":
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay),
-                       optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
-  if cfg.optimizer == "adam":
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(lr))
-  return optax.adamw(lr, weight_decay=cfg.weight_decay)

@@ -1,8 +1,9 @@
-"""Batched evaluation: logits, per-example losses and accuracy."""
+"""Batched evaluation: one chunked map over a leading axis, logits, per-example losses and accuracy."""
 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -12,15 +13,32 @@ from jaxunlearn.models import Model
 from jaxunlearn.train._step import cross_entropy
 
 
+def map_batches(fn: Callable, xs, batch_size: int):
+  """``fn`` applied to chunks of ``batch_size`` along the leading axis of ``xs`` (a pytree), traceable.
+
+  The last chunk is padded (with zeros) to a full batch; outputs are cut back to the ``N`` real rows.
+  ``fn(chunk) -> pytree`` whose leaves have a leading ``[batch_size]`` axis. This is the one
+  "pad, reshape, ``lax.map``, slice" evaluator of the package (predictions, error rates, features).
+
+  Returns:
+    ``fn``'s outputs for all ``N`` rows (leading axis ``N``).
+  """
+  n = jax.tree.leaves(xs)[0].shape[0]
+  bs = max(1, min(batch_size, n))
+  nb = -(-n // bs)
+  pad = nb * bs - n
+
+  def prep(a):
+    a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
+    return a.reshape(nb, bs, *a.shape[1:])
+
+  out = jax.lax.map(fn, jax.tree.map(prep, xs))
+  return jax.tree.map(lambda o: o.reshape(nb * bs, *o.shape[2:])[:n], out)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "batch_size", "train"))
 def _predict(model: Model, params, batch_stats, x, batch_size: int, train: bool = False):
-  n = x.shape[0]
-  nb = -(-n // batch_size)
-  pad = nb * batch_size - n
-  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-  xb = xp.reshape(nb, batch_size, *x.shape[1:])
-  logits = jax.lax.map(lambda b: model.apply(params, batch_stats, b, train=train)[0], xb)
-  return logits.reshape(nb * batch_size, -1)[:n]
+  return map_batches(lambda b: model.apply(params, batch_stats, b, train=train)[0], x, batch_size)
 
 
 def predict(model: Model, params, batch_stats, x, *, batch_size: int = 1024) -> jax.Array:

@@ -1,96 +1,114 @@
-"""Python drivers with progress bars around the pure training functions."""
+"""The one training loop: epochs of steps over batches of indices, with one key convention.
+
+Every run (training, every unlearning method, the airbench recipe) is driven by these functions, so
+all of them derive their randomness the same way. Epoch ``e`` of a run with key ``k``:
+
+    k_perm, k_steps = split(fold_in(k, e))
+    batches = plan(k_perm, e)              # permutations, label draws, ... (k_perm's subtree only)
+    step i uses fold_in(k_steps, i)        # augmentation, PGD starts, ... (k_steps' subtree only)
+
+The two subtrees are disjoint, so no step ever reuses a key that drew the epoch's batches (the
+earlier ``fold_in(epoch_key, i + 1)`` step keys collided with ``permutation(epoch_key)``'s internal
+``split``: ``split(k, n)[i] == fold_in(k, i)`` under the partitionable threefry). A method with
+several passes per epoch gives pass ``j`` the keys ``fold_in(k_perm, j)`` / ``fold_in(k_steps, j)``
+(:func:`pass_keys`).
+"""
 
 from __future__ import annotations
 
-import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from tqdm.auto import tqdm
 
-from jaxunlearn.models import Model
-from jaxunlearn.train._config import TrainConfig
-from jaxunlearn.train._state import ModelState
-from jaxunlearn.train._step import make_fit
+from jaxunlearn.train._config import steps_per_epoch
+
+# step(carry, row, key) -> (carry, metrics)
+Step = Callable[[Any, Any, jax.Array], tuple[Any, dict]]
 
 
-def check_training_set(model: Model, x, y, index) -> None:
-  """Host-side checks of what a training run gathers: ``x[index]``, ``y[index]``.
+def epoch_keys(key: jax.Array, epoch) -> tuple[jax.Array, jax.Array]:
+  """``(k_perm, k_steps) = split(fold_in(key, epoch))``: the batch-drawing and the step keys of an epoch."""
+  k_perm, k_steps = jax.random.split(jax.random.fold_in(key, epoch))
+  return k_perm, k_steps
 
-  Inside jit an out-of-range index is silently clamped by the gather and a label
-  ``>= num_classes`` gives a zero one-hot (loss 0), so both are checked here first.
 
-  Args:
-    model: the network (for ``num_classes``).
-    x: ``[N, ...]`` images.
-    y: ``[N]`` labels.
-    index: integer indices into ``x`` of any shape (``[K]`` for one model, ``[M, K]`` for many).
+def pass_keys(k_perm: jax.Array, k_steps: jax.Array, j: int) -> tuple[jax.Array, jax.Array]:
+  """The keys of pass ``j`` of an epoch with several passes (e.g. SCRUB's max- and min-pass)."""
+  return jax.random.fold_in(k_perm, j), jax.random.fold_in(k_steps, j)
 
-  Raises:
-    ValueError: naming the bad range or shape.
+
+def epoch_batches(key: jax.Array, index: jax.Array, batch_size: int) -> jax.Array:
+  """A random permutation of ``index`` ([N]) cut into ``[steps, batch]`` (last partial batch dropped)."""
+  n = index.shape[0]
+  bs = max(1, min(batch_size, n))
+  spe = steps_per_epoch(n, bs)
+  perm = jax.random.permutation(key, index)
+  return perm[: spe * bs].reshape(spe, bs)
+
+
+def cycled_batches(key: jax.Array, index: jax.Array, batch_size: int, steps: int) -> jax.Array:
+  """``[steps, bs]`` batches cycling through fresh random permutations of ``index`` ([N]).
+
+  Permutations are concatenated until ``steps * bs`` indices are laid out (``bs = min(batch_size, N)``),
+  so every example appears once before any appears twice; a batch straddling two permutations may hold
+  an example twice. Used for the second stream of two-stream methods (e.g. forget batches paired with
+  the retain batches of NegGrad+).
   """
-  index = np.asarray(index)
-  n = int(np.shape(x)[0])
-  if not np.issubdtype(index.dtype, np.integer):
-    raise ValueError(f"index must hold integers, got dtype {index.dtype}")
-  if index.min() < 0 or index.max() >= n:
-    raise ValueError(f"index must lie in [0, {n}) (the number of images), got range [{index.min()}, {index.max()}]")
-  if np.shape(y) != (n,):
-    raise ValueError(f"labels must have shape ({n},), got {np.shape(y)}")
-  yi = np.asarray(y)[np.unique(index)]
-  if yi.min() < 0 or yi.max() >= model.num_classes:
-    raise ValueError(f"labels must lie in [0, {model.num_classes}) for model {model.name!r}, got range "
-                     f"[{yi.min()}, {yi.max()}]")
+  n = index.shape[0]
+  bs = max(1, min(batch_size, n))
+  reps = -(-steps * bs // n)
+  perms = jax.vmap(lambda k: jax.random.permutation(k, index))(jax.random.split(key, reps))
+  return perms.reshape(-1)[: steps * bs].reshape(steps, bs)
 
 
-def train_model(model: Model, cfg: TrainConfig, x, y, index, key: jax.Array, *,
-                init: ModelState | None = None, progress: bool = True, desc: str = "train"
-                ) -> tuple[ModelState, dict]:
-  """Trains one model on ``x[index], y[index]``, one jitted epoch at a time, with a progress bar.
-
-  Numerically the same as the pure ``make_fit(...)[1]`` run (same keys, same order of updates).
-
-  Args:
-    model: the network.
-    cfg: training configuration.
-    x: ``[N, H, W, C]`` train images (host or device).
-    y: ``int [N]`` labels.
-    index: ``int [K]`` indices into ``x`` to train on.
-    key: PRNG key; initialisation uses ``fold_in(key, 0)``, the run ``fold_in(key, 1)``.
-    init: start from these weights instead of a fresh initialisation.
-    progress: show a tqdm bar.
-    desc: bar label.
+def scan_steps(step: Step, carry, rows, k_steps: jax.Array):
+  """Runs ``step(carry, row_i, fold_in(k_steps, i))`` over the leading axis of ``rows`` (a pytree).
 
   Returns:
-    ``(ModelState, history)`` with per-epoch ``loss``/``acc`` lists, ``seconds`` (training, after
-    compilation) and ``compile_seconds``.
+    ``(carry, metrics)`` with a leading ``[steps]`` axis on every metric.
   """
-  index = np.asarray(index)
-  if index.ndim != 1 or index.size == 0:
-    raise ValueError(f"index must be a non-empty 1-D array, got shape {index.shape}")
-  check_training_set(model, x, y, index)
-  if init is None:
-    params, stats = model.init(jax.random.fold_in(key, 0))
-  else:
-    params, stats = init.params, init.batch_stats
-  init_fn, fit = make_fit(model, cfg, len(index))
-  state = init_fn(params, stats)
-  xd, yd, idx = jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(index, jnp.int32)
-  rkey = jax.random.fold_in(key, 1)
-  tc = time.perf_counter()
-  epoch = jax.jit(fit.epoch_fn, donate_argnums=(0,)).lower(state, xd, yd, idx, rkey, jnp.int32(0)).compile()
-  compile_seconds = time.perf_counter() - tc
-  t0 = time.perf_counter()
-  hist = {"loss": [], "acc": []}
-  bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress, leave=False, unit="ep")
-  for e in bar:
-    state, m = epoch(state, xd, yd, idx, rkey, jnp.int32(e))
-    loss, acc = float(jnp.mean(m["loss"])), float(jnp.mean(m["acc"]))
-    hist["loss"].append(loss)
-    hist["acc"].append(acc)
-    bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
-  jax.block_until_ready(state.params)
-  hist["seconds"] = time.perf_counter() - t0
-  hist["compile_seconds"] = compile_seconds
-  return ModelState(state.params, state.batch_stats, model), hist
+  n = jax.tree.leaves(rows)[0].shape[0]
+
+  def body(c, inp):
+    i, row = inp
+    return step(c, row, jax.random.fold_in(k_steps, i))
+
+  return jax.lax.scan(body, carry, (jnp.arange(n), rows))
+
+
+def scan_epochs(epoch_fn: Callable, carry, key: jax.Array, epochs: int, *, start: int = 0):
+  """``lax.scan`` of ``epoch_fn(carry, e, k_perm, k_steps) -> (carry, metrics)`` over epochs
+  ``e = start .. start + epochs - 1`` with the keys of :func:`epoch_keys`.
+
+  Returns:
+    ``(carry, metrics)`` with a leading ``[epochs]`` axis.
+  """
+
+  def body(c, e):
+    k_perm, k_steps = epoch_keys(key, e)
+    return epoch_fn(c, e, k_perm, k_steps)
+
+  return jax.lax.scan(body, carry, jnp.arange(start, start + epochs))
+
+
+def run_epochs(step: Step, carry, key: jax.Array, epochs: int, plan: Callable, *, start: int = 0):
+  """``epochs`` epochs of :func:`run_epoch` as one ``lax.scan``.
+
+  Args:
+    step: ``step(carry, row, key) -> (carry, metrics)``.
+    carry: the starting state (e.g. a ``TrainState``).
+    key: the run's key.
+    epochs: number of epochs (static).
+    plan: ``plan(k_perm, epoch) -> rows``, a pytree whose leaves have a leading ``[steps]`` axis.
+    start: first epoch number (for the keys).
+
+  Returns:
+    ``(carry, metrics)``: each metric averaged over an epoch's steps, ``[epochs]``.
+  """
+
+  def epoch_fn(c, e, k_perm, k_steps):
+    c, m = scan_steps(step, c, plan(k_perm, e), k_steps)
+    return c, jax.tree.map(jnp.mean, m)
+
+  return scan_epochs(epoch_fn, carry, key, epochs, start=start)

@@ -1,4 +1,4 @@
-"""Pure, jittable training steps and whole runs as ``lax.scan``."""
+"""Pure, jittable training steps: the supervised loss and one optimizer step on it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import optax
 
 from jaxunlearn.data import random_crop_flip
 from jaxunlearn.models import Model
-from jaxunlearn.train._config import TrainConfig
-from jaxunlearn.train._config import make_optimizer
-from jaxunlearn.train._config import steps_per_epoch
 from jaxunlearn.train._state import TrainState
 
 Batch = tuple[jax.Array, jax.Array]
@@ -64,66 +61,3 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, augment: 
   ``batch`` is ``(x [B, H, W, C], y [B])``; metrics are the batch's mean ``loss`` and ``acc``.
   """
   return make_step(supervised_loss(model, augment=augment, label_smoothing=label_smoothing), tx)
-
-
-def epoch_batches(key: jax.Array, index: jax.Array, batch_size: int) -> jax.Array:
-  """A random permutation of ``index`` ([N]) cut into ``[steps, batch]`` (last partial batch dropped)."""
-  n = index.shape[0]
-  bs = max(1, min(batch_size, n))
-  spe = steps_per_epoch(n, bs)
-  perm = jax.random.permutation(key, index)
-  return perm[: spe * bs].reshape(spe, bs)
-
-
-def make_epoch(step, batch_size: int):
-  """``epoch(state, x, y, index, key, epoch) -> (state, metrics[steps])``: one pass over ``index``.
-
-  Batches are gathered on device from the full arrays ``x``/``y`` by the indices in ``index``;
-  the permutation key is ``fold_in(key, epoch)`` and step i's key ``fold_in(that, i)``.
-  """
-
-  def epoch_fn(state, x, y, index, key, epoch):
-    ekey = jax.random.fold_in(key, epoch)
-    batches = epoch_batches(ekey, index, batch_size)
-
-    def body(st, inp):
-      i, idx = inp
-      return step(st, (x[idx], y[idx]), jax.random.fold_in(ekey, i + 1))
-
-    return jax.lax.scan(body, state, (jnp.arange(batches.shape[0]), batches))
-
-  return epoch_fn
-
-
-def make_fit(model: Model, cfg: TrainConfig, num_examples: int, *, tx=None, loss_fn: LossFn | None = None):
-  """A pure whole-run function, nested ``lax.scan`` over epochs and steps.
-
-  Args:
-    model: the network.
-    cfg: training configuration.
-    num_examples: size of the index set each run trains on (static).
-    tx: optimizer (default: ``make_optimizer(cfg, ...)``).
-    loss_fn: override of the supervised loss.
-
-  Returns:
-    ``(init, fit)``: ``init(params, batch_stats) -> TrainState`` and
-    ``fit(state, x, y, index, key) -> (state, metrics)`` where ``index`` is ``int32 [num_examples]``
-    and metrics hold ``loss``/``acc`` per epoch (mean over steps). ``jax.vmap(fit)`` trains many models.
-  """
-  spe = steps_per_epoch(num_examples, cfg.batch_size)
-  tx = tx if tx is not None else make_optimizer(cfg, spe)
-  loss_fn = loss_fn or supervised_loss(model, augment=cfg.augment, label_smoothing=cfg.label_smoothing)
-  epoch_fn = make_epoch(make_step(loss_fn, tx), cfg.batch_size)
-
-  def init(params, batch_stats):
-    return TrainState.create(params, batch_stats, tx)
-
-  def fit(state, x, y, index, key):
-    def body(st, e):
-      st, m = epoch_fn(st, x, y, index, key, e)
-      return st, jax.tree.map(jnp.mean, m)
-    return jax.lax.scan(body, state, jnp.arange(cfg.epochs))
-
-  fit.epoch_fn = epoch_fn  # for drivers that loop over epochs in Python (progress bars)
-  fit.tx = tx
-  return init, fit

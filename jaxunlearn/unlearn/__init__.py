@@ -1,37 +1,46 @@
-"""Unlearning methods: ``name(state, data, key, config, *, mask=None) -> (state, metrics)``.
+"""Unlearning methods, built by a factory: ``make(name, config)`` returns a pure function
+``method(state, data, key, hparams=None, *, mask=None) -> (state, metrics)`` that plain ``jax.jit``
+compiles and ``jax.vmap`` maps over keys and hyperparameters (``method.hparams``).
 
-Every method is pure and jittable (``jax.jit(fn, static_argnames="config")``) and vmappable over
-states/keys; the registry :data:`METHODS` maps CLI names to functions, config classes and presets.
-DEL's function is ``del_unlearn`` (``del`` is a Python keyword); its CLI name stays ``del``.
+Each method module also exports a convenience function under the method's name,
+``name(state, data, key, config=None, *, mask=None)`` (``jax.jit(fn, static_argnames="config")``).
+DEL's function is ``del_unlearn`` (``del`` is a Python keyword); its registered name stays ``del``.
+Importing this package registers every method; :data:`METHODS` maps names to :class:`MethodSpec`.
 """
 
-from jaxunlearn.unlearn._common import METHODS
-from jaxunlearn.unlearn._common import Method
-from jaxunlearn.unlearn._common import UnlearnData
-from jaxunlearn.unlearn._common import apply_mask
-from jaxunlearn.unlearn._common import check_finite_params
-from jaxunlearn.unlearn._common import get_method
-from jaxunlearn.unlearn._common import make_config
+from jaxunlearn.train import OptimConfig
+from jaxunlearn.unlearn import masks
+from jaxunlearn.unlearn._data import UnlearnData
+from jaxunlearn.unlearn._data import check_finite_params
+from jaxunlearn.unlearn._registry import METHODS
+from jaxunlearn.unlearn._registry import Method
+from jaxunlearn.unlearn._registry import MethodSpec
+from jaxunlearn.unlearn._registry import check_mask
+from jaxunlearn.unlearn._registry import get_method
+from jaxunlearn.unlearn._registry import make
+from jaxunlearn.unlearn._registry import make_config
+from jaxunlearn.unlearn._registry import option_names
+from jaxunlearn.unlearn._registry import register
+from jaxunlearn.unlearn._registry import replace
+from jaxunlearn.unlearn.masks import apply_mask
+# the methods (importing a module registers its methods)
 from jaxunlearn.unlearn._finetune import FinetuneConfig
 from jaxunlearn.unlearn._finetune import RetrainConfig
 from jaxunlearn.unlearn._finetune import finetune
 from jaxunlearn.unlearn._finetune import retrain
-# SCRUB and the loss-based baselines
+from jaxunlearn.unlearn._neggrad import NegGradConfig
+from jaxunlearn.unlearn._neggrad import NegGradPlusConfig
+from jaxunlearn.unlearn._neggrad import neggrad
+from jaxunlearn.unlearn._neggrad import neggrad_plus
+from jaxunlearn.unlearn._random_label import RandomLabelConfig
+from jaxunlearn.unlearn._random_label import random_label
+from jaxunlearn.unlearn._l1_sparse import L1SparseConfig
+from jaxunlearn.unlearn._l1_sparse import l1_sparse
+from jaxunlearn.unlearn._bad_teacher import BadTeacherConfig
+from jaxunlearn.unlearn._bad_teacher import bad_teacher
 from jaxunlearn.unlearn._scrub import ScrubConfig
 from jaxunlearn.unlearn._scrub import scrub
 from jaxunlearn.unlearn._scrub import scrub_rewind
-from jaxunlearn.unlearn._baselines import BadTeacherConfig
-from jaxunlearn.unlearn._baselines import L1SparseConfig
-from jaxunlearn.unlearn._baselines import NegGradConfig
-from jaxunlearn.unlearn._baselines import NegGradPlusConfig
-from jaxunlearn.unlearn._baselines import RandomLabelConfig
-from jaxunlearn.unlearn._baselines import bad_teacher
-from jaxunlearn.unlearn._baselines import l1_sparse
-from jaxunlearn.unlearn._baselines import neggrad
-from jaxunlearn.unlearn._baselines import neggrad_plus
-from jaxunlearn.unlearn._baselines import random_label
-# Localisation (DEL, SalUn), block-wise baselines and Layer Attack Unlearning
-from jaxunlearn.unlearn import masks
 from jaxunlearn.unlearn._del import DelConfig
 from jaxunlearn.unlearn._del import SalunConfig
 from jaxunlearn.unlearn._del import del_unlearn
@@ -44,11 +53,11 @@ from jaxunlearn.unlearn._lau import LauConfig
 from jaxunlearn.unlearn._lau import lau
 
 __all__ = (
-    "METHODS", "Method", "UnlearnData", "apply_mask", "check_finite_params", "get_method",
-    "make_config", "FinetuneConfig", "RetrainConfig", "finetune", "retrain",
-    "ScrubConfig", "scrub", "scrub_rewind",
-    "BadTeacherConfig", "L1SparseConfig", "NegGradConfig", "NegGradPlusConfig", "RandomLabelConfig",
-    "bad_teacher", "l1_sparse", "neggrad", "neggrad_plus", "random_label",
-    "masks", "DelConfig", "SalunConfig", "del_unlearn", "salun",
-    "CFkConfig", "EUkConfig", "cf_k", "eu_k", "LauConfig", "lau",
+    "OptimConfig", "masks", "UnlearnData", "check_finite_params", "METHODS", "Method", "MethodSpec",
+    "check_mask", "get_method", "make", "make_config", "option_names", "register", "replace", "apply_mask",
+    "FinetuneConfig", "RetrainConfig", "finetune", "retrain",
+    "NegGradConfig", "NegGradPlusConfig", "neggrad", "neggrad_plus", "RandomLabelConfig", "random_label",
+    "L1SparseConfig", "l1_sparse", "BadTeacherConfig", "bad_teacher", "ScrubConfig", "scrub", "scrub_rewind",
+    "DelConfig", "SalunConfig", "del_unlearn", "salun", "CFkConfig", "EUkConfig", "cf_k", "eu_k",
+    "LauConfig", "lau",
 )

@@ -28,14 +28,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn.train import ModelState
-from jaxunlearn.train import make_fit
-from jaxunlearn.train import make_optimizer
-from jaxunlearn.train import steps_per_epoch
-from jaxunlearn.train import supervised_loss
-from jaxunlearn.unlearn._common import UnlearnData
-from jaxunlearn.unlearn._common import apply_mask
-from jaxunlearn.unlearn._common import optimizer_config
-from jaxunlearn.unlearn._common import register
+from jaxunlearn.train import OptimConfig
+from jaxunlearn.train import check_int
+from jaxunlearn.unlearn._base import ce_loss
+from jaxunlearn.unlearn._base import check_loop_fields
+from jaxunlearn.unlearn._data import UnlearnData
+from jaxunlearn.unlearn._finetune import train_on
+from jaxunlearn.unlearn._registry import register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,18 +45,18 @@ class CFkConfig:
   Attributes:
     k: number of trailing parameter groups of ``model.block_names()`` to train, head included
       (``k=2``: the last block before the head and the head).
-    epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, augment: optimizer settings.
+    epochs, batch_size, optim, augment: training settings.
   """
 
   k: int = 2
   epochs: int = 10
   batch_size: int = 128
-  optimizer: str = "sgd"
-  lr: float = 0.01
-  momentum: float = 0.9
-  weight_decay: float = 5e-4
-  schedule: str = "cosine"
+  optim: OptimConfig = OptimConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine")
   augment: bool = False
+
+  def __post_init__(self):
+    check_loop_fields(self)
+    check_int(self, "k", lo=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,18 +67,18 @@ class EUkConfig:
   Attributes:
     k: number of trailing parameter groups of ``model.block_names()`` to re-initialise and train,
       head included (``k=2``: the last block before the head and the head).
-    epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule, augment: optimizer settings.
+    epochs, batch_size, optim, augment: training settings.
   """
 
   k: int = 2
   epochs: int = 30
   batch_size: int = 128
-  optimizer: str = "sgd"
-  lr: float = 0.1
-  momentum: float = 0.9
-  weight_decay: float = 5e-4
-  schedule: str = "cosine"
+  optim: OptimConfig = OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
   augment: bool = False
+
+  def __post_init__(self):
+    check_loop_fields(self)
+    check_int(self, "k", lo=1)
 
 
 def last_blocks(model, k: int) -> tuple[str, ...]:
@@ -109,8 +108,8 @@ def _replace_groups(tree, new, groups):
   return {name: (new[name] if name in groups and name in new else sub) for name, sub in tree.items()}
 
 
-def train_blocks(state: ModelState, data: UnlearnData, key: jax.Array, cfg, groups, *, params, batch_stats,
-                 mask=None) -> tuple[ModelState, dict]:
+def train_blocks(state: ModelState, data: UnlearnData, key: jax.Array, cfg, hparams, groups, *, params,
+                 batch_stats, mask=None) -> tuple[ModelState, dict]:
   """Supervised training on the retain set of only the top-level parameter groups ``groups``.
 
   Frozen groups keep their parameters (``optax.transforms.freeze``) and BatchNorm running statistics
@@ -120,7 +119,8 @@ def train_blocks(state: ModelState, data: UnlearnData, key: jax.Array, cfg, grou
     state: supplies the model.
     data: train arrays; trains on ``data.retain``.
     key: PRNG key of the run.
-    cfg: a method config with optimizer fields.
+    cfg: a method config with ``epochs``, ``batch_size``, ``optim``, ``augment``.
+    hparams: the method's hyperparameters.
     groups: names of the trained groups.
     params, batch_stats: starting weights.
     mask: optional 0/1 params-shaped pytree further restricting the trained entries.
@@ -128,59 +128,41 @@ def train_blocks(state: ModelState, data: UnlearnData, key: jax.Array, cfg, grou
   Returns:
     ``(state, {"loss": [epochs], "acc": [epochs]})``.
   """
-  model = state.model
-  tcfg = optimizer_config(cfg)
-  n = data.retain.shape[0]
-  spe = steps_per_epoch(n, tcfg.batch_size)
-  tx = apply_mask(make_optimizer(tcfg, spe), _combine(block_mask(params, groups), mask))
-  base = supervised_loss(model, augment=tcfg.augment, label_smoothing=tcfg.label_smoothing)
+  base = ce_loss(state.model, data, cfg.augment)
 
-  def loss_fn(p, stats, batch, k):
-    loss, (new_stats, metrics) = base(p, stats, batch, k)
+  def loss_fn(p, stats, row, k):
+    loss, (new_stats, metrics) = base(p, stats, row, k)
     return loss, (_replace_groups(stats, new_stats, groups), metrics)
 
-  init, fit = make_fit(model, tcfg, n, tx=tx, loss_fn=loss_fn)
-  ts, hist = fit(init(params, batch_stats), data.x, data.y, data.retain, key)
-  return ModelState(ts.params, ts.batch_stats, model), {"loss": hist["loss"], "acc": hist["acc"]}
+  return train_on(state, data, data.retain, key, cfg, hparams, mask=_combine(block_mask(params, groups), mask),
+                  params=params, batch_stats=batch_stats, loss_fn=loss_fn)
 
 
 @register("cf_k", CFkConfig)
-def cf_k(state: ModelState, data: UnlearnData, key: jax.Array, config: CFkConfig = CFkConfig(),
-         *, mask=None) -> tuple[ModelState, dict]:
+def cf_k(state: ModelState, data: UnlearnData, key: jax.Array, config: CFkConfig, hparams, *,
+         mask=None) -> tuple[ModelState, dict]:
   """CF-k: finetune only the last ``config.k`` parameter groups on the retain set.
 
-  Args:
-    state: the original model.
-    data: train arrays with retain/forget indices.
-    key: PRNG key.
-    config: :class:`CFkConfig`.
-    mask: optional params-shaped 0/1 pytree; only masked entries of the last k groups change.
+  With ``mask``, only masked entries of the last k groups change.
 
   Returns:
     ``(unlearned state, {"loss": [epochs], "acc": [epochs]})``; all other parameters and their
     BatchNorm statistics are bit-identical to ``state``'s.
   """
   groups = last_blocks(state.model, config.k)
-  return train_blocks(state, data, key, config, groups, params=state.params, batch_stats=state.batch_stats,
-                      mask=mask)
+  return train_blocks(state, data, key, config, hparams, groups, params=state.params,
+                      batch_stats=state.batch_stats, mask=mask)
 
 
 @register("eu_k", EUkConfig)
-def eu_k(state: ModelState, data: UnlearnData, key: jax.Array, config: EUkConfig = EUkConfig(),
-         *, mask=None) -> tuple[ModelState, dict]:
+def eu_k(state: ModelState, data: UnlearnData, key: jax.Array, config: EUkConfig, hparams, *,
+         mask=None) -> tuple[ModelState, dict]:
   """EU-k: re-initialise the last ``config.k`` parameter groups and train them on the retain set.
 
   The fresh initialisation is ``state.model.init(fold_in(key, 0))`` (parameters and BatchNorm
   statistics of those groups); training uses ``fold_in(key, 1)``. With ``mask``, only the masked
   entries of the last k groups are re-initialised and trained, and the BatchNorm statistics of those
   groups keep the original's (so unmasked parameters stay bit-identical).
-
-  Args:
-    state: the original model.
-    data: train arrays with retain/forget indices.
-    key: PRNG key.
-    config: :class:`EUkConfig`.
-    mask: optional params-shaped 0/1 pytree.
 
   Returns:
     ``(unlearned state, {"loss": [epochs], "acc": [epochs]})``; all other parameters and their
@@ -195,5 +177,5 @@ def eu_k(state: ModelState, data: UnlearnData, key: jax.Array, config: EUkConfig
     sel = _combine(block_mask(state.params, groups), mask)
     params = jax.tree.map(lambda p, f, m: jnp.where(m > 0, f.astype(p.dtype), p), state.params, fresh_params, sel)
     stats = state.batch_stats
-  return train_blocks(state, data, jax.random.fold_in(key, 1), config, groups, params=params,
+  return train_blocks(state, data, jax.random.fold_in(key, 1), config, hparams, groups, params=params,
                       batch_stats=stats, mask=mask)

@@ -17,10 +17,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn.train import ModelState
+from jaxunlearn.train import OptimConfig
+from jaxunlearn.train import check_real
 from jaxunlearn.unlearn import masks
-from jaxunlearn.unlearn._common import UnlearnData
-from jaxunlearn.unlearn._common import register
+from jaxunlearn.unlearn._base import check_loop_fields
+from jaxunlearn.unlearn._data import UnlearnData
 from jaxunlearn.unlearn._finetune import train_on
+from jaxunlearn.unlearn._random_label import relabel_run
+from jaxunlearn.unlearn._registry import register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,16 +32,13 @@ class DelConfig:
   """DEL settings (the paper's code: reset 30 % of the parameters, then SGD finetuning on the retain set).
 
   Attributes:
-    fraction: fraction of all parameter entries to reset and finetune (DEL default 0.3).
+    fraction: fraction of all parameter entries to reset and finetune (DEL default 0.3; static: it
+      sets the mask's size).
     epochs: finetuning epochs on the retain set (paper: 30, as long as the original training on
       CIFAR). Scale it down for small data, e.g. ``--set del.epochs=5``.
     batch_size: retain batch size (128).
-    optimizer: ``sgd`` with heavy-ball momentum.
-    lr: peak learning rate (0.015).
-    momentum: 0.9.
-    weight_decay: 0 (the reset entries should not be pulled toward zero).
-    schedule: ``cosine`` decay ...
-    final_lr_frac: ... to ``0.01 * lr``.
+    optim: SGD with heavy-ball momentum 0.9, peak lr 0.015, weight decay 0 (the reset entries should
+      not be pulled toward zero), cosine decay to ``0.01 * lr``.
     augment: random crop + flip on the retain batches (off by default, like ``finetune``).
     score_batch_size: forget batch size for the criticality scores.
   """
@@ -45,14 +46,13 @@ class DelConfig:
   fraction: float = 0.3
   epochs: int = 30
   batch_size: int = 128
-  optimizer: str = "sgd"
-  lr: float = 0.015
-  momentum: float = 0.9
-  weight_decay: float = 0.0
-  schedule: str = "cosine"
-  final_lr_frac: float = 0.01
+  optim: OptimConfig = OptimConfig(lr=0.015, momentum=0.9, weight_decay=0.0, schedule="cosine", final_lr_frac=0.01)
   augment: bool = False
   score_batch_size: int = 128
+
+  def __post_init__(self):
+    check_loop_fields(self, "score_batch_size")
+    check_real(self, "fraction", lo=0.0, hi=1.0)
 
 
 def _mask_frac(mask, params) -> jax.Array:
@@ -68,8 +68,8 @@ def reset_masked(params, init_params, mask):
 
 
 @register("del", DelConfig)
-def del_unlearn(state: ModelState, data: UnlearnData, key: jax.Array, config: DelConfig = DelConfig(),
-                *, mask=None) -> tuple[ModelState, dict]:
+def del_unlearn(state: ModelState, data: UnlearnData, key: jax.Array, config: DelConfig, hparams, *,
+                mask=None) -> tuple[ModelState, dict]:
   """DEL: reset the critical parameters to a fresh initialisation, then finetune them on the retain set.
 
   1. Localise: ``m = del_mask(state, data, config.fraction)`` (or the caller's ``mask``).
@@ -83,12 +83,7 @@ def del_unlearn(state: ModelState, data: UnlearnData, key: jax.Array, config: De
 
   Every parameter outside the mask and outside ``head`` stays bit-identical.
 
-  Args:
-    state: the original model.
-    data: train arrays with retain/forget indices.
-    key: PRNG key.
-    config: :class:`DelConfig`.
-    mask: optional params-shaped 0/1 pytree used as the localisation mask instead of DEL's.
+  A ``mask`` given by the caller is used as the localisation mask instead of DEL's.
 
   Returns:
     ``(unlearned state, {"loss": [epochs], "acc": [epochs], "mask_fraction": scalar})``.
@@ -100,7 +95,7 @@ def del_unlearn(state: ModelState, data: UnlearnData, key: jax.Array, config: De
   params = reset_masked(state.params, init_params, mask)
   train_mask = dict(mask)
   train_mask["head"] = jax.tree.map(jnp.ones_like, mask["head"])
-  new, metrics = train_on(state, data, data.retain, jax.random.fold_in(key, 1), config, mask=train_mask,
+  new, metrics = train_on(state, data, data.retain, jax.random.fold_in(key, 1), config, hparams, mask=train_mask,
                           params=params, batch_stats=state.batch_stats)
   return new, {**metrics, "mask_fraction": _mask_frac(mask, state.params)}
 
@@ -110,51 +105,32 @@ class SalunConfig:
   """SalUn settings: random-label unlearning (defaults as ``random_label``'s) under the saliency mask.
 
   Attributes:
-    fraction: fraction of parameter entries in the saliency mask (SalUn default 0.5).
+    fraction: fraction of parameter entries in the saliency mask (SalUn default 0.5; static).
     epochs: 10.
     batch_size: 128.
-    optimizer: ``sgd``.
-    lr: 0.01.
-    momentum: 0.9.
-    weight_decay: 5e-4.
-    schedule: ``constant``.
+    optim: SGD lr 0.01, momentum 0.9, weight decay 5e-4, constant rate (as ``random_label``'s).
     augment: random crop + flip (off).
     score_batch_size: forget batch size for the saliency gradients.
-
-  Other ``random_label`` options keep :class:`~jaxunlearn.unlearn.RandomLabelConfig`'s defaults.
   """
 
   fraction: float = 0.5
   epochs: int = 10
   batch_size: int = 128
-  optimizer: str = "sgd"
-  lr: float = 0.01
-  momentum: float = 0.9
-  weight_decay: float = 5e-4
-  schedule: str = "constant"
+  optim: OptimConfig = OptimConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="constant")
   augment: bool = False
   score_batch_size: int = 128
 
-
-def _random_label_config(config: SalunConfig):
-  from jaxunlearn.unlearn import _baselines  # noqa: PLC0415  (shares the random_label implementation)
-
-  fields = {f.name for f in dataclasses.fields(_baselines.RandomLabelConfig)}
-  kw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name in fields}
-  return _baselines, dataclasses.replace(_baselines.RandomLabelConfig(), **kw)
+  def __post_init__(self):
+    check_loop_fields(self, "score_batch_size")
+    check_real(self, "fraction", lo=0.0, hi=1.0)
 
 
 @register("salun", SalunConfig)
-def salun(state: ModelState, data: UnlearnData, key: jax.Array, config: SalunConfig = SalunConfig(),
-          *, mask=None) -> tuple[ModelState, dict]:
+def salun(state: ModelState, data: UnlearnData, key: jax.Array, config: SalunConfig, hparams, *,
+          mask=None) -> tuple[ModelState, dict]:
   """SalUn: :func:`~jaxunlearn.unlearn.random_label` restricted to the saliency mask.
 
-  Args:
-    state: the original model.
-    data: train arrays with retain/forget indices.
-    key: PRNG key (passed on to ``random_label``).
-    config: :class:`SalunConfig`.
-    mask: optional params-shaped 0/1 pytree replacing the saliency mask.
+  A ``mask`` given by the caller replaces the saliency mask.
 
   Returns:
     ``(unlearned state, random_label's metrics + {"mask_fraction": scalar})``; parameters outside
@@ -162,6 +138,5 @@ def salun(state: ModelState, data: UnlearnData, key: jax.Array, config: SalunCon
   """
   if mask is None:
     mask = masks.salun_mask(state, data, config.fraction, batch_size=config.score_batch_size)
-  baselines, rl_config = _random_label_config(config)
-  new, metrics = baselines.random_label(state, data, key, rl_config, mask=mask)
+  new, metrics = relabel_run(state, data, key, config, hparams, mask=mask)
   return new, {**metrics, "mask_fraction": _mask_frac(mask, state.params)}

@@ -15,7 +15,9 @@ own prediction (hard label and soft output, i.e. no push). The student head mini
 ``(1 - a) * CE(student(f), hard) + a * T^2 * KL(soft || softmax(student(f) / T))`` (batch mean).
 Training stops as soon as a whole batch is misclassified by the student (checked before the batch's
 update): a carried ``done`` flag turns all later steps into no-ops (``lax.cond``), so the driver stays
-one pure program.
+one pure program. Under ``jax.vmap`` (many models, hyperparameter grids) that ``cond`` becomes a
+``select``: every PGD step of every batch is computed for every model and the result discarded where
+``done``, so the early stop saves no time there (the results are the same).
 """
 
 from __future__ import annotations
@@ -28,14 +30,22 @@ import optax
 
 from jaxunlearn.attacks import pgd
 from jaxunlearn.train import ModelState
+from jaxunlearn.train import OptimConfig
+from jaxunlearn.train import check_bool
+from jaxunlearn.train import check_int
+from jaxunlearn.train import check_real
 from jaxunlearn.train import cross_entropy
 from jaxunlearn.train import epoch_batches
+from jaxunlearn.train import hparam
 from jaxunlearn.train import make_optimizer
+from jaxunlearn.train import map_batches
+from jaxunlearn.train import scan_epochs
+from jaxunlearn.train import scan_steps
 from jaxunlearn.train import steps_per_epoch
-from jaxunlearn.unlearn._common import UnlearnData
-from jaxunlearn.unlearn._common import apply_mask
-from jaxunlearn.unlearn._common import optimizer_config
-from jaxunlearn.unlearn._common import register
+from jaxunlearn.unlearn._base import check_loop_fields
+from jaxunlearn.unlearn._data import UnlearnData
+from jaxunlearn.unlearn._registry import register
+from jaxunlearn.unlearn.masks import apply_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +58,11 @@ class LauConfig:
   Attributes:
     epochs: passes over the forget set (at most; early stop), 3.
     batch_size: forget batch size, 64.
-    optimizer, lr, momentum, weight_decay, schedule: the head's optimizer.
-    alpha: weight ``a`` of the distillation term, 0.5.
-    temperature: distillation temperature ``T``, 4.
-    eps: L-inf radius of Partial-PGD in feature space, 0.3.
-    step_size: PGD step, 0.4.
+    optim: the head's optimizer.
+    alpha: weight ``a`` of the distillation term, 0.5 (hyperparameter).
+    temperature: distillation temperature ``T``, 4 (hyperparameter).
+    eps: L-inf radius of Partial-PGD in feature space, 0.3 (hyperparameter).
+    step_size: PGD step, 0.4 (hyperparameter).
     pgd_steps: PGD iterations, 40.
     random_start: start PGD from a random point of the ball (off: the attack starts at the clean
       features and is deterministic).
@@ -61,28 +71,30 @@ class LauConfig:
 
   epochs: int = 3
   batch_size: int = 64
-  optimizer: str = "sgd"
-  lr: float = 0.01
-  momentum: float = 0.9
-  weight_decay: float = 0.0
-  schedule: str = "constant"
-  alpha: float = 0.5
-  temperature: float = 4.0
-  eps: float = 0.3
-  step_size: float = 0.4
+  optim: OptimConfig = OptimConfig(lr=0.01, momentum=0.9, weight_decay=0.0, schedule="constant")
+  alpha: float = hparam(0.5)
+  temperature: float = hparam(4.0)
+  eps: float = hparam(0.3)
+  step_size: float = hparam(0.4)
   pgd_steps: int = 40
   random_start: bool = False
   early_stop: bool = True
 
+  def __post_init__(self):
+    check_loop_fields(self)
+    check_int(self, "pgd_steps", lo=0)
+    check_real(self, "alpha", lo=0.0, hi=1.0)
+    check_real(self, "temperature", lo=0.0, lo_open=True)
+    check_real(self, "eps")
+    check_real(self, "step_size")
+    check_bool(self, "random_start")
+    check_bool(self, "early_stop")
+
 
 def batched_features(model, params, batch_stats, x: jax.Array, index: jax.Array, chunk: int = 256) -> jax.Array:
   """Eval-mode penultimate features ``float32 [K, D]`` of ``x[index]`` (``index`` ``int [K]``), in chunks."""
-  n = index.shape[0]
-  c = max(1, min(chunk, n))
-  nb = -(-n // c)
-  idx = jnp.concatenate([index, jnp.zeros((nb * c - n,), index.dtype)]).reshape(nb, c)
-  f = jax.lax.map(lambda ib: model.features(params, batch_stats, x[ib]), idx)
-  return f.reshape(nb * c, -1)[:n]
+  f = map_batches(lambda ib: model.features(params, batch_stats, x[ib]), index, chunk)
+  return f.reshape(index.shape[0], -1)
 
 
 def lau_loss(head_logits: jax.Array, teacher_adv_logits: jax.Array, y: jax.Array, *, alpha: float,
@@ -112,16 +124,12 @@ def lau_loss(head_logits: jax.Array, teacher_adv_logits: jax.Array, y: jax.Array
 
 
 @register("lau", LauConfig)
-def lau(state: ModelState, data: UnlearnData, key: jax.Array, config: LauConfig = LauConfig(),
-        *, mask=None) -> tuple[ModelState, dict]:
+def lau(state: ModelState, data: UnlearnData, key: jax.Array, config: LauConfig, hparams, *,
+        mask=None) -> tuple[ModelState, dict]:
   """Layer Attack Unlearning: trains only the head on the forget set against Partial-PGD targets.
 
-  Args:
-    state: the original model.
-    data: train arrays; only the forget set is used.
-    key: PRNG key (batch order ``fold_in(key, epoch)``; PGD random starts per step).
-    config: :class:`LauConfig`.
-    mask: optional params-shaped 0/1 pytree; only its ``head`` part matters (the rest is frozen).
+  Only the forget set of ``data`` is used; of a ``mask`` only the ``head`` part matters (the rest is
+  frozen). Keys follow the one training loop (batch order from ``k_perm``, PGD starts from the step keys).
 
   Returns:
     ``(unlearned state, metrics)`` with per-epoch ``loss`` (mean over the updates taken) and ``acc``
@@ -130,21 +138,19 @@ def lau(state: ModelState, data: UnlearnData, key: jax.Array, config: LauConfig 
     statistics are bit-identical to ``state``'s.
   """
   model = state.model
-  tcfg = optimizer_config(config)
   n = data.forget.shape[0]
   if n == 0:
     raise ValueError("the forget set is empty")
-  spe = steps_per_epoch(n, tcfg.batch_size)
-  tx = make_optimizer(tcfg, spe)
+  spe = steps_per_epoch(n, config.batch_size)
+  tx = make_optimizer(config.optim, spe, config.epochs, hparams=hparams)
   if mask is not None:
     tx = apply_mask(tx, mask["head"])
   feats = batched_features(model, state.params, state.batch_stats, data.x, data.forget)
   labels = data.y[data.forget]
   head0 = state.params["head"]
 
-  def step(carry, inp, teacher, ekey):
+  def step(carry, pos, k, teacher):
     head, opt, done = carry
-    i, pos = inp
     f, y = feats[pos], labels[pos]
     s_logits = model.head(head, f)
     acc = jnp.mean(jnp.argmax(s_logits, -1) == y)
@@ -153,12 +159,13 @@ def lau(state: ModelState, data: UnlearnData, key: jax.Array, config: LauConfig 
 
     def update(_):
       lo, hi = jnp.min(f, 0), jnp.max(f, 0)
-      adv = pgd(lambda z: cross_entropy(model.head(teacher, z), y), f, jax.random.fold_in(ekey, i + 1),
-                eps=config.eps, step_size=config.step_size, steps=config.pgd_steps, norm="linf",
+      adv = pgd(lambda z: cross_entropy(model.head(teacher, z), y), f, k,
+                eps=hparams["eps"], step_size=hparams["step_size"], steps=config.pgd_steps, norm="linf",
                 clip_min=lo, clip_max=hi, random_start=config.random_start)
       t_adv = model.head(teacher, adv)
       loss, g = jax.value_and_grad(
-          lambda h: lau_loss(model.head(h, f), t_adv, y, alpha=config.alpha, temperature=config.temperature))(head)
+          lambda h: lau_loss(model.head(h, f), t_adv, y, alpha=hparams["alpha"],
+                             temperature=hparams["temperature"]))(head)
       upd, new_opt = tx.update(g, opt, head)
       return optax.apply_updates(head, upd), new_opt, loss
 
@@ -168,18 +175,16 @@ def lau(state: ModelState, data: UnlearnData, key: jax.Array, config: LauConfig 
     head, opt, loss = jax.lax.cond(done, skip, update, None)
     return (head, opt, done), {"loss": loss, "acc": acc, "applied": jnp.logical_not(done)}
 
-  def epoch(carry, e):
-    ekey = jax.random.fold_in(key, e)
-    batches = epoch_batches(ekey, jnp.arange(n, dtype=jnp.int32), tcfg.batch_size)
+  def epoch(carry, e, k_perm, k_steps):
+    batches = epoch_batches(k_perm, jnp.arange(n, dtype=jnp.int32), config.batch_size)
     teacher = carry[0]  # teacher head := student head at the start of every epoch
-    carry, m = jax.lax.scan(lambda c, inp: step(c, inp, teacher, ekey), carry,
-                            (jnp.arange(batches.shape[0]), batches))
+    carry, m = scan_steps(lambda c, pos, k: step(c, pos, k, teacher), carry, batches, k_steps)
     applied = m["applied"].astype(jnp.float32)
     return carry, {"loss": jnp.sum(m["loss"] * applied) / jnp.maximum(1.0, jnp.sum(applied)),
                    "acc": jnp.mean(m["acc"]), "updates": jnp.sum(m["applied"].astype(jnp.int32))}
 
   carry = (head0, tx.init(head0), jnp.zeros((), bool))
-  (head, _, done), hist = jax.lax.scan(epoch, carry, jnp.arange(config.epochs))
+  (head, _, done), hist = scan_epochs(epoch, carry, key, config.epochs)
   params = dict(state.params)
   params["head"] = head
   return (ModelState(params, state.batch_stats, model),

@@ -9,9 +9,11 @@ labels. The distance is the temperature-scaled KL divergence used for knowledge 
     d(x) = T^2 * KL(softmax(teacher(x) / T) || softmax(student(x) / T)),
 
 summed over classes and averaged over the batch. Both passes share one optimizer (and its state); the
-learning rate is set per epoch by a step schedule. The whole run is one ``lax.scan`` over epochs (the
-max-pass of epoch ``e`` runs only while ``e <= msteps``, via ``lax.cond``), so
-``jax.jit(scrub, static_argnames="config")`` compiles one program and ``jax.vmap`` runs many.
+learning rate is set per epoch by a step schedule. The whole run is one ``lax.scan`` over epochs of the
+one training loop (``jaxunlearn.train.scan_epochs``; the max-pass of epoch ``e`` runs only while
+``e <= msteps``, via ``lax.cond``, with the epoch's pass-0 keys, the min-pass with its pass-1 keys), so
+``jax.jit(make("scrub"))`` compiles one program and ``jax.vmap`` runs many (over keys and hyperparameters:
+``lr``, ``momentum``, ``weight_decay``, ``decay_factor``, ``gamma``, ``alpha``, ``kd_T``).
 
 SCRUB+Rewind (for user-privacy forget sets) keeps the student after every epoch, measures its error on the
 forget set, and returns the checkpoint whose forget error is closest to the final student's error on a
@@ -21,7 +23,7 @@ held-out forget-validation set (``UnlearnData.x_val``/``y_val``).
 from __future__ import annotations
 
 import dataclasses
-import math
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -30,12 +32,24 @@ import optax
 from jaxunlearn.data import random_crop_flip
 from jaxunlearn.models import Model
 from jaxunlearn.train import ModelState
+from jaxunlearn.train import OptimConfig
 from jaxunlearn.train import TrainState
+from jaxunlearn.train import check_choice
+from jaxunlearn.train import check_int
+from jaxunlearn.train import check_real
 from jaxunlearn.train import cross_entropy
 from jaxunlearn.train import epoch_batches
-from jaxunlearn.unlearn._common import UnlearnData
-from jaxunlearn.unlearn._common import apply_mask
-from jaxunlearn.unlearn._common import register
+from jaxunlearn.train import hparam
+from jaxunlearn.train import map_batches
+from jaxunlearn.train import pass_keys
+from jaxunlearn.train import scan_epochs
+from jaxunlearn.train import scan_steps
+from jaxunlearn.unlearn._base import check_loop_fields
+from jaxunlearn.unlearn._data import UnlearnData
+from jaxunlearn.unlearn._distill import scrub_distance
+from jaxunlearn.unlearn._registry import register
+from jaxunlearn.unlearn._registry import replace
+from jaxunlearn.unlearn.masks import apply_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +71,13 @@ class ScrubConfig:
     epochs: number of epochs (each: an optional max-pass over the forget set, then a min-pass over the
       retain set).
     msteps: the max-pass runs in epochs ``1..msteps``.
-    optimizer: ``adam`` (L2 weight decay added to the gradient) or ``sgd`` (heavy-ball momentum, PyTorch
-      semantics).
-    lr: initial learning rate.
-    momentum: SGD momentum (ignored by Adam).
-    weight_decay: L2 coefficient added to the gradient.
-    decay_epochs: in epoch ``e`` (1-based) the learning rate is
-      ``lr * decay_factor ** #{d in decay_epochs : d < e}`` (see :func:`scrub_lr`).
-    decay_factor: the step schedule's factor.
-    gamma: weight of the retain cross-entropy in the min-step.
-    alpha: weight of the retain distance ``d`` in the min-step.
-    kd_T: distillation temperature ``T``.
+    optim: ``optimizer`` ``adam`` (L2 weight decay added to the gradient) or ``sgd`` (heavy-ball momentum,
+      PyTorch semantics); ``lr`` the initial rate; in epoch ``e`` (1-based) the rate is
+      ``lr * decay_factor ** #{d in decay_epochs : d < e}`` (see :func:`scrub_lr`; the ``schedule``
+      field is not used: SCRUB's rule is per epoch, shared by both passes).
+    gamma: weight of the retain cross-entropy in the min-step (hyperparameter).
+    alpha: weight of the retain distance ``d`` in the min-step (hyperparameter).
+    kd_T: distillation temperature ``T`` (hyperparameter).
     batch_size: retain (min-step) batch size.
     forget_batch_size: forget (max-step) batch size.
     augment: random crop + flip of the batches (the same augmented images go to student and teacher).
@@ -75,37 +85,22 @@ class ScrubConfig:
 
   epochs: int = 10
   msteps: int = 3
-  optimizer: str = "adam"
-  lr: float = 5e-4
-  momentum: float = 0.9
-  weight_decay: float = 0.1
-  decay_epochs: tuple[int, ...] = (5, 8, 9)
-  decay_factor: float = 0.1
-  gamma: float = 1.0
-  alpha: float = 0.5
-  kd_T: float = 2.0
+  optim: OptimConfig = OptimConfig(optimizer="adam", lr=5e-4, momentum=0.9, weight_decay=0.1, schedule="step",
+                                   decay_epochs=(5, 8, 9), decay_factor=0.1)
+  gamma: float = hparam(1.0)
+  alpha: float = hparam(0.5)
+  kd_T: float = hparam(2.0)
   batch_size: int = 32
   forget_batch_size: int = 64
   augment: bool = False
 
   def __post_init__(self):
-    for name in ("epochs", "msteps"):
-      v = getattr(self, name)
-      if not (isinstance(v, int) and v >= 0):
-        raise ValueError(f"{name} must be a non-negative int, got {v!r}")
-    for name in ("batch_size", "forget_batch_size"):
-      v = getattr(self, name)
-      if not (isinstance(v, int) and v >= 1):
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if self.optimizer not in ("adam", "sgd"):
-      raise ValueError(f"SCRUB optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-    for name in ("lr", "momentum", "weight_decay", "decay_factor", "gamma", "alpha"):
-      v = getattr(self, name)
-      if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
-    if not (isinstance(self.kd_T, (int, float)) and math.isfinite(self.kd_T) and self.kd_T > 0):
-      raise ValueError(f"kd_T must be a positive number, got {self.kd_T!r}")
-    object.__setattr__(self, "decay_epochs", tuple(int(e) for e in self.decay_epochs))
+    check_loop_fields(self, "forget_batch_size")
+    check_int(self, "msteps", lo=0)
+    check_choice(self.optim, "optimizer", ("adam", "sgd"))
+    check_real(self, "gamma")
+    check_real(self, "alpha")
+    check_real(self, "kd_T", lo=0.0, lo_open=True)
 
 
 SCRUB_PRESETS: dict[str, dict] = {
@@ -124,66 +119,49 @@ def scrub_preset(name: str) -> ScrubConfig:
   """The :class:`ScrubConfig` of preset ``name`` (``small``, ``large`` or ``privacy``)."""
   if name not in SCRUB_PRESETS:
     raise ValueError(f"unknown SCRUB preset {name!r}; choose from {', '.join(SCRUB_PRESETS)}")
-  return ScrubConfig(**SCRUB_PRESETS[name])
+  return replace(ScrubConfig(), **SCRUB_PRESETS[name])
 
 
 # ---------------------------------------------------------------------------------------------
 # Pieces: distance, learning rate, optimizer, steps
 # ---------------------------------------------------------------------------------------------
 
-def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 1.0) -> jax.Array:
-  """Per-example ``KL(softmax(teacher / T) || softmax(student / T))``, ``[B]`` from logits ``[B, C]``.
-
-  Computed from log-softmaxes (stable); no ``T^2`` factor.
-  """
-  t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
-  s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
-  return jnp.sum(jnp.exp(t) * (t - s), axis=-1)
+def _hp(config: ScrubConfig, hparams: Mapping | None) -> Mapping:
+  from jaxunlearn.train import hparam_fields  # noqa: PLC0415
+  return {**hparam_fields(config), **(hparams or {})}
 
 
-def scrub_distance(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float) -> jax.Array:
-  """SCRUB's distance ``T^2 * KL(teacher || student)`` at temperature ``T``, averaged over the batch.
-
-  Args:
-    student_logits: ``[B, C]``.
-    teacher_logits: ``[B, C]`` (treated as constants by the caller).
-    temperature: ``T``.
-
-  Returns:
-    A scalar.
-  """
-  return temperature ** 2 * jnp.mean(distill_kl(student_logits, teacher_logits, temperature))
-
-
-def scrub_lr(config: ScrubConfig, epoch) -> jax.Array:
+def scrub_lr(config: ScrubConfig, epoch, hparams: Mapping | None = None) -> jax.Array:
   """Learning rate of 1-based ``epoch`` (int or traced): ``lr * decay_factor ** #{d < epoch}``.
 
   This is the SCRUB code's per-epoch rule (``steps = sum(epoch > decay_epochs)``); it is constant
-  within an epoch and shared by the max- and min-passes.
+  within an epoch and shared by the max- and min-passes. ``hparams`` may hold traced ``lr`` /
+  ``decay_factor``.
   """
+  hp = _hp(config, hparams)
   e = jnp.asarray(epoch, jnp.int32)
   n = jnp.zeros((), jnp.int32)
-  for d in config.decay_epochs:
+  for d in config.optim.decay_epochs:
     n = n + (e > d).astype(jnp.int32)
-  return jnp.float32(config.lr) * jnp.float32(config.decay_factor) ** n.astype(jnp.float32)
+  return jnp.asarray(hp["lr"], jnp.float32) * jnp.asarray(hp["decay_factor"], jnp.float32) ** n.astype(jnp.float32)
 
 
-def scrub_optimizer(config: ScrubConfig, mask=None) -> optax.GradientTransformation:
+def scrub_optimizer(config: ScrubConfig, mask=None, hparams: Mapping | None = None) -> optax.GradientTransformation:
   """SCRUB's optimizer *without* its learning rate: the steps multiply its updates by :func:`scrub_lr`.
 
   ``adam``: L2 weight decay added to the gradient, then Adam's scaling (``torch.optim.Adam``).
-  ``sgd``: L2 weight decay, then a momentum buffer ``b = momentum * b + g`` (``torch.optim.SGD``).
+  ``sgd``: L2 weight decay, then a momentum buffer ``b = momentum * b + g`` (``torch.optim.SGD``; with
+  momentum 0 the buffer is the gradient itself).
   The updates are negated (descent); ``mask`` restricts them via :func:`apply_mask`.
   """
-  if config.optimizer == "adam":
-    core = optax.scale_by_adam()
-  else:
-    core = optax.trace(decay=config.momentum) if config.momentum else optax.identity()
-  tx = optax.chain(optax.add_decayed_weights(config.weight_decay), core, optax.scale(-1.0))
+  hp = _hp(config, hparams)
+  core = optax.scale_by_adam() if config.optim.optimizer == "adam" else optax.trace(decay=hp["momentum"])
+  tx = optax.chain(optax.add_decayed_weights(hp["weight_decay"]), core, optax.scale(-1.0))
   return apply_mask(tx, mask)
 
 
-def make_scrub_steps(model: Model, tx: optax.GradientTransformation, config: ScrubConfig):
+def make_scrub_steps(model: Model, tx: optax.GradientTransformation, config: ScrubConfig,
+                     hparams: Mapping | None = None):
   """SCRUB's two pure steps for ``model`` with optimizer ``tx`` (from :func:`scrub_optimizer`).
 
   Returns:
@@ -197,7 +175,8 @@ def make_scrub_steps(model: Model, tx: optax.GradientTransformation, config: Scr
     The student runs in train mode (its BatchNorm statistics update); the teacher in eval mode.
     ``key`` is used only when ``config.augment``.
   """
-  temp = config.kd_T
+  hp = _hp(config, hparams)
+  temp = hp["kd_T"]
 
   def teacher_logits(teacher, x):
     return jax.lax.stop_gradient(model.apply(teacher.params, teacher.batch_stats, x, train=False)[0])
@@ -211,7 +190,7 @@ def make_scrub_steps(model: Model, tx: optax.GradientTransformation, config: Scr
     s, new_stats = model.apply(params, stats, x, train=True)
     d = scrub_distance(s, teacher_logits(teacher, x), temp)
     ce = jnp.mean(cross_entropy(s, y))
-    loss = config.gamma * ce + config.alpha * d
+    loss = hp["gamma"] * ce + hp["alpha"] * d
     acc = jnp.mean(jnp.argmax(s, -1) == y)
     return loss, (new_stats, {"loss": loss, "ce": ce, "kd": d, "acc": acc})
 
@@ -242,59 +221,42 @@ def error_rate(model: Model, params, batch_stats, x: jax.Array, y: jax.Array, *,
   n = x.shape[0]
   if n == 0:
     return jnp.float32(0.0)
-  c = min(chunk, n)
-  nb = -(-n // c)
-  pad = nb * c - n
-  xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-  yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]) if pad else y
-  def wrong(inp):
-    xb, yb = inp
-    logits = model.apply(params, batch_stats, xb, train=False)[0]
-    return jnp.sum((jnp.argmax(logits, -1) != yb) & (yb >= 0))
-  w = jax.lax.map(wrong, (xp.reshape(nb, c, *x.shape[1:]), yp.reshape(nb, c)))
-  return jnp.sum(w).astype(jnp.float32) / n
+
+  def wrong(b):
+    xb, yb = b
+    return jnp.argmax(model.apply(params, batch_stats, xb, train=False)[0], -1) != yb
+
+  return jnp.sum(map_batches(wrong, (x, y), chunk)).astype(jnp.float32) / n
 
 
 # ---------------------------------------------------------------------------------------------
 # Drivers
 # ---------------------------------------------------------------------------------------------
 
-def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, mask, checkpoints: bool):
+def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, hparams, mask, checkpoints: bool):
   model = state.model
-  tx = scrub_optimizer(config, mask)
-  max_step, min_step = make_scrub_steps(model, tx, config)
+  tx = scrub_optimizer(config, mask, hparams)
+  max_step, min_step = make_scrub_steps(model, tx, config, hparams)
   teacher = state
   st0 = TrainState.create(state.params, state.batch_stats, tx)
   xf, yf = data.x[data.forget], data.y[data.forget]
 
-  def max_pass(st, ekey, lr):
-    fkey = jax.random.fold_in(ekey, 0)
-    batches = epoch_batches(fkey, data.forget, config.forget_batch_size)
-
-    def body(s, inp):
-      i, idx = inp
-      return max_step(s, teacher, data.x[idx], lr, jax.random.fold_in(fkey, i + 1))
-
-    st, m = jax.lax.scan(body, st, (jnp.arange(batches.shape[0]), batches))
+  def max_pass(st, k_perm, k_steps, lr):
+    batches = epoch_batches(k_perm, data.forget, config.forget_batch_size)
+    st, m = scan_steps(lambda s, idx, k: max_step(s, teacher, data.x[idx], lr, k), st, batches, k_steps)
     return st, jnp.mean(m["kd"])
 
-  def skip_max(st, ekey, lr):
-    del ekey, lr
+  def skip_max(st, k_perm, k_steps, lr):
+    del k_perm, k_steps, lr
     return st, jnp.float32(0.0)
 
-  def epoch(st, e):
-    lr = scrub_lr(config, e)
-    ekey = jax.random.fold_in(key, e)
+  def epoch(st, e, k_perm, k_steps):
+    lr = scrub_lr(config, e, hparams)
     do_max = e <= config.msteps
-    st, max_kd = jax.lax.cond(do_max, max_pass, skip_max, st, ekey, lr)
-    rkey = jax.random.fold_in(ekey, 1)
-    batches = epoch_batches(rkey, data.retain, config.batch_size)
-
-    def body(s, inp):
-      i, idx = inp
-      return min_step(s, teacher, data.x[idx], data.y[idx], lr, jax.random.fold_in(rkey, i + 1))
-
-    st, m = jax.lax.scan(body, st, (jnp.arange(batches.shape[0]), batches))
+    st, max_kd = jax.lax.cond(do_max, max_pass, skip_max, st, *pass_keys(k_perm, k_steps, 0), lr)
+    kp, ks = pass_keys(k_perm, k_steps, 1)
+    batches = epoch_batches(kp, data.retain, config.batch_size)
+    st, m = scan_steps(lambda s, idx, k: min_step(s, teacher, data.x[idx], data.y[idx], lr, k), st, batches, ks)
     out = {"lr": lr, "max_pass": do_max, "max_kd": max_kd, "min_loss": jnp.mean(m["loss"]),
            "min_ce": jnp.mean(m["ce"]), "min_kd": jnp.mean(m["kd"]), "retain_acc": jnp.mean(m["acc"])}
     if checkpoints:
@@ -302,35 +264,29 @@ def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, m
       out["snapshot"] = (st.params, st.batch_stats)
     return st, out
 
-  return jax.lax.scan(epoch, st0, jnp.arange(1, config.epochs + 1))
+  return scan_epochs(epoch, st0, key, config.epochs, start=1)
 
 
 @register("scrub", ScrubConfig, presets=SCRUB_PRESETS)
-def scrub(state: ModelState, data: UnlearnData, key: jax.Array, config: ScrubConfig = ScrubConfig(),
-          *, mask=None) -> tuple[ModelState, dict]:
+def scrub(state: ModelState, data: UnlearnData, key: jax.Array, config: ScrubConfig, hparams, *,
+          mask=None) -> tuple[ModelState, dict]:
   """SCRUB: max-steps on the forget set (epochs ``1..msteps``) and min-steps on the retain set.
 
   Batches are random permutations of the forget / retain indices (last partial batch dropped; sizes
-  clamped to the set sizes); epoch ``e`` uses ``fold_in(key, e)``.
-
-  Args:
-    state: the original model (also the frozen teacher).
-    data: train arrays with retain/forget indices.
-    key: PRNG key.
-    config: SCRUB settings (default: the paper's small-scale setting).
-    mask: optional params-shaped 0/1 pytree; only masked entries change.
+  clamped to the set sizes); epoch ``e`` (1-based) uses the one loop's keys of ``(key, e)``.
 
   Returns:
     ``(student, metrics)`` with per-epoch ``[epochs]`` arrays: ``lr``, ``max_pass`` (bool),
     ``max_kd`` (mean forget distance over the max-pass, 0 in epochs without one), ``min_loss``,
     ``min_ce``, ``min_kd`` and ``retain_acc`` (means over the min-pass, train mode).
   """
-  st, hist = _scrub_run(state, data, key, config, mask, checkpoints=False)
+  st, hist = _scrub_run(state, data, key, config, hparams, mask, checkpoints=False)
   return ModelState(st.params, st.batch_stats, state.model), hist
 
 
 def scrub_checkpoints(state: ModelState, data: UnlearnData, key: jax.Array,
-                      config: ScrubConfig = ScrubConfig(), *, mask=None) -> tuple[ModelState, dict]:
+                      config: ScrubConfig = ScrubConfig(), hparams: Mapping | None = None, *,
+                      mask=None) -> tuple[ModelState, dict]:
   """SCRUB keeping the student after every epoch (the first half of SCRUB+Rewind).
 
   Returns:
@@ -346,7 +302,7 @@ def scrub_checkpoints(state: ModelState, data: UnlearnData, key: jax.Array,
     raise ValueError("scrub_rewind needs a forget-validation set (UnlearnData x_val/y_val)")
   if config.epochs < 1:
     raise ValueError("scrub_rewind needs at least one epoch to have a checkpoint to rewind to")
-  st, hist = _scrub_run(state, data, key, config, mask, checkpoints=True)
+  st, hist = _scrub_run(state, data, key, config, _hp(config, hparams), mask, checkpoints=True)
   params, stats = hist.pop("snapshot")
   hist["val_error"] = error_rate(state.model, st.params, st.batch_stats, data.x_val, data.y_val)
   return ModelState(params, stats, state.model), hist
@@ -370,8 +326,8 @@ def rewind_select(snapshots: ModelState, metrics: dict) -> tuple[ModelState, dic
 
 
 @register("scrub_rewind", ScrubConfig, presets=SCRUB_PRESETS)
-def scrub_rewind(state: ModelState, data: UnlearnData, key: jax.Array, config: ScrubConfig = ScrubConfig(),
-                 *, mask=None) -> tuple[ModelState, dict]:
+def scrub_rewind(state: ModelState, data: UnlearnData, key: jax.Array, config: ScrubConfig, hparams, *,
+                 mask=None) -> tuple[ModelState, dict]:
   """SCRUB+Rewind (user privacy): SCRUB, then rewind to the epoch whose forget error best matches the
   held-out forget-validation error.
 
@@ -381,13 +337,6 @@ def scrub_rewind(state: ModelState, data: UnlearnData, key: jax.Array, config: S
   is the eval-mode error on ``data.forget`` after epoch ``i`` and ``val_error`` the *final* student's
   error on ``data.x_val``. The paper uses the ``privacy`` preset (``--preset scrub_rewind=privacy``).
 
-  Args:
-    state: the original model.
-    data: train arrays with retain/forget indices and ``x_val``/``y_val``.
-    key: PRNG key.
-    config: SCRUB settings.
-    mask: optional params-shaped 0/1 pytree; only masked entries change.
-
   Returns:
     ``(chosen student, metrics)``: :func:`scrub`'s per-epoch metrics plus ``forget_error [epochs]``,
     ``val_error``, ``chosen_index`` (0-based) and ``chosen_epoch`` (1-based).
@@ -395,5 +344,5 @@ def scrub_rewind(state: ModelState, data: UnlearnData, key: jax.Array, config: S
   Raises:
     ValueError: if ``data.x_val`` is None.
   """
-  snaps, hist = scrub_checkpoints(state, data, key, config, mask=mask)
+  snaps, hist = scrub_checkpoints(state, data, key, config, hparams, mask=mask)
   return rewind_select(snaps, hist)

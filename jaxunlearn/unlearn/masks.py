@@ -36,11 +36,34 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import cross_entropy
 
 MASK_KINDS = ("del", "salun")
+
+
+def apply_mask(tx: optax.GradientTransformation, mask) -> optax.GradientTransformation:
+  """Restricts ``tx`` to the masked entries: updates are multiplied by ``mask`` (a params-shaped
+  pytree of 0/1 arrays, or of bools per leaf), so unmasked parameters stay bit-identical.
+
+  Leaves whose mask is a Python/numpy bool are frozen whole with ``optax.transforms.freeze``;
+  array masks are applied elementwise after the optimizer (momentum and weight decay included).
+  """
+  if mask is None:
+    return tx
+  leaves = jax.tree.leaves(mask)
+  if all(isinstance(m, (bool, np.bool_)) for m in leaves):
+    frozen = jax.tree.map(lambda m: not m, mask)
+    return optax.chain(tx, optax.transforms.freeze(frozen))
+
+  def zero_unmasked(updates, params=None):
+    del params
+    # a select, not a product: inf/NaN updates (gradient ascent) must not leak into frozen entries
+    return jax.tree.map(lambda u, m: jnp.where(jnp.asarray(m) > 0, u, jnp.zeros_like(u)), updates, mask)
+
+  return optax.chain(tx, optax.stateless(zero_unmasked))
 
 
 def _check_fraction(fraction) -> float:

@@ -1,0 +1,132 @@
+"""The method factory: every registered method is a pure function of (state, data, key, hparams) that plain
+``jax.jit`` compiles once and ``jax.vmap`` maps over hyperparameters and keys, equal to separate runs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxunlearn import train as jtrain
+from jaxunlearn import unlearn as jun
+
+# Tiny discrete settings per method (a few steps each). A newly registered method must be added here:
+# test_every_method_is_covered fails otherwise.
+TINY = {
+    "finetune": dict(epochs=1, batch_size=32),
+    "retrain": dict(epochs=1, batch_size=32),
+    "neggrad": dict(epochs=1, batch_size=16),
+    "neggrad_plus": dict(epochs=1, batch_size=32, forget_batch_size=16),
+    "random_label": dict(epochs=1, batch_size=32),
+    "l1_sparse": dict(epochs=1, batch_size=32, l1=1e-3),
+    "bad_teacher": dict(epochs=1, batch_size=32),  # Adam: its sign-like steps amplify vmap rounding at large lr
+    "scrub": dict(epochs=2, msteps=1, batch_size=32, forget_batch_size=16, lr=5e-3),
+    "scrub_rewind": dict(epochs=2, msteps=1, batch_size=32, forget_batch_size=16, lr=5e-3),
+    "del": dict(epochs=1, batch_size=32, score_batch_size=32),
+    "salun": dict(epochs=1, batch_size=32, score_batch_size=32),
+    "cf_k": dict(epochs=1, batch_size=32),
+    "eu_k": dict(epochs=1, batch_size=32),
+    "lau": dict(epochs=1, batch_size=16, pgd_steps=3, lr=0.1, early_stop=False),
+}
+
+
+def _method(name):
+  spec = jun.get_method(name)
+  return jun.make(name, jun.replace(spec.config_cls(), **TINY[name]))
+
+
+@pytest.fixture(scope="module")
+def original(blobs, mlp_model):
+  x, y, _, _ = blobs
+  st, _ = jtrain.train_model(mlp_model, jtrain.TrainConfig(epochs=2, batch_size=32, lr=0.05), x, y,
+                             np.arange(len(y)), jax.random.key(1), progress=False)
+  return st
+
+
+@pytest.fixture(scope="module")
+def data(blobs, class_split):
+  x, y, xt, yt = blobs
+  retain, forget = class_split
+  return jun.UnlearnData.create(x, y, retain, forget, num_classes=4, x_val=xt[yt == 0], y_val=yt[yt == 0])
+
+
+def _leaves(state, *idx):
+  return [np.asarray(leaf)[idx] for leaf in jax.tree.leaves((state.params, state.batch_stats))]
+
+
+def test_every_method_is_covered():
+  assert set(TINY) == set(jun.METHODS)
+  for name, spec in jun.METHODS.items():
+    for preset in spec.presets:  # every preset builds a valid config and method
+      m = jun.make(name, preset=preset)
+      assert set(m.hparams) >= {"lr", "momentum", "weight_decay"}
+      assert all(v.dtype == jnp.float32 and v.shape == () for v in m.hparams.values())
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_vmap_over_hparams_and_keys_equals_separate_runs(name, original, data):
+  m = _method(name)
+  lrs = jnp.array([0.5, 1.0, 2.0], jnp.float32) * m.hparams["lr"]
+  keys = jax.random.split(jax.random.key(3), 2)
+  over_keys = jax.vmap(m, in_axes=(None, None, 0, None))
+  grid = jax.jit(jax.vmap(over_keys, in_axes=(None, None, None, 0)))
+  out, _ = grid(original, data, keys, {"lr": lrs})
+  single = jax.jit(m)  # plain jit: the method's config is part of the function, hparams are data
+  runs = {}
+  for i in range(3):
+    for j in range(2):
+      s, _ = single(original, data, keys[j], {"lr": lrs[i]})
+      runs[i, j] = s
+      for a, b in zip(_leaves(out, i, j), _leaves(s)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=f"{name} lr#{i} key#{j}")
+  assert single._cache_size() == 1, "new hparams values must not recompile"
+  # the hyperparameter reaches the computation: lr x0.5 and x2 give different weights
+  diff = max(np.max(np.abs(a - b)) for a, b in zip(_leaves(runs[0, 0]), _leaves(runs[2, 0])))
+  assert diff > 1e-6, name
+
+
+def test_second_call_with_new_hparams_does_not_recompile(original, data):
+  m = _method("scrub")
+  f = jax.jit(m)
+  a, _ = f(original, data, jax.random.key(0), m.hparams_with(alpha=0.2, kd_T=3.0))
+  b, _ = f(original, data, jax.random.key(0), m.hparams_with(alpha=0.9, kd_T=1.5))
+  assert f._cache_size() == 1
+  assert max(np.max(np.abs(x - y)) for x, y in zip(_leaves(a), _leaves(b))) > 0
+
+
+def test_defaults_equal_the_config_values_and_convenience_function(original, data):
+  m = _method("neggrad_plus")
+  cfg = m.config
+  assert float(m.hparams["alpha"]) == np.float32(cfg.alpha) and float(m.hparams["lr"]) == np.float32(cfg.optim.lr)
+  via_fn, _ = jax.jit(jun.neggrad_plus, static_argnames="config")(original, data, jax.random.key(5), cfg)
+  via_make, _ = jax.jit(m)(original, data, jax.random.key(5))
+  for a, b in zip(_leaves(via_fn), _leaves(via_make)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_hparam_names_and_configs_are_one_line_errors():
+  m = jun.make("scrub")
+  with pytest.raises(ValueError, match="no hyperparameter 'alhpa'"):
+    m.hparams_with(alhpa=0.1)
+  with pytest.raises(TypeError, match="must be a ScrubConfig"):
+    jun.make("scrub", jun.FinetuneConfig())
+  with pytest.raises(ValueError, match="NegGradPlusConfig.alpha must be"):
+    jun.replace(jun.NegGradPlusConfig(), alpha=1.5)
+  with pytest.raises(ValueError, match="no option 'nope'"):
+    jun.make_config("finetune", {"nope": "1"})
+  with pytest.raises(ValueError, match="retrain takes no mask"):
+    jun.make("retrain")(None, None, None, mask={})
+
+
+def test_set_coercion_handles_nested_optional_and_tuples():
+  cfg = jun.make_config("scrub", {"lr": "1e-3", "decay_epochs": "2,4", "alpha": "0.25", "augment": "true"})
+  assert (cfg.optim.lr, cfg.optim.decay_epochs, cfg.alpha, cfg.augment) == (1e-3, (2, 4), 0.25, True)
+  from jaxunlearn.unlearn._registry import _coerce
+  assert _coerce("none", int | None, "x") is None and _coerce("3", int | None, "x") == 3
+  assert _coerce("0.5", int | float, "x") == 0.5
+  with pytest.raises(ValueError, match="expected int"):
+    _coerce("abc", int | None, "x.k")
+
+
+def test_register_is_public_and_rejects_duplicates():
+  with pytest.raises(ValueError, match="registered twice"):
+    jun.register("finetune", jun.FinetuneConfig)(lambda *a, **k: None)
