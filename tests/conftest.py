@@ -15,10 +15,18 @@ from jaxunlearn import train as jtrain  # noqa: E402
 from jaxunlearn import unlearn as jun  # noqa: E402
 
 
-def make_blobs(n_per_class=40, num_classes=4, size=8, seed=0, noise=0.15):
-  """Linearly separable images: class c lights up quadrant-ish pattern c. uint8 [N, size, size, 1]."""
+def make_blobs(n_per_class=40, num_classes=4, size=8, seed=0, noise=0.15, noise_seed=None):
+  """Linearly separable images: class c lights up quadrant-ish pattern c. uint8 [N, size, size, 1].
+
+  ``seed`` fixes the class prototypes. The per-image noise and the shuffle come from the same generator
+  when ``noise_seed`` is None (the training set, unchanged), else from an independent generator seeded
+  with ``noise_seed``: same prototypes, fresh images (a test split). Two calls with the same ``seed`` and
+  no ``noise_seed`` share their noise draws as a prefix, so they would share images.
+  """
   rng = np.random.default_rng(seed)
   protos = rng.uniform(0, 1, (num_classes, size, size, 1))
+  if noise_seed is not None:
+    rng = np.random.default_rng(noise_seed)
   y = np.repeat(np.arange(num_classes), n_per_class)
   x = protos[y] + noise * rng.standard_normal((len(y), size, size, 1))
   x = np.clip(x, 0, 1)
@@ -35,7 +43,7 @@ def key():
 def blobs():
   """(x_train, y_train, x_test, y_test) with 4 classes, 160 train / 80 test 8x8x1 images."""
   x, y = make_blobs(40, seed=0)
-  xt, yt = make_blobs(20, seed=0)  # same prototypes (seed), fresh noise draw order differs by n
+  xt, yt = make_blobs(20, seed=0, noise_seed=1)  # same prototypes, independent noise: no training image
   return x, y, xt, yt
 
 

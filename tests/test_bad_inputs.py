@@ -1,8 +1,12 @@
 """Catalogue of bad inputs: each gives ONE clear message naming the bad value.
 
 CLI: exit status 2, one line, no traceback, nothing written. API: ValueError/TypeError before any
-compilation (we check that no jit cache miss happened where it matters)."""
+compilation: for the unlearning API (bad config, wrong config type, mismatched mask; called under jit and
+eagerly) and for UnlearnData.create, a jax.monitoring listener counts XLA compilations (and traces):
+none may happen; a valid call on the same path shows the counter does count."""
 
+import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -11,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from jax._src import dispatch
 from jaxunlearn import cli
 from jaxunlearn import metrics
 from jaxunlearn import mia
@@ -20,6 +25,23 @@ from jaxunlearn.run import write_json_atomic
 X = np.zeros((10, 8, 8, 1), np.uint8)
 Y = np.arange(10) % 2
 R, F = np.arange(2, 10), np.arange(2)
+
+
+@contextlib.contextmanager
+def jax_work_counter():
+  """Counts XLA backend compilations and jaxpr traces started inside the block (jax.monitoring events)."""
+  counts = {"compile": 0, "trace": 0}
+  names = {dispatch.BACKEND_COMPILE_EVENT: "compile", dispatch.JAXPR_TRACE_EVENT: "trace"}
+
+  def listener(event, duration, **kw):
+    if event in names:
+      counts[names[event]] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield counts
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.mark.parametrize("kwargs,exc,needle", [
@@ -36,9 +58,10 @@ R, F = np.arange(2, 10), np.arange(2)
 def test_unlearn_data_rejects(kwargs, exc, needle):
   args = dict(x=X, y=Y, retain=R, forget=F)
   args.update(kwargs)
-  with pytest.raises(exc) as e:
+  with jax_work_counter() as n, pytest.raises(exc) as e:
     unlearn.UnlearnData.create(args["x"], args["y"], args["retain"], args["forget"], num_classes=2)
   assert needle in str(e.value) and "\n" not in str(e.value)
+  assert n == {"compile": 0, "trace": 0}, n  # host-side checks only: no jax computation was even traced
 
 
 def test_nan_params_are_named(trained):
@@ -121,17 +144,30 @@ def test_bad_method_values_fail_when_configured(method, opts, needle):
 
 
 def test_api_checks_config_and_mask_before_compiling(trained, class_data):
-  import dataclasses
-
-  jitted = jax.jit(unlearn.finetune, static_argnames="config")
-  with pytest.raises(ValueError, match="OptimConfig.lr=-1.0 must be"):
-    jitted(trained, class_data, jax.random.key(0), unlearn.replace(unlearn.FinetuneConfig(), lr=-1.0))
-  with pytest.raises(TypeError, match="must be a FinetuneConfig, got ScrubConfig"):
-    jitted(trained, class_data, jax.random.key(0), unlearn.ScrubConfig())
+  cfg_ok = unlearn.replace(unlearn.FinetuneConfig(), epochs=1, batch_size=32, lr=0.0123)  # no other test uses it
+  # a bad value cannot even make a config: the check runs in its constructor, before any jax work
+  with jax_work_counter() as n, pytest.raises(ValueError, match="OptimConfig.lr=-1.0 must be"):
+    unlearn.replace(unlearn.FinetuneConfig(), lr=-1.0)
+  assert n == {"compile": 0, "trace": 0}, n
   bad_mask = {k: v for k, v in jax.tree.map(lambda p: np.ones(p.shape, np.float32), trained.params).items()
               if k != "head"}
-  with pytest.raises(ValueError, match="mask does not match"):
-    jitted(trained, class_data, jax.random.key(0), unlearn.FinetuneConfig(), mask=bad_mask)
+  rejected = [((unlearn.ScrubConfig(),), {}, TypeError, "must be a FinetuneConfig, got ScrubConfig"),
+              ((cfg_ok,), {"mask": bad_mask}, ValueError, "mask does not match")]
+  key = jax.random.key(0)
+  jitted = jax.jit(unlearn.finetune, static_argnames="config")
+  for args, kw, exc, needle in rejected:
+    with jax_work_counter() as n, pytest.raises(exc, match=needle):
+      jitted(trained, class_data, key, *args, **kw)
+    # (jit's _cache_size() is no measure here: jax 0.10 adds an entry even for a trace that raised)
+    assert n["compile"] == 0, (needle, n)
+    # eagerly, nothing may even be traced: the checks run before any jax work
+    with jax_work_counter() as n, pytest.raises(exc, match=needle):
+      unlearn.finetune(trained, class_data, key, *args, **kw)
+    assert n == {"compile": 0, "trace": 0}, (needle, n)
+  # the counters do count on this path: a valid call traces and compiles
+  with jax_work_counter() as n:
+    jax.block_until_ready(jitted(trained, class_data, key, cfg_ok))
+  assert n["compile"] >= 1 and n["trace"] >= 1, n
 
 
 def test_masked_updates_ignore_inf_in_frozen_entries():

@@ -35,12 +35,41 @@ def test_experiment_smoke(tmp_path, name, jobs, methods, capsys):
   assert len(pngs) == jobs and all(p.stat().st_size > 1000 for p in pngs)
 
 
-def test_challenge_metric_smoke(tmp_path, capsys):
+def test_challenge_metric_smoke(tmp_path, capsys, monkeypatch):
+  import numpy as np
+
+  from jaxunlearn import metrics
+  from jaxunlearn import studies
+
+  # spies: the ensemble the script computed and what it passed to challenge_score, to check its numbers
+  ensembles, scored = [], []
+  real_ens, real_score = studies.challenge_ensemble, metrics.challenge_score
+  monkeypatch.setattr(studies, "challenge_ensemble", lambda *a, **kw: ensembles.append(real_ens(*a, **kw)) or ensembles[-1])
+  monkeypatch.setattr(metrics, "challenge_score", lambda *a: scored.append((a, real_score(*a))) or scored[-1][1])
   r = _load("challenge_metric").main(["--smoke", "--out", str(tmp_path)])
-  assert set(r["methods"]) == {"finetune", "neggrad_plus", "scrub"}
-  for m in r["methods"].values():
-    assert 0.0 <= m["forget_quality"] <= 1.0 and m["challenge_score"] >= 0.0
+  assert list(r["methods"]) == ["finetune", "neggrad_plus", "scrub"] and len(ensembles) == 1 and len(scored) == 3
+  ens = ensembles[0]
+  conf_r, acc_r = ens.confidences["retrained"], ens.accuracy["retrained"]
+  assert conf_r.shape == (6, r["sizes"]["forget"])
+  np.testing.assert_allclose([r["retrained"]["acc"][k] for k in ("retain", "test")],
+                             [np.mean(acc_r["retain"]), np.mean(acc_r["test"])], rtol=1e-6)
+  for (name, m), (args, value) in zip(r["methods"].items(), scored):
+    conf_u, acc_u = ens.confidences[name], ens.accuracy[name]
+    assert conf_u.shape == conf_r.shape and not np.allclose(conf_u, conf_r)  # that method's own models
+    # the reported forget quality is the challenge metric of THIS method's models against the retrained ones
+    fq = metrics.forget_quality(conf_u, conf_r)
+    assert m["forget_quality"] == fq.score and m["epsilon_median"] == pytest.approx(float(np.median(fq.epsilons)))
+    # the challenge score scales that F by the method's retain and test accuracy relative to retraining (at the
+    # smoke scale every F is 0, so the score's value alone would not show this: check the arguments)
+    f_arg, ra_u, ra_r, ta_u, ta_r = args
+    assert float(getattr(f_arg, "score", f_arg)) == fq.score
+    for got, want in ((ra_u, acc_u["retain"]), (ra_r, acc_r["retain"]), (ta_u, acc_u["test"]), (ta_r, acc_r["test"])):
+      np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert m["challenge_score"] == value
+    assert m["acc"]["forget"] == pytest.approx(float(np.mean(acc_u["forget"])))
     assert set(m["spread"]) == {"3"}
+  # the reference row: retrained halves against each other; here F > 0, so a constant-0 metric would fail
+  assert r["retrain_vs_retrain"] == metrics.forget_quality(conf_r[:3], conf_r[3:]).score > 0
   assert json.loads((tmp_path / "results.json").read_text())["num_models"] == 6
   assert (tmp_path / "epsilons.png").stat().st_size > 1000
 
@@ -52,10 +81,15 @@ def test_bench_shadow_tiny_writes_ratios_and_the_auto_choice(tmp_path, capsys):
                               "--strategy", "auto", "--out", str(out)])
   rows = json.loads(out.read_text())["results"]
   assert [r["strategy"] for r in rows] == ["vmap", "auto"]
-  assert rows[1]["auto_choice"] in ("vmap", "sequential")
-  assert set(rows[1]["auto_probe"]["seconds_per_model_step"]) == {"sequential", "vmap"}
+  # auto reports the candidate its probe measured fastest
+  probe = rows[1]["auto_probe"]["seconds_per_model_step"]
+  assert set(probe) == {"sequential", "vmap"} and all(v is not None and v > 0 for v in probe.values())
+  assert str(rows[1]["auto_choice"]) == min(probe, key=probe.get)
   for r in rows:
-    assert r["many_img_s"] > 0 and r["ratio_many_vs_loop"] == r["many_img_s"] / r["loop_img_s"]
+    # throughputs count every model's images (2 models x 2 steps x 8) over the measured best times
+    assert (r["models"], r["steps"], r["batch"]) == (2, 2, 8)
+    assert r["many_img_s"] == pytest.approx(2 * 2 * 8 / r["many_s"], rel=1e-12)
+    assert r["many_first_call_s"] >= r["many_s"] > 0  # the first call also compiles
   assert "auto:" in capsys.readouterr().out
 
 

@@ -170,32 +170,61 @@ def test_mask_leaves_unmasked_params_bit_identical(trained, class_data):
   assert changed > 0
 
 
-def test_rewind_returns_checkpoint_selected_by_rule(trained, class_data):
+def test_rewind_returns_checkpoint_selected_by_rule(trained, blobs, class_split):
+  x, y, xt, yt = blobs
+  retain, forget = class_split
+  # forget-validation set: held-out examples of the forget distribution (test-split images of class 0),
+  # none of them a training image; built here so the test does not rely on what a fixture happens to hold
+  x_val, y_val = xt[yt == 0], yt[yt == 0]
+  assert len(y_val) == 20 and set(y[forget].tolist()) == set(y_val.tolist()) == {0}
+  train_rows = {r.tobytes() for r in x}
+  assert not any(r.tobytes() in train_rows for r in x_val)
+  data = jun.UnlearnData.create(x, y, retain, forget, num_classes=4, x_val=x_val, y_val=y_val)
+
   cfg = _cfg(FAST, epochs=4, msteps=3, lr=2e-3)
   ckpt = jax.jit(_scrub.scrub_checkpoints, static_argnames="config")
-  snaps, cm = ckpt(trained, class_data, jax.random.key(4), cfg)
-  state, m = jax.jit(jun.scrub_rewind, static_argnames="config")(trained, class_data, jax.random.key(4), cfg)
+  snaps, cm = ckpt(trained, data, jax.random.key(4), cfg)
+  state, m = jax.jit(jun.scrub_rewind, static_argnames="config")(trained, data, jax.random.key(4), cfg)
   model = trained.model
   fe = np.asarray(m["forget_error"])
   assert fe.shape == (cfg.epochs,)
   np.testing.assert_allclose(fe, np.asarray(cm["forget_error"]), atol=1e-6)
   # the per-epoch forget errors and the final validation error are what they claim to be
-  fidx = np.asarray(class_data.forget)
-  xf, yf = np.asarray(class_data.x)[fidx], np.asarray(class_data.y)[fidx]
+  xf, yf = x[forget], y[forget]
   pick = lambda t, i: jax.tree.map(lambda a: a[i], t)  # noqa: E731
   for i in range(cfg.epochs):
     ev = jtrain.evaluate(model, pick(snaps.params, i), pick(snaps.batch_stats, i), xf, yf)
     assert fe[i] == pytest.approx(1.0 - ev["acc"], abs=1e-6)
   last = cfg.epochs - 1
-  val = jtrain.evaluate(model, pick(snaps.params, last), pick(snaps.batch_stats, last),
-                        class_data.x_val, class_data.y_val)
+  val = jtrain.evaluate(model, pick(snaps.params, last), pick(snaps.batch_stats, last), x_val, y_val)
   assert float(m["val_error"]) == pytest.approx(1.0 - val["acc"], abs=1e-6)
-  # the rule, computed here, and the returned checkpoint
+  # the rule, computed here (np.argmin: first on ties), and the returned checkpoint
   want = int(np.argmin(np.abs(fe - float(m["val_error"]))))
   assert int(m["chosen_index"]) == want and int(m["chosen_epoch"]) == want + 1
   for a, b in zip(jax.tree.leaves((state.params, state.batch_stats)),
                   jax.tree.leaves((pick(snaps.params, want), pick(snaps.batch_stats, want)))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-6)
+  # the scenario really rewinds (here: forget error 0, ~0.4, 1, 1 against a validation error of 1, so the
+  # first epoch at 1 wins the tie): returning the final student, or the first, would fail the checks above
+  assert 0 < want < last, (fe, float(m["val_error"]))
+  assert any(not np.allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+             for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(pick(snaps.params, last))))
+
+
+def test_rewind_select_rule_on_given_metrics():
+  """rewind_select alone: argmin_i |forget_error_i - val_error|, first on ties, the matching snapshot."""
+  params = {"w": jnp.arange(5.0)[:, None] * jnp.ones((5, 3))}  # snapshot i is all i
+  snaps = ModelState(params, {}, None)
+  # dyadic values, so the ties below are exact in float32
+  cases = [([0.0, 0.25, 0.5, 0.75, 1.0], 0.4375, 2),  # an intermediate epoch
+           ([0.0, 0.25, 0.75, 1.0, 1.0], 0.5, 1),  # |0.25-0.5| == |0.75-0.5|: the first
+           ([0.0, 0.5, 1.0, 1.0, 1.0], 1.0, 2),  # overshoot plateau: its first epoch
+           ([0.75, 0.125, 0.125, 0.25, 0.5], 0.0, 1)]
+  for fe, ve, want in cases:
+    assert int(np.argmin(np.abs(np.asarray(fe, np.float32) - np.float32(ve)))) == want  # the spec itself
+    chosen, m = _scrub.rewind_select(snaps, {"forget_error": jnp.asarray(fe), "val_error": jnp.asarray(ve)})
+    assert (int(m["chosen_index"]), int(m["chosen_epoch"])) == (want, want + 1), (fe, ve)
+    np.testing.assert_array_equal(np.asarray(chosen.params["w"]), np.full(3, float(want)))
 
 
 def test_rewind_needs_validation_set(trained, class_data):
