@@ -159,8 +159,8 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
       fingerprint["fit"] = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', repr(factory))}"
   program = train_program(model, config, idx.shape[1], impl, strategy, mesh, factory)
   run = ChunkedRun(program, {"m": np.arange(num_models, dtype=np.int32), "index": idx},
-             {"key": kd, "x": jnp.asarray(x), "y": jnp.asarray(y, jnp.int32)}, num_models, chunk, mesh, ckdir,
-             fingerprint, progress, desc, on_chunk, to_host, compile_first=info is not None)
+                   {"key": kd, "x": jnp.asarray(x), "y": jnp.asarray(y, jnp.int32)}, num_models, chunk, mesh, ckdir,
+                   fingerprint, progress, desc, on_chunk, to_host, compile_first=info is not None)
   t0 = time.perf_counter()
   out = run()
   if info is not None:
@@ -262,6 +262,6 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, num
                    "states": digest_tree((states.params, states.batch_stats)),
                    "mask": None if mask is None else digest_tree(mask)}
   run = ChunkedRun(program, pm, sh, total, chunk, mesh, ckdir,
-             fingerprint, progress, desc or name, on_chunk, to_host)
+                   fingerprint, progress, desc or name, on_chunk, to_host)
   out = run()
   return ModelState(out["params"], out["batch_stats"], states.model), out["metrics"]

@@ -65,8 +65,7 @@ def predict_many(states: ModelState, x, *, flip: bool = False, tta: int = 0, bat
   mesh, chunk, strategy = prepare(m, chunk_size, devices, strategy)
   program = predict_program(states.model, n, max(1, min(batch_size, n)), bool(flip), strategy, mesh)
   run = ChunkedRun(program, {"params": states.params, "batch_stats": states.batch_stats}, {"x": jnp.asarray(x)},
-             m, chunk, mesh,
-             progress=progress, desc=desc, to_host=True)
+                   m, chunk, mesh, progress=progress, desc=desc, to_host=True)
   out = np.asarray(run(), np.float32)
   return out if flip else out[:, :, 0]
 
