@@ -6,9 +6,9 @@ Usage::
     python experiments/airbench_shadows.py --tiny                  # CPU-sized smoke run (2 models)
     python experiments/airbench_shadows.py --bf16 --models 256 --epochs 12 --chunk-size 64 --strategy vmap
 
-Each of ``--models`` models is trained with :func:`jaxunlearn.airbench.train_airbench_many` (the
+Each of ``--models`` models is trained with :func:`jaxunlearn.many.train_airbench_many` (the
 airbench94 recipe of Jordan 2024, arXiv:2404.00498) on its own uniformly random half of the training
-set (:func:`jaxunlearn.shadow.balanced_keep_mask`: 25,000 of 50,000 images), and evaluated on the
+set (:func:`jaxunlearn.data.keep_mask`: 25,000 of 50,000 images), and evaluated on the
 official 10,000 test images with flip test-time augmentation (the mean of the logits of the image
 and of its mirror image). Data: ``cifar10_jpeg.npz`` (CIFAR-10 JPEG-compressed at quality 75; the
 public airbench94 reaches about 90.7 % on it with all 50,000 images), loaded with
@@ -40,9 +40,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402  (experiments/report.py)
 
-from jaxunlearn import airbench as ab
-from jaxunlearn import shadow
+from jaxunlearn import many as jmany
+from jaxunlearn import recipes
+from jaxunlearn.data import keep_mask
 from jaxunlearn.data import load_dataset
+from jaxunlearn.models import create_airbench
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_CANDIDATES = (ROOT.parent / "shared" / "data" / "cifar10_jpeg.npz",
@@ -103,8 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   a = p.parse_args(argv)
   tiny = a.tiny
   a.models = a.models if a.models is not None else (2 if tiny else 256)
-  a.epochs = a.epochs if a.epochs is not None else (1.0 if tiny else ab.AirbenchConfig.epochs)
-  a.batch_size = a.batch_size if a.batch_size is not None else (64 if tiny else ab.AirbenchConfig.batch_size)
+  a.epochs = a.epochs if a.epochs is not None else (1.0 if tiny else recipes.AirbenchConfig.epochs)
+  a.batch_size = a.batch_size if a.batch_size is not None else (64 if tiny else recipes.AirbenchConfig.batch_size)
   a.width = tuple(int(v) for v in (a.width or ("32,64,64" if tiny else "64,256,256")).split(","))
   a.train_limit = a.train_limit if a.train_limit is not None else (512 if tiny else None)
   a.test_limit = a.test_limit if a.test_limit is not None else (1000 if tiny else None)
@@ -126,27 +128,27 @@ def main(argv=None) -> dict:
     ds = ds.subset(a.train_limit, a.test_limit, seed=a.seed)
   load_s = time.perf_counter() - t_start
   x, y, xt, yt = ds.x_train, ds.y_train, ds.x_test, ds.y_test
-  cfg = ab.AirbenchConfig(epochs=float(a.epochs), batch_size=a.batch_size, lookahead=not a.no_lookahead)
-  model = ab.create_airbench(ds.num_classes, tuple(x.shape[1:]), width=a.width,
+  cfg = recipes.AirbenchConfig(epochs=float(a.epochs), batch_size=a.batch_size, lookahead=not a.no_lookahead)
+  model = create_airbench(ds.num_classes, tuple(x.shape[1:]), width=a.width,
                              dtype=jnp.bfloat16 if a.bf16 else jnp.float32)
-  keep = shadow.balanced_keep_mask(a.seed, a.models, len(y))
+  keep = keep_mask(a.seed, a.models, len(y))
   print(f"# {jax.devices()[0]} | jax {jax.__version__} | {a.models} models x {int(keep[0].sum())} images | "
         f"{cfg.epochs} epochs | batch {cfg.batch_size} | widths {a.width} | {'bf16' if a.bf16 else 'f32'} | "
         f"{a.strategy}, chunk {a.chunk_size} | test {len(yt)} | data loaded in {load_s:.1f} s", flush=True)
 
   key = jax.random.key(a.seed)
-  states, info = ab.train_airbench_many(key, x, y, keep, cfg, model=model, chunk_size=a.chunk_size,
-                                        strategy=a.strategy, progress=not a.no_progress)
+  states, info = jmany.train_airbench_many(key, x, y, keep, cfg, model=model, chunk_size=a.chunk_size,
+                                           strategy=a.strategy, progress=not a.no_progress)
   t0 = time.perf_counter()
-  logits = shadow.predict_many(states, xt, flip=True, batch_size=a.eval_batch, chunk_size=a.eval_chunk_size)
+  logits = jmany.predict_many(states, xt, flip=True, batch_size=a.eval_batch, chunk_size=a.eval_chunk_size)
   eval_s = time.perf_counter() - t0
   acc_plain = (logits[:, :, 0].argmax(-1) == yt[None]).mean(1)
   acc_tta = (logits.mean(axis=2).argmax(-1) == yt[None]).mean(1)
   acc_tta2, eval2_s = None, None
   if a.tta_level == 2:  # reported apart: the targets are for flip TTA
     t2 = time.perf_counter()
-    acc_tta2 = (ab.tta_logits(model, states, xt, level=2, batch_size=a.eval_batch,
-                              chunk_size=a.eval_chunk_size).argmax(-1) == yt[None]).mean(1)
+    acc_tta2 = (jmany.predict_many(states, xt, tta=2, batch_size=a.eval_batch,
+                                   chunk_size=a.eval_chunk_size).argmax(-1) == yt[None]).mean(1)
     eval2_s = time.perf_counter() - t2
   probe_s = info["strategy_probe"]["probe_seconds"] if info["strategy_probe"] else 0.0  # "auto"'s measuring
   total_s = probe_s + info["compile_seconds"] + info["train_seconds"] + eval_s

@@ -1,7 +1,7 @@
 """Throughput of many-model training: ``train_many`` vs one model alone vs a Python loop (vs PyTorch).
 
 For each architecture, M models are trained for ``--steps`` steps at a per-model batch of
-``--batch`` with :func:`jaxunlearn.shadow.train_many` (strategy ``vmap`` and/or ``sequential``), and
+``--batch`` with :func:`jaxunlearn.many.train_many` (strategy ``vmap`` and/or ``sequential``), and
 compared with
 
 * one model trained alone in JAX (the same pure ``make_fit`` program, jitted once),
@@ -44,8 +44,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402  (experiments/report.py)
 
+from jaxunlearn import data as jdata
+from jaxunlearn import many as jmany
 from jaxunlearn import models as jmodels
-from jaxunlearn import shadow
 from jaxunlearn.train import TrainConfig
 from jaxunlearn.train import make_fit
 from jaxunlearn.train import make_optimizer
@@ -112,8 +113,8 @@ def bench_jax(s: Setting, key) -> dict:
   x = jnp.asarray(rng.integers(0, 256, (n, *s.image), dtype=np.uint8))
   y = jnp.asarray(rng.integers(0, s.num_classes, n), jnp.int32)
   cfg = TrainConfig(epochs=1, batch_size=s.batch, lr=0.05)
-  keep = shadow.balanced_keep_mask(key, s.models, n)
-  idx = jnp.asarray(shadow.keep_indices(keep))
+  keep = jdata.keep_mask(key, s.models, n)
+  idx = jnp.asarray(jdata.keep_indices(keep))
   out = {"arch": s.arch, "width": s.width, "dtype": s.dtype, "strategy": s.strategy, "models": s.models,
          "batch": s.batch, "steps": s.steps, "image": list(s.image)}
   images = s.models * s.steps * s.batch
@@ -121,13 +122,13 @@ def bench_jax(s: Setting, key) -> dict:
   # --- train_many ---------------------------------------------------------------------------
   strategy = s.strategy
   if strategy == "auto":  # measured once (not timed below); then the chosen strategy is timed
-    choice = shadow.choose_strategy(model, cfg, (x, y), chunk_size=s.chunk_size, num_models=s.models)
+    choice = jmany.choose_strategy(model, cfg, (x, y), chunk_size=s.chunk_size, num_models=s.models)
     strategy = choice.strategy
     out["auto_choice"] = choice.strategy
     out["auto_probe"] = dataclasses.asdict(choice)
 
   def many():
-    st, _ = shadow.train_many(key, (x, y), keep, cfg, model=model, chunk_size=s.chunk_size,
+    st, _ = jmany.train_many(key, (x, y), keep, cfg, model=model, chunk_size=s.chunk_size,
                               strategy=strategy, progress=False)
     jax.block_until_ready(st.params)
 

@@ -29,7 +29,7 @@ def strategy_arg(text: str):
   """argparse ``type`` for ``--strategy``: vmap, sequential, auto or an int group size."""
   import argparse
 
-  from jaxunlearn.shadow import check_strategy
+  from jaxunlearn.many import check_strategy
 
   try:
     return check_strategy(text)

@@ -31,6 +31,7 @@ def _kv_preset(s: str):
 
 def build_parser() -> argparse.ArgumentParser:
   from jaxunlearn.data import SPEC_HELP
+  from jaxunlearn.models import MODEL_NAMES
   from jaxunlearn.run import RunConfig
 
   d = RunConfig()
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", parser_class=_Parser)
   r = sub.add_parser("run", help="train original + retrained oracle, unlearn, evaluate", formatter_class=fmt)
   r.add_argument("--dataset", default=d.dataset, help="digits | npz:PATH | tfds name (cifar10, ...)")
-  r.add_argument("--model", default=d.model, help="mlp | cnn | allcnn | resnet18 | wrn16_4 | wrn28_2")
+  r.add_argument("--model", default=d.model, help=" | ".join(MODEL_NAMES))
   r.add_argument("--width", type=float, default=d.width, help="channel multiplier")
   r.add_argument("--forget", default=d.forget, help=SPEC_HELP)
   r.add_argument("--method", action="append", dest="methods", default=None,

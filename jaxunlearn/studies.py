@@ -2,7 +2,7 @@
 
 Each study is a function of a frozen dataclass config that validates every input (and loads the
 data) before anything is compiled, trains / unlearns / evaluates its models with
-:mod:`jaxunlearn.shadow` (one compiled program per stage, progress bars with models/s, optional
+:mod:`jaxunlearn.many` (one compiled program per stage, progress bars with models/s, optional
 resumable orbax checkpoints), writes ``results.json`` atomically and its plots into ``config.out``,
 and returns the results dict.
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxunlearn import data as jdata
 from jaxunlearn import models as jmodels
-from jaxunlearn import shadow
+from jaxunlearn import many
 from jaxunlearn.run import SEED_LIMIT
 from jaxunlearn.run import check_int as _check_int
 from jaxunlearn.train import OPTIMIZERS
@@ -162,7 +162,7 @@ def _check_common(cfg: _Common) -> tuple[TrainConfig, Path]:
   _check_int("chunk_size", cfg.chunk_size, 1, allow_none=True)
   _check_int("train_subset", cfg.train_subset, 8, allow_none=True)
   _check_int("test_subset", cfg.test_subset, 1, allow_none=True)
-  shadow.check_strategy(cfg.strategy)
+  many.check_strategy(cfg.strategy)
   if cfg.checkpoint_dir is not None and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
     raise ValueError(f"checkpoint folder {cfg.checkpoint_dir!r} exists and is not a folder")
   tcfg = cfg.train_config()  # validates the optimizer fields
@@ -206,7 +206,7 @@ def _shadow_kw(cfg: _Common, tcfg: TrainConfig, model, x, y, num_models: int, gr
   (or taken from any of the study's checkpoint ``groups`` being resumed) so training, unlearning
   and prediction agree."""
   folders = [] if cfg.checkpoint_dir is None else [_ckpt(cfg, g) for g in groups]
-  strategy = shadow.resolve_strategy(cfg.strategy, model, tcfg, (x, y), chunk_size=cfg.chunk_size,
+  strategy = many.resolve_strategy(cfg.strategy, model, tcfg, (x, y), chunk_size=cfg.chunk_size,
                                      num_models=num_models, checkpoint_dir=folders,
                                      log=lambda t: _log(cfg, f"[strategy] {t}"))
   return dict(chunk_size=cfg.chunk_size, strategy=strategy)
@@ -344,22 +344,22 @@ def run_lira(cfg: LiraConfig) -> dict:
   t0 = time.perf_counter()
   key = jax.random.key(cfg.seed)
   n, m_total = len(ds.y_train), cfg.num_models
-  keep = shadow.balanced_keep_mask(jax.random.fold_in(key, 0), m_total, n)
+  keep = jdata.keep_mask(jax.random.fold_in(key, 0), m_total, n)
   _log(cfg, f"[lira] {cfg.dataset}: {m_total} x {cfg.model} on {n // 2} of {n} examples each, "
             f"{cfg.epochs} epochs, {jax.device_count()} device(s)")
   kw = _shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, ("models",))
-  states, _ = shadow.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
+  states, _ = many.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
                                 model=model, checkpoint_dir=_ckpt(cfg, "models"), progress=cfg.progress,
                                 desc="train", **kw)
   t_train = time.perf_counter() - t0
-  logits = shadow.predict_many(states, ds.x_train, flip=cfg.flip, **kw)
+  logits = many.predict_many(states, ds.x_train, flip=cfg.flip, **kw)
   if not cfg.flip:
     logits = logits[:, :, None]
   from jaxunlearn.metrics import logit_confidence
 
   conf = logit_confidence(logits, ds.y_train[:, None])
   correct = np.argmax(logits[:, :, 0], -1) == ds.y_train[None]
-  test_acc = shadow.accuracies_many(states, ds.x_test, ds.y_test, **kw)
+  test_acc = many.accuracies_many(states, ds.x_test, ds.y_test, **kw)
   targets = range(cfg.targets if cfg.targets is not None else m_total)
   attacks = lira_attacks(conf, keep, targets)
   summary, roc = _summarise(attacks, out, f"LiRA, {m_total} models ({cfg.dataset}, {cfg.model})")
@@ -431,7 +431,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
   n, m_total = len(ds.y_train), cfg.num_models
   rng = np.random.default_rng(cfg.seed)
   pool = np.sort(rng.permutation(n)[: cfg.pool_size])
-  keep = shadow.balanced_keep_mask(jax.random.fold_in(key, 0), m_total, n, pool=pool)
+  keep = jdata.keep_mask(jax.random.fold_in(key, 0), m_total, n, pool=pool)
   in_pool = np.zeros(n, bool)
   in_pool[pool] = True
   forget = np.stack([np.flatnonzero(keep[m] & in_pool) for m in range(m_total)]).astype(np.int32)
@@ -439,7 +439,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
   _log(cfg, f"[ulira] {cfg.dataset}: {m_total} x {cfg.model}, method {cfg.method}; each model trains on "
             f"{retain.shape[1]} + {forget.shape[1]} examples and unlearns the {forget.shape[1]}")
   kw = _shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, ("originals", "unlearned"))
-  originals, _ = shadow.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
+  originals, _ = many.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
                                    model=model, checkpoint_dir=_ckpt(cfg, "originals"),
                                    progress=cfg.progress, desc="train", **kw)
   t_train = time.perf_counter() - t0
@@ -448,7 +448,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
                          retain, forget, jax.numpy.asarray(ds.x_test), jax.numpy.asarray(ds.y_test, jax.numpy.int32),
                          num_classes=ds.num_classes)
   t1 = time.perf_counter()
-  unlearned, _ = shadow.unlearn_many(originals, data, jax.random.fold_in(key, 2), cfg.method, mcfg,
+  unlearned, _ = many.unlearn_many(originals, data, jax.random.fold_in(key, 2), cfg.method, mcfg,
                                      checkpoint_dir=_ckpt(cfg, "unlearned"), progress=cfg.progress, **kw)
   t_unlearn = time.perf_counter() - t1
 
@@ -456,7 +456,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
   member = keep[:, pool]
 
   def conf_of(states):
-    lg = shadow.predict_many(states, xp, flip=cfg.flip, **kw)
+    lg = many.predict_many(states, xp, flip=cfg.flip, **kw)
     return logit_confidence(lg if cfg.flip else lg[:, :, None], yp[:, None])
 
   targets = range(cfg.targets if cfg.targets is not None else m_total)
@@ -467,11 +467,11 @@ def run_ulira(cfg: UliraConfig) -> dict:
   o_summary, _ = _summarise(o_att, roc_dir, f"LiRA on the originals, {m_total} models")
 
   def accs(states):
-    lg = shadow.predict_many(states, ds.x_train, **kw)
+    lg = many.predict_many(states, ds.x_train, **kw)
     correct = np.argmax(lg, -1) == ds.y_train[None]
     rows = np.arange(m_total)[:, None]
     return {"retain": float(correct[rows, retain].mean()), "forget": float(correct[rows, forget].mean()),
-            "test": float(shadow.accuracies_many(states, ds.x_test, ds.y_test, **kw).mean())}
+            "test": float(many.accuracies_many(states, ds.x_test, ds.y_test, **kw).mean())}
 
   total = time.perf_counter() - t0
   results = {
@@ -550,7 +550,7 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
     checkpoint_dir: per-group orbax checkpoints below it (``original``, ``retrained``,
       ``unlearned`` for a single method, ``unlearned_<name>`` for several); resumable.
     progress: progress bars.
-    chunk_size, strategy: as in :func:`jaxunlearn.shadow.train_many`; ``"auto"`` is resolved once
+    chunk_size, strategy: as in :func:`jaxunlearn.many.train_many`; ``"auto"`` is resolved once
       (from the checkpoints when resuming) and used by every group.
     log: ``f(text)`` for the line that reports a measured strategy.
 
@@ -563,22 +563,22 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
   ck = lambda name: None if checkpoint_dir is None else os.path.join(checkpoint_dir, name)  # noqa: E731
   groups = ["original", "retrained"] + (["unlearned"] if len(methods) == 1 else [f"unlearned_{m}" for m in methods])
   x, y, n = ds.x_train, split.y_train, len(ds.y_train)
-  strategy = shadow.resolve_strategy(strategy, model, train_config, (x, y), chunk_size=chunk_size,
+  strategy = many.resolve_strategy(strategy, model, train_config, (x, y), chunk_size=chunk_size,
                                      num_models=num_models, log=log,
                                      checkpoint_dir=[] if checkpoint_dir is None else [ck(g) for g in groups])
   kw = dict(chunk_size=chunk_size, strategy=strategy)
   yf = y[split.forget]
 
   def evaluate(states):
-    lg = shadow.predict_many(states, x, **kw)
+    lg = many.predict_many(states, x, **kw)
     correct = np.argmax(lg, -1) == y[None]
-    test = shadow.accuracies_many(states, ds.x_test, ds.y_test, **kw)
+    test = many.accuracies_many(states, ds.x_test, ds.y_test, **kw)
     acc = {"retain": correct[:, split.retain].mean(1), "forget": correct[:, split.forget].mean(1), "test": test}
     return logit_confidence(lg[:, split.forget], yf), acc
 
   seconds, conf, acc = {}, {}, {}
   t = time.perf_counter()
-  original, _ = shadow.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((1, n), bool), train_config,
+  original, _ = many.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((1, n), bool), train_config,
                                   model=model, checkpoint_dir=ck("original"), progress=progress,
                                   desc="original", **kw)
   seconds["original"] = time.perf_counter() - t
@@ -586,14 +586,14 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
   keep = np.zeros((num_models, n), bool)
   keep[:, split.retain] = True
   t = time.perf_counter()
-  retrained, _ = shadow.train_many(jax.random.fold_in(key, 1), (x, y), keep, train_config, model=model,
+  retrained, _ = many.train_many(jax.random.fold_in(key, 1), (x, y), keep, train_config, model=model,
                                    checkpoint_dir=ck("retrained"), progress=progress, desc="retrain", **kw)
   seconds["retrained"] = time.perf_counter() - t
   conf["retrained"], acc["retrained"] = evaluate(retrained)
   data = jun.UnlearnData.create(x, y, split.retain, split.forget, num_classes=ds.num_classes)
   for name, mcfg in methods.items():
     t = time.perf_counter()
-    unlearned, _ = shadow.unlearn_many(shadow.take(original, 0), data, jax.random.fold_in(key, 2), name, mcfg,
+    unlearned, _ = many.unlearn_many(many.take(original, 0), data, jax.random.fold_in(key, 2), name, mcfg,
                                        num_models=num_models, progress=progress,
                                        checkpoint_dir=ck(groups[2 + list(methods).index(name)]), **kw)
     seconds[name] = time.perf_counter() - t

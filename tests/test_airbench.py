@@ -1,4 +1,5 @@
-"""jaxunlearn.airbench: the airbench94 network, whitening, alternating flip, frozen layers, TTA, vmap.
+"""The airbench94 recipe: network (jaxunlearn.models), whitening, alternating flip, frozen layers, TTA
+(predict_many(tta=...)), many models (train_many with fit_factory=make_airbench_fit).
 
 CPU-sized: 8x8 images, widths (16, 32, 32), a few epochs (XLA:CPU runs conv gradients inside
 ``lax.scan`` slowly, jax issue 12868).
@@ -13,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxunlearn import airbench as ab
-from jaxunlearn import shadow
+from jaxunlearn import data as jdata
+from jaxunlearn import many as jmany
+from jaxunlearn import models as jmodels
+from jaxunlearn import recipes as ab
 from jaxunlearn.train import ModelState
 
 WIDTH = (16, 32, 32)
@@ -26,7 +29,7 @@ TINY = ab.AirbenchConfig(epochs=4, batch_size=32, lr=50.0, translate=0, flip="no
 
 @pytest.fixture(scope="module")
 def model():
-  return ab.create_airbench(4, (8, 8, 1), width=WIDTH)
+  return jmodels.create_airbench(4, (8, 8, 1), width=WIDTH)
 
 
 def _leaves(tree):
@@ -45,6 +48,11 @@ def _run(model, cfg, x, y, index, key):
   params, stats = model.init(jax.random.fold_in(key, 0))
   state, hist = fit(init(params, stats), x, y, jnp.asarray(index, jnp.int32), jax.random.fold_in(key, 1))
   return (params, stats), state, hist
+
+
+def _tta(state, x, level=1, **kw):
+  """Test-time-augmented logits of one model: predict_many(tta=level) on a stack of one."""
+  return jmany.predict_many(jmany.stack_states([state]), x, tta=level, **kw)[0]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,7 @@ def test_shapes_and_contract(model, blobs):
   np.testing.assert_array_equal(k[..., :16], eye)
   assert np.abs(k[..., 16:]).max() > 0
   # the paper's CIFAR-10 size, shapes only
-  big = ab.create_airbench(10, (32, 32, 3))
+  big = jmodels.create_airbench(10, (32, 32, 3))
   p, _ = jax.eval_shape(big.init, jax.random.key(0))
   assert p["whiten"]["kernel"].shape == (2, 2, 3, 24)
   assert [p[f"block{i}"]["conv2"]["kernel"].shape[-1] for i in (1, 2, 3)] == [64, 256, 256]
@@ -128,9 +136,9 @@ def test_whitening_whitens_patches():
   np.testing.assert_allclose(o.mean(0), 0.0, atol=1e-3)
   np.testing.assert_allclose(np.cov(o, rowvar=False), np.eye(d), atol=2e-3)
   # normalisation through the model equals explicit mean / std
-  m = ab.create_airbench(10, (9, 9, 3), width=(4, 4, 4))
+  m = jmodels.create_airbench(10, (9, 9, 3), width=(4, 4, 4))
   a = ab.whitening_params(x, m, eps=1e-3)
-  b = ab.whitening_params(x, eps=1e-3, mean=ab.CIFAR10_MEAN, std=ab.CIFAR10_STD)
+  b = ab.whitening_params(x, eps=1e-3, mean=jmodels.CIFAR10_MEAN, std=jmodels.CIFAR10_STD)
   np.testing.assert_allclose(a["kernel"], b["kernel"], rtol=1e-5, atol=1e-5)
 
 
@@ -230,7 +238,7 @@ def test_learns_separable_problem(model, blobs, trained):
   s = ModelState(state.params, state.batch_stats, model)
   train_acc = float((np.argmax(np.asarray(s.apply(x)), -1) == y).mean())
   assert train_acc > 0.9, train_acc
-  assert float((ab.tta_logits(model, s, xt).argmax(-1) == yt).mean()) > 0.8
+  assert float((_tta(s, xt).argmax(-1) == yt).mean()) > 0.8
 
 
 def test_tta_is_mean_of_image_and_mirror(model, blobs, trained):
@@ -239,10 +247,10 @@ def test_tta_is_mean_of_image_and_mirror(model, blobs, trained):
   s = ModelState(state.params, state.batch_stats, model)
   a = np.asarray(s.apply(xt))
   b = np.asarray(s.apply(xt[:, :, ::-1, :]))
-  got = ab.tta_logits(model, s, xt, batch_size=32)
+  got = _tta(s, xt, batch_size=32)
   np.testing.assert_allclose(got, 0.5 * (a + b), rtol=1e-5, atol=1e-5)
-  stacked = shadow.stack_states([s, s])
-  many = ab.tta_logits(model, stacked, xt[:10])
+  stacked = jmany.stack_states([s, s])
+  many = jmany.predict_many(stacked, xt[:10], tta=1)
   assert many.shape == (2, 10, 4)
   np.testing.assert_allclose(many[1], got[:10], rtol=1e-5, atol=1e-5)
 
@@ -251,12 +259,12 @@ def test_many_equals_single_runs(model, blobs):
   x, y, _, _ = blobs
   cfg = dataclasses.replace(ab.AirbenchConfig(epochs=1.5, batch_size=16, lr=20.0, whiten_images=32),
                             lookahead_every=2)
-  keep = shadow.balanced_keep_mask(jax.random.key(5), 2, 64)
+  keep = jdata.keep_mask(jax.random.key(5), 2, 64)
   keep = np.concatenate([keep, np.zeros((2, len(y) - 64), bool)], axis=1)
   key = jax.random.key(9)
-  states, info = ab.train_airbench_many(key, x, y, keep, cfg, model=model, chunk_size=1, progress=False)
+  states, info = jmany.train_airbench_many(key, x, y, keep, cfg, model=model, chunk_size=1, progress=False)
   assert info["loss"].shape == (2, 2) and info["total_steps"] == 3 and info["chunk_size"] == 1
-  assert shadow.num_models_of(states) == 2
+  assert jmany.num_models_of(states) == 2
   for m in range(2):
     idx = np.flatnonzero(keep[m])
     _, single, hist = _run(model, cfg, x, y, idx, jax.random.fold_in(key, m))
@@ -278,13 +286,13 @@ def test_tta_level2_adds_diagonal_translates(model, blobs, trained):
     return 0.5 * (np.asarray(s.apply(v)) + np.asarray(s.apply(v[:, :, ::-1, :])))
 
   want = 0.5 * flip_mean(views[0]) + 0.25 * (flip_mean(views[1]) + flip_mean(views[2]))
-  got = ab.tta_logits(model, s, xt, level=2, batch_size=5)
+  got = _tta(s, xt, level=2, batch_size=5)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  assert not np.allclose(got, ab.tta_logits(model, s, xt, level=1), atol=1e-4)
-  many = ab.tta_logits(model, shadow.stack_states([s, s]), xt, level=2)
+  assert not np.allclose(got, _tta(s, xt, level=1), atol=1e-4)
+  many = jmany.predict_many(jmany.stack_states([s, s]), xt, tta=2)
   np.testing.assert_allclose(many[0], want, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="level"):
-    ab.tta_logits(model, s, xt, level=3)
+    jmany.predict_many(jmany.stack_states([s]), xt, tta=3)
 
 
 def test_batchnorm_running_stats_keep_six_tenths_of_the_old(model, blobs):
@@ -304,3 +312,10 @@ def test_batchnorm_running_stats_keep_six_tenths_of_the_old(model, blobs):
       np.testing.assert_allclose(b - a, 0.6 * (a - 1.0), rtol=1e-3, atol=1e-6)
     checked.add("mean" if "mean" in kind else "var")
   assert checked == {"mean", "var"}
+
+
+def test_registry_builds_the_same_network():
+  """create_model("airbench") (what --model airbench uses) is create_airbench with scaled widths."""
+  a = jmodels.create_model("airbench", num_classes=4, input_shape=(8, 8, 1), width=0.25)
+  b = jmodels.create_airbench(4, (8, 8, 1), width=(16, 64, 64), mean=(0.0,), std=(1.0,))
+  assert a == b and "airbench" in jmodels.MODEL_NAMES

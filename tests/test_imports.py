@@ -1,4 +1,4 @@
-"""Imports point one way: data/models -> train -> attacks -> unlearn; metrics -> mia; all -> orchestration."""
+"""Imports point one way: data/models -> train -> attacks -> unlearn, train -> recipes; metrics -> mia; all -> many -> orchestration."""
 
 import ast
 import pathlib
@@ -18,11 +18,11 @@ ALLOWED = {
     "mia": {"metrics"},
     "train": {"data", "models"},
     "unlearn": {"data", "models", "train", "attacks"},
-    "shadow": {"data", "models", "train", "unlearn", "metrics", "mia", "checkpoint"},
-    "airbench": {"data", "models", "train", "shadow"},
+    "recipes": {"data", "models", "train"},
+    "many": {"data", "models", "train", "unlearn", "metrics", "mia", "checkpoint", "recipes"},
     "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint"},
-    "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "shadow", "run"},
-    "cli": {"data", "run", "studies"},
+    "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "many", "run"},
+    "cli": {"data", "models", "run", "studies"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -126,3 +126,5 @@ def test_unlearn_and_mia_never_import_each_other():
   assert "train" in graph["unlearn"]  # the parse sees real imports (SCRUB trains)
   assert "mia" not in _reachable(graph, "unlearn"), graph
   assert "unlearn" not in _reachable(graph, "mia"), graph
+  for low in ("data", "models", "train", "unlearn", "metrics", "mia", "recipes"):
+    assert "many" not in _reachable(graph, low), (low, graph)  # the many-model engine sits on top

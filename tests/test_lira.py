@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from jaxunlearn import data as jdata
 from jaxunlearn import metrics
 from jaxunlearn import mia
 
@@ -14,7 +15,7 @@ from jaxunlearn import mia
 def _synthetic(gap, *, n_models=64, n_examples=1000, n_aug=None, seed=0):
   """Gaussian logit confidences: example n has base b_n; training on it adds ``gap``."""
   rng = np.random.default_rng(seed)
-  keep = mia.make_keep_mask(seed, n_models, n_examples)
+  keep = jdata.keep_mask(seed, n_models, n_examples, balance="examples")
   base = rng.normal(0.0, 3.0, size=n_examples)
   extra = () if n_aug is None else (n_aug,)
   noise = rng.normal(size=(n_models, n_examples) + extra)
@@ -106,7 +107,7 @@ def test_lira_bad_input():
 
 @pytest.mark.parametrize("m,p", [(8, 0.5), (7, 0.5), (10, 0.25), (16, 0.3), (5, 1.0), (10, 0.23)])
 def test_keep_mask_is_exactly_balanced(m, p):
-  keep = mia.make_keep_mask(jax.random.key(3), m, 500, p)
+  keep = jdata.keep_mask(jax.random.key(3), m, 500, balance="examples", p=p)
   assert keep.dtype == np.bool_ and keep.shape == (m, 500)
   k = sum(i < p * m for i in range(m))  # the reference: keep = order < p * M
   np.testing.assert_array_equal(keep.sum(axis=0), k)
@@ -115,22 +116,22 @@ def test_keep_mask_is_exactly_balanced(m, p):
 
 
 def test_keep_mask_keys():
-  a = mia.make_keep_mask(0, 8, 100)
-  np.testing.assert_array_equal(a, mia.make_keep_mask(jax.random.key(0), 8, 100))
-  np.testing.assert_array_equal(a, mia.make_keep_mask(0, 8, 100))
-  assert not np.array_equal(a, mia.make_keep_mask(1, 8, 100))
-  legacy = mia.make_keep_mask(jax.random.PRNGKey(0), 8, 100)
+  a = jdata.keep_mask(0, 8, 100, balance="examples")
+  np.testing.assert_array_equal(a, jdata.keep_mask(jax.random.key(0), 8, 100, balance="examples"))
+  np.testing.assert_array_equal(a, jdata.keep_mask(0, 8, 100, balance="examples"))
+  assert not np.array_equal(a, jdata.keep_mask(1, 8, 100, balance="examples"))
+  legacy = jdata.keep_mask(jax.random.PRNGKey(0), 8, 100, balance="examples")
   np.testing.assert_array_equal(legacy.sum(0), 4)
   with pytest.raises(TypeError, match="key"):
-    mia.make_keep_mask("seed", 8, 100)
+    jdata.keep_mask("seed", 8, 100, balance="examples")
   with pytest.raises(ValueError, match="p must be"):
-    mia.make_keep_mask(0, 8, 100, 1.5)
+    jdata.keep_mask(0, 8, 100, balance="examples", p=1.5)
 
 
 def test_ulira_detects_imperfect_unlearning():
   rng = np.random.default_rng(0)
   m, n = 48, 400
-  unlearned = mia.make_keep_mask(1, m, n)
+  unlearned = jdata.keep_mask(1, m, n, balance="examples")
   base = rng.normal(0, 3, size=n)
   # Unlearned shadow models keep a residual trace of +3 on the example.
   shadow = base + 3.0 * unlearned + rng.normal(size=(m, n))

@@ -8,7 +8,8 @@ import pytest
 from jaxunlearn import models as jm
 from jaxunlearn import train as jt
 
-SMALL = {"mlp": 0.125, "cnn": 0.25, "allcnn": 0.1, "resnet18": 0.125, "wrn16_4": 0.25, "wrn28_2": 0.5}
+SMALL = {"mlp": 0.125, "cnn": 0.25, "allcnn": 0.1, "resnet18": 0.125, "wrn16_4": 0.25, "wrn28_2": 0.5,
+         "airbench": 0.125}
 
 
 @pytest.mark.parametrize("name", jm.MODEL_NAMES)

@@ -1,4 +1,4 @@
-"""jaxunlearn.shadow: many models in one program equal single runs; chunking, sharding, resume."""
+"""jaxunlearn.many: many models in one program equal single runs; chunking, sharding, resume."""
 
 import os
 import subprocess
@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxunlearn import shadow
+from jaxunlearn import data as jdata
+from jaxunlearn import many as jmany
+from jaxunlearn.many import autotune
 from jaxunlearn import train as jtrain
 from jaxunlearn import unlearn as jun
 
@@ -33,31 +35,31 @@ def _max_diff(a, b):
 
 @pytest.fixture(scope="module")
 def keep(blobs):
-  return shadow.balanced_keep_mask(jax.random.key(7), M, len(blobs[1]))
+  return jdata.keep_mask(jax.random.key(7), M, len(blobs[1]))
 
 
 @pytest.fixture(scope="module")
 def many(blobs, tiny_model, keep):
   x, y, _, _ = blobs
-  return shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, progress=False)
+  return jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, progress=False)
 
 
-def test_balanced_keep_mask(blobs):
+def test_keep_mask_balances_models(blobs):
   n = len(blobs[1])
-  k = shadow.balanced_keep_mask(0, 6, n)
+  k = jdata.keep_mask(0, 6, n)
   assert k.shape == (6, n) and k.dtype == bool and (k.sum(1) == n // 2).all()
   assert len({r.tobytes() for r in k}) == 6  # independent halves
-  p = shadow.balanced_keep_mask(0, 6, n, paired=True)
+  p = jdata.keep_mask(0, 6, n, paired=True)
   assert (p.sum(1) == n // 2).all() and (p.sum(0) == 3).all()  # rows and columns balanced
   pool = np.arange(10, 30)
-  q = shadow.balanced_keep_mask(1, 5, n, pool=pool)
+  q = jdata.keep_mask(1, 5, n, pool=pool)
   assert (q[:, pool].sum(1) == 10).all() and (q.sum(1) == 10 + (n - 20) // 2).all()
 
 
 def test_train_many_equals_single_runs(blobs, tiny_model, keep, many):
   x, y, _, _ = blobs
   states, metrics = many
-  assert shadow.num_models_of(states) == M
+  assert jmany.num_models_of(states) == M
   assert metrics["loss"].shape == (M, CFG.epochs)
   init, fit = jtrain.make_fit(tiny_model, CFG, int(keep[0].sum()))
 
@@ -69,50 +71,50 @@ def test_train_many_equals_single_runs(blobs, tiny_model, keep, many):
 
   for m in range(M):
     one, hist = single(jax.random.fold_in(KEY, m), np.flatnonzero(keep[m]))
-    assert _max_diff(one, shadow.take(states, m)) < TOL
+    assert _max_diff(one, jmany.take(states, m)) < TOL
     np.testing.assert_allclose(np.asarray(metrics["loss"][m]), np.asarray(hist["loss"]), rtol=1e-5, atol=1e-6)
   # and the documented equivalence with the Python driver train_model
   ref, _ = jtrain.train_model(tiny_model, CFG, x, y, np.flatnonzero(keep[2]), jax.random.fold_in(KEY, 2),
                               progress=False)
-  assert _max_diff(ref, shadow.take(states, 2)) < TOL
+  assert _max_diff(ref, jmany.take(states, 2)) < TOL
   # different models really differ (different data and keys)
-  assert _max_diff(shadow.take(states, 0), shadow.take(states, 1)) > 1e-2
+  assert _max_diff(jmany.take(states, 0), jmany.take(states, 1)) > 1e-2
 
 
 def test_chunked_equals_unchunked(blobs, tiny_model, keep, many):
   x, y, _, _ = blobs
   calls = []
-  chunked, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=3, progress=False,
+  chunked, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=3, progress=False,
                                  on_chunk=lambda i, n, loaded: calls.append((i, n, loaded)))
   assert calls == [(0, 2, False), (1, 2, False)]  # 4 models in chunks of 3, the last chunk padded
-  assert shadow.num_models_of(chunked) == M
+  assert jmany.num_models_of(chunked) == M
   assert _max_diff(chunked, many[0]) < TOL
 
 
 def test_sequential_strategy_equals_vmap(blobs, tiny_model, keep, many):
   x, y, _, _ = blobs
-  seq, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="sequential", progress=False)
+  seq, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="sequential", progress=False)
   assert _max_diff(seq, many[0]) < TOL
 
 
 def test_group_strategy_equals_vmap(blobs, tiny_model, keep, many):
   x, y, _, _ = blobs
   for g in (2, "3"):  # 2 divides the 4 models; 3 leaves a remainder group of 1
-    grouped, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy=g, progress=False)
+    grouped, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy=g, progress=False)
     assert _max_diff(grouped, many[0]) < TOL
 
 
 def test_auto_strategy_measures_and_matches_vmap(blobs, tiny_model, keep, many):
   x, y, _, _ = blobs
-  shadow._CHOICES.clear()
-  choice = shadow.choose_strategy(tiny_model, CFG, (x, y), num_models=M, steps=2, repeats=1)
+  jmany.clear_strategy_cache()
+  choice = jmany.choose_strategy(tiny_model, CFG, (x, y), num_models=M, steps=2, repeats=1)
   times = choice.seconds_per_model_step
   assert list(times)[0] == "sequential" and set(times) <= {"sequential", "vmap"}  # M=4: no group of 4 < 4
   assert all(t is not None and t > 0 for t in times.values())
   assert str(choice.strategy) == min(times, key=times.get) and not choice.cached
-  again = shadow.choose_strategy(tiny_model, CFG, (x, y), num_models=M, steps=2, repeats=1)
+  again = jmany.choose_strategy(tiny_model, CFG, (x, y), num_models=M, steps=2, repeats=1)
   assert again.cached and again.strategy == choice.strategy
-  auto, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", progress=False)
+  auto, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", progress=False)
   assert _max_diff(auto, many[0]) < TOL
 
 
@@ -128,58 +130,58 @@ def test_autotune_search_order_early_stop_and_oom():
 
   calls = []
   table = {"sequential": 3.0, 4: 2.0, 16: 1.0, "vmap": 5.0}
-  c = shadow.autotune_strategy(probe_from(table, calls), per_device=32)
+  c = jmany.autotune_strategy(probe_from(table, calls), per_device=32)
   assert c.strategy == 16
   assert calls == [("sequential", 2), (4, 8), (16, 32), ("vmap", 32)]  # two groups' worth; vmap the chunk
   calls = []  # slower than 1.1 x the best: stop there, never try the bigger groups
-  c = shadow.autotune_strategy(probe_from({"sequential": 1.0, 4: 2.0, 16: 0.1, "vmap": 0.1}, calls), per_device=32)
+  c = jmany.autotune_strategy(probe_from({"sequential": 1.0, 4: 2.0, 16: 0.1, "vmap": 0.1}, calls), per_device=32)
   assert c.strategy == "sequential" and [k for k, _ in calls] == ["sequential", 4]
   calls = []  # out of memory: recorded, and the search stops
   oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
-  c = shadow.autotune_strategy(probe_from({"sequential": 2.0, 4: 1.0, "vmap": oom}, calls), per_device=8)
+  c = jmany.autotune_strategy(probe_from({"sequential": 2.0, 4: 1.0, "vmap": oom}, calls), per_device=8)
   assert c.strategy == 4 and c.seconds_per_model_step == {"sequential": 2.0, "4": 1.0, "vmap": None}
   with pytest.raises(ValueError, match="boom"):  # any other error is the caller's
-    shadow.autotune_strategy(probe_from({"sequential": ValueError("boom")}, []), per_device=8)
+    jmany.autotune_strategy(probe_from({"sequential": ValueError("boom")}, []), per_device=8)
   with pytest.raises(RuntimeError, match="every strategy ran out"):
-    shadow.autotune_strategy(probe_from({"sequential": oom}, []), per_device=8)
-  c = shadow.autotune_strategy(probe_from({}, calls := []), per_device=1)  # one model per device: nothing to choose
+    jmany.autotune_strategy(probe_from({"sequential": oom}, []), per_device=8)
+  c = jmany.autotune_strategy(probe_from({}, calls := []), per_device=1)  # one model per device: nothing to choose
   assert c.strategy == "vmap" and calls == []
 
 
 def test_resumed_auto_run_keeps_the_checkpointed_strategy(tmp_path, blobs, tiny_model, keep, many, monkeypatch):
   x, y, _, _ = blobs
   ck = tmp_path / "ck"
-  seq, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="sequential", chunk_size=2,
+  seq, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="sequential", chunk_size=2,
                              checkpoint_dir=ck, progress=False)
   assert '"strategy": "sequential"' in (ck / "manifest.json").read_text()
 
   def no_probe(*a, **k):
     raise AssertionError("a resumed run must not measure again")
 
-  monkeypatch.setattr(shadow, "choose_strategy", no_probe)
-  resumed, _ = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", chunk_size=2,
+  monkeypatch.setattr(autotune, "choose_strategy", no_probe)
+  resumed, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", chunk_size=2,
                                  checkpoint_dir=ck, progress=False)
   assert _max_diff(resumed, seq) == 0.0
 
 
 def test_auto_refuses_an_unreadable_manifest_before_measuring(tmp_path, blobs, tiny_model, keep, monkeypatch):
   x, y, _, _ = blobs
-  monkeypatch.setattr(shadow, "choose_strategy", lambda *a, **k: pytest.fail("measured before checking"))
+  monkeypatch.setattr(autotune, "choose_strategy", lambda *a, **k: pytest.fail("measured before checking"))
   for text, match in (("{not json", "is unreadable"), ("[1, 2]", "is not a JSON object")):
     (tmp_path / "ck").mkdir(exist_ok=True)
     (tmp_path / "ck" / "manifest.json").write_text(text)
     with pytest.raises(ValueError, match=match):
-      shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", checkpoint_dir=tmp_path / "ck",
+      jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="auto", checkpoint_dir=tmp_path / "ck",
                         progress=False)
 
 
 def test_strategy_errors_name_the_value(blobs, many):
-  assert shadow.check_strategy("8") == 8 and shadow.check_strategy("vmap") == "vmap"
+  assert jmany.check_strategy("8") == 8 and jmany.check_strategy("vmap") == "vmap"
   for bad, match in ((0, "group size must be >= 1, got 0"), ("pmap", "'pmap'"), (True, "True"), (2.5, "2.5")):
     with pytest.raises(ValueError, match=match):
-      shadow.check_strategy(bad)
+      jmany.check_strategy(bad)
   with pytest.raises(ValueError, match="'auto' is chosen by train_many"):
-    shadow.predict_many(many[0], blobs[2][:4], strategy="auto")
+    jmany.predict_many(many[0], blobs[2][:4], strategy="auto")
 
 
 def test_keep_mask_is_respected(blobs, tiny_model, keep, many):
@@ -190,7 +192,7 @@ def test_keep_mask_is_respected(blobs, tiny_model, keep, many):
   assert poison.any()
   xf = (x.astype(np.float32) / 255.0)
   xf[poison] = np.nan
-  st, _ = shadow.train_many(KEY, (xf, y), keep, CFG, model=tiny_model, progress=False)
+  st, _ = jmany.train_many(KEY, (xf, y), keep, CFG, model=tiny_model, progress=False)
   assert all(np.isfinite(a[0]).all() for a in _leaves(st))
   assert any(~np.isfinite(a[1]).all() for a in _leaves(st))  # the control: model 1 saw NaNs
 
@@ -199,8 +201,8 @@ def test_keep_mask_is_respected(blobs, tiny_model, keep, many):
   k = int(keep[0].sum())
   compact_keep = keep[:, order]
   compact_keep[0] = np.arange(len(y)) < k
-  compact, _ = shadow.train_many(KEY, (x[order], y[order]), compact_keep, CFG, model=tiny_model, progress=False)
-  assert _max_diff(shadow.take(compact, 0), shadow.take(many[0], 0)) < TOL
+  compact, _ = jmany.train_many(KEY, (x[order], y[order]), compact_keep, CFG, model=tiny_model, progress=False)
+  assert _max_diff(jmany.take(compact, 0), jmany.take(many[0], 0)) < TOL
 
 
 def test_resume_after_interruption(tmp_path, blobs, tiny_model, keep):
@@ -212,28 +214,28 @@ def test_resume_after_interruption(tmp_path, blobs, tiny_model, keep):
       raise KeyboardInterrupt("simulated kill")
 
   with pytest.raises(KeyboardInterrupt):
-    shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck,
+    jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck,
                       progress=False, on_chunk=kill_after_chunk_1)
   assert sorted(p.name for p in ck.iterdir() if p.name.startswith("chunk_")) == ["chunk_00000", "chunk_00001"]
   calls = []
-  resumed, met = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck,
+  resumed, met = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck,
                                    progress=False, on_chunk=lambda i, n, loaded: calls.append(loaded))
   assert calls == [True, True, False, False]  # finished chunks are loaded, not retrained
-  straight, met2 = shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, progress=False)
+  straight, met2 = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, progress=False)
   for a, b in zip(_leaves(resumed), _leaves(straight)):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(np.asarray(met["loss"]), np.asarray(met2["loss"]))
 
   # a different run may not reuse the folder
   with pytest.raises(ValueError, match="different run.*config"):
-    shadow.train_many(KEY, (x, y), keep, jtrain.TrainConfig(epochs=2, batch_size=16, lr=0.1),
+    jmany.train_many(KEY, (x, y), keep, jtrain.TrainConfig(epochs=2, batch_size=16, lr=0.1),
                       model=tiny_model, chunk_size=1, checkpoint_dir=ck, progress=False)
   # a damaged chunk is named
   for f in (ck / "chunk_00001").rglob("*"):
     if f.is_file() and not f.name.startswith("_") and f.name != "commit_success.txt":
       f.write_bytes(b"garbage")
   with pytest.raises(ValueError, match="chunk_00001"):
-    shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck, progress=False)
+    jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=1, checkpoint_dir=ck, progress=False)
 
 
 UCFG = jun.FinetuneConfig(epochs=1, batch_size=16)
@@ -251,43 +253,43 @@ def unlearned_many(blobs, keep, many):
   x, y, _, _ = blobs
   retain, forget = _splits(keep)
   data = jun.UnlearnData(jax.numpy.asarray(x), jax.numpy.asarray(y), retain, forget, num_classes=4)
-  return shadow.unlearn_many(many[0], data, KEY, "finetune", UCFG, progress=False)
+  return jmany.unlearn_many(many[0], data, KEY, "finetune", UCFG, progress=False)
 
 
 def test_unlearn_many_equals_single_runs(blobs, keep, many, unlearned_many):
   x, y, _, _ = blobs
   out, metrics = unlearned_many
   retain, forget = _splits(keep)
-  assert shadow.num_models_of(out) == M and np.asarray(metrics["loss"]).shape == (M, 1)
+  assert jmany.num_models_of(out) == M and np.asarray(metrics["loss"]).shape == (M, 1)
   for m in range(M):
     dm = jun.UnlearnData.create(x, y, retain[m], forget[m], num_classes=4)
-    single, _ = _finetune(shadow.take(many[0], m), dm, jax.random.fold_in(KEY, m), UCFG)
-    assert _max_diff(single, shadow.take(out, m)) < TOL
-  assert _max_diff(shadow.take(out, 0), shadow.take(many[0], 0)) > 1e-4  # it did train
+    single, _ = _finetune(jmany.take(many[0], m), dm, jax.random.fold_in(KEY, m), UCFG)
+    assert _max_diff(single, jmany.take(out, m)) < TOL
+  assert _max_diff(jmany.take(out, 0), jmany.take(many[0], 0)) > 1e-4  # it did train
 
 
 def test_unlearn_many_from_one_original(trained, class_data):
   cfg = jun.FinetuneConfig(epochs=1, batch_size=32)
-  out, _ = shadow.unlearn_many(trained, class_data, KEY, jun.finetune, cfg, num_models=2, progress=False)
+  out, _ = jmany.unlearn_many(trained, class_data, KEY, jun.finetune, cfg, num_models=2, progress=False)
   for m in range(2):
     single, _ = _finetune(trained, class_data, jax.random.fold_in(KEY, m), cfg)
-    assert _max_diff(single, shadow.take(out, m)) < TOL
-  assert _max_diff(shadow.take(out, 0), shadow.take(out, 1)) > 0  # different keys, different runs
+    assert _max_diff(single, jmany.take(out, m)) < TOL
+  assert _max_diff(jmany.take(out, 0), jmany.take(out, 1)) > 0  # different keys, different runs
   with pytest.raises(ValueError, match="num_models"):
-    shadow.unlearn_many(trained, class_data, KEY, "finetune", cfg, progress=False)
+    jmany.unlearn_many(trained, class_data, KEY, "finetune", cfg, progress=False)
 
 
 def test_predict_and_confidences(blobs, many):
   x, y, _, _ = blobs
   states, _ = many
-  lg = shadow.predict_many(states, x[:50], flip=True, batch_size=16)
+  lg = jmany.predict_many(states, x[:50], flip=True, batch_size=16)
   assert lg.shape == (M, 50, 2, 4)
-  s1 = shadow.take(states, 1)
+  s1 = jmany.take(states, 1)
   np.testing.assert_allclose(lg[1, :, 0], np.asarray(jtrain.predict(s1.model, s1.params, s1.batch_stats, x[:50])),
                              atol=1e-5)
   np.testing.assert_allclose(lg[1, :, 1], np.asarray(jtrain.predict(s1.model, s1.params, s1.batch_stats,
                                                                      x[:50, :, ::-1])), atol=1e-5)
-  conf = shadow.confidences_many(states, x[:50], y[:50], batch_size=16)
+  conf = jmany.confidences_many(states, x[:50], y[:50], batch_size=16)
   assert conf.shape == (M, 50, 2) and conf.dtype == np.float64
   p = np.exp(lg[..., :] - lg.max(-1, keepdims=True))
   p = p / p.sum(-1, keepdims=True)
@@ -300,23 +302,23 @@ def test_bad_inputs_fail_before_compiling(blobs, tiny_model, keep):
   unbalanced = keep.copy()
   unbalanced[0, np.flatnonzero(~keep[0])[0]] = True
   with pytest.raises(ValueError, match="different numbers of examples"):
-    shadow.train_many(KEY, (x, y), unbalanced, CFG, model=tiny_model, progress=False)
-  idx = shadow.keep_indices(unbalanced, KEY, unbalanced="resample")
+    jmany.train_many(KEY, (x, y), unbalanced, CFG, model=tiny_model, progress=False)
+  idx = jdata.keep_indices(unbalanced, KEY, unbalanced="resample")
   assert idx.shape == (M, keep.sum(1).max() + 1) and all(np.isin(idx[m], np.flatnonzero(unbalanced[m])).all()
                                                          for m in range(M))
   with pytest.raises(ValueError, match="columns"):
-    shadow.train_many(KEY, (x, y), keep[:, :-1], CFG, model=tiny_model, progress=False)
+    jmany.train_many(KEY, (x, y), keep[:, :-1], CFG, model=tiny_model, progress=False)
   with pytest.raises(ValueError, match="chunk_size"):
-    shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=0, progress=False)
+    jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, chunk_size=0, progress=False)
   with pytest.raises(ValueError, match="strategy"):
-    shadow.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="pmap", progress=False)
+    jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="pmap", progress=False)
   bad_y = np.where(np.arange(len(y)) == np.flatnonzero(keep[1])[0], 99, y)  # a kept example of model 1
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
-    shadow.train_many(KEY, (x, bad_y), keep, CFG, model=tiny_model, progress=False)
+    jmany.train_many(KEY, (x, bad_y), keep, CFG, model=tiny_model, progress=False)
   with pytest.raises(ValueError, match="keeps no example"):
-    shadow.train_many(KEY, (x, y), np.zeros((2, len(y)), bool), CFG, model=tiny_model, progress=False)
+    jmany.train_many(KEY, (x, y), np.zeros((2, len(y)), bool), CFG, model=tiny_model, progress=False)
   with pytest.raises(TypeError, match="TrainConfig"):
-    shadow.train_many(KEY, (x, y), keep, {"epochs": 1}, model=tiny_model, progress=False)
+    jmany.train_many(KEY, (x, y), keep, {"epochs": 1}, model=tiny_model, progress=False)
 
 
 _SHARDED = textwrap.dedent("""
@@ -326,17 +328,18 @@ _SHARDED = textwrap.dedent("""
     jax.config.update("jax_disable_most_optimizations", True)
     sys.path.insert(0, {tests!r})
     from conftest import make_blobs
-    from jaxunlearn import models, shadow, train, unlearn
+    from jaxunlearn import data, models, train, unlearn
+    from jaxunlearn import many as jmany
     assert jax.device_count() == 4, jax.devices()
     x, y = make_blobs(40, seed=0)
     model = models.create_model("cnn", num_classes=4, input_shape=(8, 8, 1), width=0.25)
     cfg = train.TrainConfig(epochs=2, batch_size=16, lr=0.05)
-    keep = shadow.balanced_keep_mask(jax.random.key(7), 4, len(y))
-    st, met = shadow.train_many(jax.random.key(11), (x, y), keep, cfg, model=model, progress=False)
+    keep = data.keep_mask(jax.random.key(7), 4, len(y))
+    st, met = jmany.train_many(jax.random.key(11), (x, y), keep, cfg, model=model, progress=False)
     forget = np.stack([np.flatnonzero(keep[m])[:8] for m in range(4)]).astype(np.int32)
     retain = np.stack([np.flatnonzero(keep[m])[8:] for m in range(4)]).astype(np.int32)
-    data = unlearn.UnlearnData(jax.numpy.asarray(x), jax.numpy.asarray(y), retain, forget, num_classes=4)
-    un, _ = shadow.unlearn_many(st, data, jax.random.key(11), "finetune",
+    udata = unlearn.UnlearnData(jax.numpy.asarray(x), jax.numpy.asarray(y), retain, forget, num_classes=4)
+    un, _ = jmany.unlearn_many(st, udata, jax.random.key(11), "finetune",
                                 unlearn.FinetuneConfig(epochs=1, batch_size=16), progress=False)
     # the model axis really is split over the 4 devices, one model per device
     for leaf in jax.tree.leaves((st.params, un.params)):
@@ -344,8 +347,8 @@ _SHARDED = textwrap.dedent("""
       assert {{s.data.shape[0] for s in leaf.addressable_shards}} == {{1}}
     # lockstep groups of 2 within each device's 3 models (a remainder group of 1): the first 4 of 12
     # models are the 4 above (model m's keep row and key depend on m alone)
-    keep12 = shadow.balanced_keep_mask(jax.random.key(7), 12, len(y))
-    g, _ = shadow.train_many(jax.random.key(11), (x, y), keep12, cfg, model=model, strategy=2, progress=False)
+    keep12 = data.keep_mask(jax.random.key(7), 12, len(y))
+    g, _ = jmany.train_many(jax.random.key(11), (x, y), keep12, cfg, model=model, strategy=2, progress=False)
     for leaf in jax.tree.leaves(g.params):
       assert {{s.data.shape[0] for s in leaf.addressable_shards}} == {{3}}, leaf.sharding
     for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(st.params)):

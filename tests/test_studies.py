@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from jaxunlearn import shadow
+from jaxunlearn.many import autotune
 from jaxunlearn import studies
 
 TINY = dict(dataset="digits", train_subset=96, test_subset=40, model="cnn", width=0.25, epochs=1,
@@ -79,7 +79,7 @@ def test_challenge_smoke(tmp_path, monkeypatch):
   # again (a different pick would make the original's folder refuse to load) and ends the same
   shutil.rmtree(ck / "retrained")
   shutil.rmtree(ck / "unlearned")
-  monkeypatch.setattr(shadow, "choose_strategy", lambda *a, **k: pytest.fail("measured again on resume"))
+  monkeypatch.setattr(autotune, "choose_strategy", lambda *a, **k: pytest.fail("measured again on resume"))
   again = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, strategy="auto",
                                                         checkpoint_dir=str(ck), forget="random:0.1",
                                                         out=str(tmp_path / "ch2"), **TINY))

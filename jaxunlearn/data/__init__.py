@@ -1,4 +1,4 @@
-"""Data: datasets as host arrays, forget-set builders and on-device augmentation."""
+"""Data: datasets as host arrays, forget-set builders, keep masks and on-device augmentation."""
 
 from jaxunlearn.data._augment import random_crop_flip
 from jaxunlearn.data._datasets import Dataset
@@ -7,6 +7,10 @@ from jaxunlearn.data._datasets import load_dataset
 from jaxunlearn.data._datasets import load_digits
 from jaxunlearn.data._datasets import load_npz
 from jaxunlearn.data._datasets import load_tfds
+from jaxunlearn.data._membership import as_keep_mask
+from jaxunlearn.data._membership import as_key
+from jaxunlearn.data._membership import keep_indices
+from jaxunlearn.data._membership import keep_mask
 from jaxunlearn.data._splits import ForgetSplit
 from jaxunlearn.data._splits import SPEC_HELP
 from jaxunlearn.data._splits import make_forget_split
@@ -14,7 +18,7 @@ from jaxunlearn.data._splits import parse_forget_spec
 from jaxunlearn.data._splits import validate_split
 
 __all__ = (
-    "Dataset", "ForgetSplit", "SPEC_HELP", "decode_jpeg_bytes", "load_dataset", "load_digits",
-    "load_npz", "load_tfds", "make_forget_split", "parse_forget_spec", "random_crop_flip",
-    "validate_split",
+    "Dataset", "ForgetSplit", "SPEC_HELP", "as_keep_mask", "as_key", "decode_jpeg_bytes", "keep_indices",
+    "keep_mask", "load_dataset", "load_digits", "load_npz", "load_tfds", "make_forget_split",
+    "parse_forget_spec", "random_crop_flip", "validate_split",
 )

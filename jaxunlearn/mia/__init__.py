@@ -2,8 +2,7 @@
 
 from jaxunlearn.mia.lira import evaluate_attack
 from jaxunlearn.mia.lira import lira
-from jaxunlearn.mia.lira import make_keep_mask
 from jaxunlearn.mia.lira import ulira
 from jaxunlearn.mia.simple import simple_mia
 
-__all__ = ("evaluate_attack", "lira", "make_keep_mask", "simple_mia", "ulira")
+__all__ = ("evaluate_attack", "lira", "simple_mia", "ulira")

@@ -20,58 +20,10 @@ from jaxunlearn.metrics import best_threshold_accuracy
 from jaxunlearn.metrics import roc_curve
 from jaxunlearn.metrics import tpr_at_fpr
 
-__all__ = ("evaluate_attack", "lira", "make_keep_mask", "ulira")
+__all__ = ("evaluate_attack", "lira", "ulira")
 
 _SIGMA_EPS = 1e-30
 _OFFLINE_MODES = ("cdf", "neg_logpdf")
-
-
-def make_keep_mask(key, num_models: int, num_examples: int, p: float = 0.5) -> np.ndarray:
-  """Balanced random membership of examples in shadow models.
-
-  As in the reference LiRA code: ``u = uniform(size=(M, N)); order = u.argsort(0);
-  keep = order < p * M``, i.e. ``k = ceil(p * M)`` models per example, so every example is in
-  exactly ``k`` of the M models, and each model holds about ``p * N`` examples.
-
-  Args:
-    key: a ``jax.random.key`` typed key (a legacy ``jax.random.PRNGKey`` uint32 [2] key is
-      accepted too), or an int seed (turned into ``jax.random.key(seed)``).
-    num_models: M >= 1.
-    num_examples: N >= 0.
-    p: fraction of models that train on each example, in [0, 1].
-
-  Returns:
-    ``bool [M, N]`` numpy array; ``keep[m, n]`` is True iff model m trains on example n.
-  """
-  import jax  # Only for the random key; the rest of this module is numpy.
-
-  for name, v in (("num_models", num_models), ("num_examples", num_examples)):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-      raise TypeError(f"{name} must be an int, got {v!r}")
-  if num_models < 1:
-    raise ValueError(f"num_models must be >= 1, got {num_models}")
-  if num_examples < 0:
-    raise ValueError(f"num_examples must be >= 0, got {num_examples}")
-  p = float(p)
-  if not 0.0 <= p <= 1.0:
-    raise ValueError(f"p must be in [0, 1], got {p!r}")
-  if isinstance(key, (bool, np.bool_)):
-    raise TypeError(f"key must be a jax.random.key or an int seed, got {key!r}")
-  if isinstance(key, (int, np.integer)):
-    key = jax.random.key(int(key))
-  elif isinstance(key, jax.Array):
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if not typed and not (key.dtype == np.uint32 and key.shape == (2,)):
-      raise TypeError("key must be a single jax.random.key or an int seed, got an array of "
-                      f"dtype {key.dtype} and shape {key.shape}")
-    if typed and key.shape != ():
-      raise TypeError(f"key must be a single (scalar) jax.random.key, got shape {key.shape}")
-  else:
-    raise TypeError(f"key must be a jax.random.key or an int seed, got {type(key).__name__}")
-  k = int(np.ceil(p * num_models - 1e-9))  # the reference's count of orders < p * M
-  u = np.asarray(jax.random.uniform(key, (num_models, num_examples)))
-  order = np.argsort(u, axis=0, kind="stable")
-  return order < k
 
 
 def _as_float(x, name: str) -> np.ndarray:

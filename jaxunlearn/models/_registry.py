@@ -10,12 +10,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.models import _airbench
 from jaxunlearn.models import _nets
 
 Params = Any
 BatchStats = Any
 
-MODEL_NAMES = ("mlp", "cnn", "allcnn", "resnet18", "wrn16_4", "wrn28_2")
+MODEL_NAMES = ("mlp", "cnn", "allcnn", "resnet18", "wrn16_4", "wrn28_2", "airbench")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +83,16 @@ def _has_stats(batch_stats) -> bool:
   return bool(jax.tree_util.tree_leaves(batch_stats))
 
 
+# name -> f(num_classes, width multiplier, dtype, image channels) -> Flax module
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": lambda nc, width, dtype: _nets.MLP(nc, hidden=(int(256 * width),) * 2, dtype=dtype),
-    "cnn": lambda nc, width, dtype: _nets.CNN(nc, width=max(1, int(32 * width)), hidden=max(1, int(128 * width)), dtype=dtype),
-    "allcnn": lambda nc, width, dtype: _nets.AllCNN(nc, width=width, dtype=dtype),
-    "resnet18": lambda nc, width, dtype: _nets.ResNet18(nc, width=width, dtype=dtype),
-    "wrn16_4": lambda nc, width, dtype: _nets.WideResNet(nc, depth=16, widen=max(1, int(round(4 * width))), dtype=dtype),
-    "wrn28_2": lambda nc, width, dtype: _nets.WideResNet(nc, depth=28, widen=max(1, int(round(2 * width))), dtype=dtype),
+    "mlp": lambda nc, width, dtype, c: _nets.MLP(nc, hidden=(int(256 * width),) * 2, dtype=dtype),
+    "cnn": lambda nc, width, dtype, c: _nets.CNN(nc, width=max(1, int(32 * width)), hidden=max(1, int(128 * width)), dtype=dtype),
+    "allcnn": lambda nc, width, dtype, c: _nets.AllCNN(nc, width=width, dtype=dtype),
+    "resnet18": lambda nc, width, dtype, c: _nets.ResNet18(nc, width=width, dtype=dtype),
+    "wrn16_4": lambda nc, width, dtype, c: _nets.WideResNet(nc, depth=16, widen=max(1, int(round(4 * width))), dtype=dtype),
+    "wrn28_2": lambda nc, width, dtype, c: _nets.WideResNet(nc, depth=28, widen=max(1, int(round(2 * width))), dtype=dtype),
+    "airbench": lambda nc, width, dtype, c: _airbench.AirbenchNet(
+        nc, in_channels=c, widths=tuple(max(1, int(round(w * width))) for w in _airbench.AIRBENCH_WIDTHS), dtype=dtype),
 }
 
 
@@ -98,7 +102,8 @@ def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, in
   """Builds a registered model.
 
   Args:
-    name: one of ``mlp``, ``cnn``, ``allcnn``, ``resnet18``, ``wrn16_4``, ``wrn28_2``.
+    name: one of ``mlp``, ``cnn``, ``allcnn``, ``resnet18``, ``wrn16_4``, ``wrn28_2``, ``airbench``
+      (its first layer only whitens once trained with :func:`jaxunlearn.recipes.make_airbench_fit`).
     num_classes: outputs.
     input_shape: ``(H, W, C)``.
     mean, std: per-channel input normalisation (defaults 0 and 1).
@@ -118,5 +123,45 @@ def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, in
   std = tuple(std) if std is not None else (1.0,) * c
   if len(mean) != c or len(std) != c:
     raise ValueError(f"mean/std need {c} channels, got {len(mean)}/{len(std)}")
-  module = _BUILDERS[name](num_classes, width, dtype)
+  module = _BUILDERS[name](num_classes, width, dtype, int(c))
   return Model(name, module, num_classes, tuple(int(v) for v in input_shape), mean, std)
+
+
+def create_airbench(num_classes: int, input_shape: tuple[int, int, int], *,
+                    width: tuple[int, ...] = _airbench.AIRBENCH_WIDTHS, dtype: Any = jnp.float32,
+                    mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                    logit_scale: float = 1.0 / 9.0) -> Model:
+  """The airbench94 network as a :class:`jaxunlearn.models.Model` (name ``"airbench"``).
+
+  Args:
+    num_classes: outputs.
+    input_shape: ``(H, W, C)``.
+    width: channels of the three blocks (airbench94: ``(64, 256, 256)``).
+    dtype: compute dtype (``jnp.bfloat16`` for mixed precision; parameters stay float32).
+    mean, std: input normalisation of ``x / 255`` (default: the CIFAR-10 statistics for 3
+      channels, else 0.5 / 0.25).
+    logit_scale: the factor on the logits (1/9).
+
+  Returns:
+    A ``Model`` whose params are ``{"whiten", "block1", "block2", "block3", "head"}``. A fresh
+    ``init`` has a random whitening layer: :func:`jaxunlearn.recipes.make_airbench_fit` replaces it by the data's
+    whitening filters (or use :func:`jaxunlearn.recipes.whitening_params`).
+  """
+  if isinstance(num_classes, bool) or not (isinstance(num_classes, int) and num_classes >= 2):
+    raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+  if len(input_shape) != 3:
+    raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}")
+  width = tuple(int(w) for w in width)
+  if not width or any(w < 1 for w in width):
+    raise ValueError(f"width must be a non-empty tuple of positive ints, got {width!r}")
+  c = int(input_shape[-1])
+  if mean is None:
+    mean = _airbench.CIFAR10_MEAN if c == 3 else (0.5,) * c
+  if std is None:
+    std = _airbench.CIFAR10_STD if c == 3 else (0.25,) * c
+  mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+  if len(mean) != c or len(std) != c:
+    raise ValueError(f"mean/std need {c} channels, got {len(mean)}/{len(std)}")
+  module = _airbench.AirbenchNet(num_classes, in_channels=c, widths=width, logit_scale=float(logit_scale), dtype=dtype)
+  return Model("airbench", module, num_classes, tuple(int(v) for v in input_shape), mean, std)
+

@@ -1,0 +1,94 @@
+"""predict_many and its summaries: eval-mode logits of M stacked models, flip / airbench test-time augmentation."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn.many.engine import ChunkedRun
+from jaxunlearn.many.engine import prepare
+from jaxunlearn.many.programs import predict_program
+from jaxunlearn.many.stack import num_models_of
+from jaxunlearn.train import ModelState
+
+TTA_LEVELS = (0, 1, 2)
+
+
+def _translate_diagonal(x, shift: int):
+  """``x`` moved by ``shift`` pixels along both axes (``-1``: up-left view), reflection padding."""
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+  o = 1 + shift
+  return xp[:, o:o + x.shape[1], o:o + x.shape[2], :]
+
+
+def predict_many(states: ModelState, x, *, flip: bool = False, tta: int = 0, batch_size: int = 512,
+                 chunk_size: int | None = None, strategy: str = "vmap", devices=None,
+                 progress: bool = False, desc: str = "predict") -> np.ndarray:
+  """Eval-mode logits of M stacked models on images ``x [N, H, W, C]``.
+
+  Args:
+    states: stacked ``ModelState`` (leading axis M).
+    x: images.
+    flip: also query the mirror image (horizontal flip), the second LiRA augmentation.
+    tta: test-time augmentation as airbench's ``infer(..., tta_level)`` (not with ``flip``): 0
+      none; 1 the mean of the logits of the image and of its mirror image (2 passes); 2 (6
+      passes) ``0.5 * tta1(x) + 0.25 * (tta1(up_left(x)) + tta1(down_right(x)))``, the views
+      moved by one pixel along both axes with reflection padding.
+    batch_size: images per forward pass (per model).
+    chunk_size, strategy, devices, progress, desc: as in :func:`train_many`.
+
+  Returns:
+    ``float32`` numpy ``[M, N, C]``, or ``[M, N, 2, C]`` with ``flip`` (index 1 = mirrored).
+  """
+  if isinstance(tta, bool) or tta not in TTA_LEVELS:
+    raise ValueError(f"TTA level must be 0, 1 or 2, got {tta!r}")
+  if tta and flip:
+    raise ValueError("give flip or tta, not both (tta already averages over the mirror image)")
+  if tta:
+    kw = dict(batch_size=batch_size, chunk_size=chunk_size, strategy=strategy, devices=devices,
+              progress=progress, desc=desc)
+    x = jnp.asarray(x)
+    out = predict_many(states, x, flip=True, **kw).mean(axis=2)
+    if tta == 2 and x.shape[0]:
+      out = 0.5 * out + 0.25 * (predict_many(states, _translate_diagonal(x, -1), flip=True, **kw).mean(axis=2)
+                                + predict_many(states, _translate_diagonal(x, 1), flip=True, **kw).mean(axis=2))
+    return out
+  m = num_models_of(states)
+  if m is None:
+    raise ValueError("predict_many needs stacked states (a leading model axis); use stack_states")
+  if np.ndim(x) != 4 or tuple(np.shape(x)[1:]) != states.model.input_shape:
+    raise ValueError(f"images must be [N, {', '.join(map(str, states.model.input_shape))}], got shape {np.shape(x)}")
+  n = int(np.shape(x)[0])
+  if n == 0:
+    c = states.model.num_classes
+    return np.zeros((m, 0, 2, c) if flip else (m, 0, c), np.float32)
+  mesh, chunk, strategy = prepare(m, chunk_size, devices, strategy)
+  program = predict_program(states.model, n, max(1, min(batch_size, n)), bool(flip), strategy, mesh)
+  run = ChunkedRun(program, {"params": states.params, "batch_stats": states.batch_stats}, {"x": jnp.asarray(x)},
+                   m, chunk, mesh, progress=progress, desc=desc, to_host=True)
+  out = np.asarray(run(), np.float32)
+  return out if flip else out[:, :, 0]
+
+
+def confidences_many(states: ModelState, x, y, *, flip: bool = True, **kw) -> np.ndarray:
+  """Logit-scaled confidences ``float64 [M, N, A]`` of M models (``A = 2`` with ``flip``, else 1).
+
+  The score LiRA, U-LiRA and the challenge's forget quality use
+  (``jaxunlearn.metrics.logit_confidence``), computed in float64 on the host from
+  :func:`predict_many`'s logits. ``kw`` goes to :func:`predict_many`.
+  """
+  from jaxunlearn.metrics import logit_confidence
+
+  y = np.asarray(y)
+  if y.shape != (np.shape(x)[0],):
+    raise ValueError(f"labels must have shape ({np.shape(x)[0]},), got {y.shape}")
+  logits = predict_many(states, x, flip=flip, **kw)
+  if not flip:
+    logits = logits[:, :, None]
+  return logit_confidence(logits, y[:, None])
+
+
+def accuracies_many(states: ModelState, x, y, **kw) -> np.ndarray:
+  """Accuracy ``float64 [M]`` of each of M stacked models on ``(x, y)``."""
+  logits = predict_many(states, x, **kw)
+  return (np.argmax(logits, -1) == np.asarray(y)[None]).mean(1)

@@ -1,0 +1,58 @@
+"""The jitted per-chunk programs of train_many and predict_many (one model's run, mapped over a chunk)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxunlearn.many.engine import MODEL_AXIS
+from jaxunlearn.many.strategy import batch_over_models
+from jaxunlearn.models import Model
+from jaxunlearn.train import make_fit
+
+
+@functools.lru_cache(maxsize=32)
+def train_program(model: Model, cfg, k: int, impl: str, strategy: str, mesh: Mesh, fit_factory: Callable = make_fit):
+  """The jitted per-chunk program of :func:`train_many`: ``fit_factory(model, cfg, k)`` gives the
+  ``(init, fit)`` pair of one model's run (``jaxunlearn.train.make_fit``, or another trainer's with
+  the same contract, e.g. ``jaxunlearn.recipes.make_airbench_fit``)."""
+  init, fit = fit_factory(model, cfg, k)
+
+  def one(pm, sh):
+    km = jax.random.fold_in(jax.random.wrap_key_data(sh["key"], impl=impl), pm["m"])
+    params, stats = model.init(jax.random.fold_in(km, 0))
+    ts, hist = fit(init(params, stats), sh["x"], sh["y"], pm["index"], jax.random.fold_in(km, 1))
+    return {"params": ts.params, "batch_stats": ts.batch_stats, "metrics": hist}
+
+  fn = batch_over_models(one, strategy, mesh.size)
+  return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
+
+
+@functools.lru_cache(maxsize=32)
+def predict_program(model: Model, n: int, batch_size: int, flip: bool, strategy: str, mesh: Mesh):
+  """The jitted per-chunk program of :func:`jaxunlearn.many.predict_many`: eval-mode logits ``[c, N, A, C]``."""
+  nb = -(-n // batch_size)
+
+  def one(pm, sh):
+    params, stats, x = pm["params"], pm["batch_stats"], sh["x"]
+    pad = nb * batch_size - n
+    xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    xb = xp.reshape(nb, batch_size, *x.shape[1:])
+
+    def f(b):
+      out = [model.apply(params, stats, b, train=False)[0]]
+      if flip:
+        out.append(model.apply(params, stats, b[:, :, ::-1, :], train=False)[0])
+      return jnp.stack(out, axis=1)  # [B, A, C]
+
+    logits = jax.lax.map(f, xb)
+    return logits.reshape(nb * batch_size, *logits.shape[2:])[:n]
+
+  fn = batch_over_models(one, strategy, mesh.size)
+  return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))

@@ -1,0 +1,59 @@
+"""unlearn_many equals single runs for EVERY registered method (2 models, per-model hyperparameters)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_method_api import TINY  # the tiny per-method settings (every registered method has one)
+
+from jaxunlearn import many as jmany
+from jaxunlearn import train as jtrain
+from jaxunlearn import unlearn as jun
+
+KEY = jax.random.key(21)
+
+
+@pytest.fixture(scope="module")
+def original(blobs, mlp_model):
+  x, y, _, _ = blobs
+  st, _ = jtrain.train_model(mlp_model, jtrain.TrainConfig(epochs=2, batch_size=32, lr=0.05), x, y,
+                             np.arange(len(y)), jax.random.key(1), progress=False)
+  return st
+
+
+@pytest.fixture(scope="module")
+def data(blobs, class_split):
+  x, y, xt, yt = blobs
+  retain, forget = class_split
+  return jun.UnlearnData.create(x, y, retain, forget, num_classes=4, x_val=xt[yt == 0], y_val=yt[yt == 0])
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_unlearn_many_equals_single_runs(name, original, data):
+  method = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **TINY[name]))
+  lrs = np.array([0.5, 2.0], np.float32) * np.float32(method.hparams["lr"])
+  out, metrics = jmany.unlearn_many(original, data, KEY, method, hparams={"lr": lrs}, num_models=2,
+                                    progress=False)
+  single = jax.jit(method)
+  for m in range(2):
+    s, sm = single(original, data, jax.random.fold_in(KEY, m), {"lr": lrs[m]})
+    got = jmany.take(out, m)
+    for a, b in zip(jax.tree.leaves((got.params, got.batch_stats)), jax.tree.leaves((s.params, s.batch_stats))):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=f"{name} model {m}")
+    for k in sm:
+      np.testing.assert_allclose(np.asarray(metrics[k])[m], np.asarray(sm[k]), rtol=2e-4, atol=2e-5)
+  a, b = jmany.take(out, 0), jmany.take(out, 1)
+  assert max(float(jnp.max(jnp.abs(p - q))) for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params))) > 0
+
+
+def test_unlearn_many_rejects_bad_hparams_before_compiling(original, data):
+  with pytest.raises(ValueError, match="no hyperparameter 'lrr'"):
+    jmany.unlearn_many(original, data, KEY, "finetune", hparams={"lrr": 0.1}, num_models=2, progress=False)
+  with pytest.raises(ValueError, match=r"shape \(2,\)"):
+    jmany.unlearn_many(original, data, KEY, "finetune", hparams={"lr": [0.1, 0.2, 0.3]}, num_models=2,
+                       progress=False)
+  with pytest.raises(ValueError, match="NaN"):
+    jmany.unlearn_many(original, data, KEY, "finetune", hparams={"lr": [0.1, float("nan")]}, num_models=2,
+                       progress=False)
+  with pytest.raises(ValueError, match="not a registered method"):
+    jmany.unlearn_many(original, data, KEY, lambda *a: a, num_models=2, progress=False)
