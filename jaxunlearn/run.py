@@ -23,6 +23,8 @@ import numpy as np
 from jaxunlearn import data as jdata
 from jaxunlearn import models as jmodels
 from jaxunlearn import unlearn as jun
+from jaxunlearn.atomic import jsonable
+from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import TrainConfig
 from jaxunlearn.train import evaluate
@@ -193,34 +195,6 @@ def _evaluate_all(state: ModelState, sets: dict) -> tuple[dict, dict]:
   return {k: v["acc"] for k, v in ev.items()}, ev
 
 
-def _jsonable(v):
-  if isinstance(v, dict):
-    return {str(k): _jsonable(x) for k, x in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [_jsonable(x) for x in v]
-  if isinstance(v, (np.ndarray, jax.Array)):
-    a = np.asarray(v)
-    return a.item() if a.ndim == 0 else a.tolist()
-  if isinstance(v, (np.floating, np.integer)):
-    return v.item()
-  return v
-
-
-def write_json_atomic(path: Path, obj) -> None:
-  """Writes JSON via a temporary file and ``os.replace``: a crash never leaves a half-written file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(_jsonable(obj), f, indent=2, sort_keys=False)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def _log(p: Prepared, msg: str):
   if p.cfg.progress:
     print(msg, file=sys.stderr, flush=True)
@@ -289,7 +263,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
     entry = {"acc": acc, "seconds": secs, "compile_seconds": t1 - t0}
     if name != "retrain":
       entry["speedup_vs_retrain"] = results["models"]["retrain"]["seconds"] / max(secs, 1e-9)
-    entry["metrics"] = _jsonable(metrics or {})
+    entry["metrics"] = jsonable(metrics or {})
     entry.update(extra(ev, results["models"]["retrain"]["acc"] if name != "retrain" else None))
     results["models"][name] = entry
     if save:

@@ -34,6 +34,7 @@ import numpy as np
 from jaxunlearn import data as jdata
 from jaxunlearn import models as jmodels
 from jaxunlearn import shadow
+from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.run import SEED_LIMIT
 from jaxunlearn.run import check_int as _check_int
 from jaxunlearn.train import OPTIMIZERS
@@ -218,9 +219,7 @@ def _log(cfg: _Common, msg: str):
 
 
 def _write(out: Path, results: dict) -> None:
-  """results.json via a temporary file + ``os.replace``; in a multi-host run only process 0 writes."""
-  from jaxunlearn.run import write_json_atomic
-
+  """results.json, written atomically; in a multi-host run only process 0 writes."""
   if jax.process_index() == 0:
     write_json_atomic(out / "results.json", results)
 

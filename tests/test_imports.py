@@ -9,7 +9,8 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "jaxunlearn"
 
 # top-level unit -> the jaxunlearn units it may import
 ALLOWED = {
-    "data": set(),
+    "atomic": set(),
+    "data": {"atomic"},
     "models": set(),
     "metrics": set(),
     "plotting": set(),
@@ -20,8 +21,9 @@ ALLOWED = {
     "unlearn": {"data", "models", "train", "attacks"},
     "shadow": {"data", "models", "train", "unlearn", "metrics", "mia", "checkpoint"},
     "airbench": {"data", "models", "train", "shadow"},
-    "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint"},
-    "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "shadow", "run"},
+    "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "atomic"},
+    "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "shadow", "run",
+                "atomic"},
     "cli": {"data", "run", "studies"},
     "__main__": {"cli"},
     "__init__": set(),
