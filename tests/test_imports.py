@@ -10,6 +10,7 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "jaxunlearn"
 # top-level unit -> the jaxunlearn units it may import
 ALLOWED = {
     "atomic": set(),
+    "errors": set(),
     "data": {"atomic"},
     "models": set(),
     "metrics": set(),
@@ -18,13 +19,16 @@ ALLOWED = {
     "attacks": set(),
     "mia": {"metrics"},
     "train": {"data", "models"},
+    "config": {"data", "models", "train", "errors"},
+    "evals": {"data", "train", "metrics", "mia"},
     "unlearn": {"data", "models", "train", "attacks"},
     "shadow": {"data", "models", "train", "unlearn", "metrics", "mia", "checkpoint"},
     "airbench": {"data", "models", "train", "shadow"},
-    "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "atomic"},
-    "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "shadow", "run",
-                "atomic"},
-    "cli": {"data", "run", "studies"},
+    "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "atomic", "errors",
+            "config", "evals"},
+    "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "shadow",
+                "atomic", "errors", "config"},
+    "cli": {"data", "models", "train", "errors", "evals", "run", "studies"},
     "__main__": {"cli"},
     "__init__": set(),
 }
