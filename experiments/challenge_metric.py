@@ -37,7 +37,7 @@ from jaxunlearn import models as jmodels  # noqa: E402
 from jaxunlearn import plotting  # noqa: E402
 from jaxunlearn import studies  # noqa: E402
 from jaxunlearn import unlearn as jun  # noqa: E402
-from jaxunlearn.run import write_json_atomic  # noqa: E402
+from jaxunlearn.atomic import write_json_atomic  # noqa: E402
 from jaxunlearn.train import TrainConfig  # noqa: E402
 
 METHODS = (("finetune", "challenge", {}), ("neggrad_plus", None, {"epochs": "1"}), ("scrub", "large", {}))

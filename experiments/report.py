@@ -19,7 +19,7 @@ from jaxunlearn import plotting
 from jaxunlearn.run import RunConfig
 from jaxunlearn.run import execute
 from jaxunlearn.run import prepare
-from jaxunlearn.run import write_json_atomic
+from jaxunlearn.atomic import write_json_atomic
 
 FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion_mnist.npz"
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10_jpeg.npz"

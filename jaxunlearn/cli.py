@@ -1,11 +1,20 @@
-"""Command line: ``jaxunlearn run | lira | ulira | challenge``. Flags only; the work lives in the library."""
+"""Command line: ``jaxunlearn run | lira | ulira | challenge``: every flag, and the exit codes; the work lives in the library.
+
+Exit status: 0 done; 2 bad input (argparse, or a :class:`jaxunlearn.errors.ConfigError`), printed
+as one line ``jaxunlearn: error: ...``; any other exception (a bug, a JAX tracer error, ...)
+propagates with its traceback (status 1 under ``python -m jaxunlearn`` / the ``jaxunlearn`` script).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 
-RUN_DEFAULTS = None  # filled lazily to keep `--help` fast
+from jaxunlearn.errors import ConfigError
+
+STUDIES = ("lira", "ulira", "challenge")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,50 +38,181 @@ def _kv_preset(s: str):
   return (m, p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-  from jaxunlearn.data import SPEC_HELP
+def _kv(s: str):
+  """``option=value`` (or ``method.option=value``) -> (option, value): a study's one method."""
+  if "=" not in s:
+    raise argparse.ArgumentTypeError(f"--set {s!r}: expected OPTION=VALUE (or METHOD.OPTION=VALUE)")
+  k, v = s.split("=", 1)
+  return (k.strip(), v)
+
+
+def add_job_flags(p: argparse.ArgumentParser, d) -> None:
+  """The flags of :class:`jaxunlearn.config.JobConfig` (data, model, training), with ``d``'s defaults."""
   from jaxunlearn.models import MODEL_NAMES
+  from jaxunlearn.train import OPTIMIZERS
+
+  p.add_argument("--dataset", default=d.dataset, help="digits | npz:PATH | tfds name (cifar10, ...)")
+  p.add_argument("--model", default=d.model, help=" | ".join(MODEL_NAMES))
+  p.add_argument("--width", type=float, default=d.width, help="channel multiplier")
+  p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of every model trained from scratch")
+  p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size of every model trained from scratch")
+  p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine schedule)")
+  p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="optimizer")
+  p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
+  p.add_argument("--augment", action="store_true", default=d.augment, help="random crop + flip while training")
+  p.add_argument("--train-subset", type=int, default=d.train_subset, help="use N random train examples")
+  p.add_argument("--test-subset", type=int, default=d.test_subset, help="use N random test examples")
+  p.add_argument("--data-dir", default=d.data_dir, help="tfds data_dir")
+  p.add_argument("--download", action="store_true", default=d.download, help="let tfds download (needs network)")
+  p.add_argument("--seed", type=int, default=d.seed, help="seed of the data split(s), inits and batches")
+  p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_run(sub, fmt) -> None:
+  from jaxunlearn.data import SPEC_HELP
+  from jaxunlearn.evals import eval_options
   from jaxunlearn.run import RunConfig
 
   d = RunConfig()
-  fmt = argparse.ArgumentDefaultsHelpFormatter
-  parser = _Parser(prog="jaxunlearn", description="Deep machine unlearning in JAX.", formatter_class=fmt)
-  sub = parser.add_subparsers(dest="command", parser_class=_Parser)
   r = sub.add_parser("run", help="train original + retrained oracle, unlearn, evaluate", formatter_class=fmt)
-  r.add_argument("--dataset", default=d.dataset, help="digits | npz:PATH | tfds name (cifar10, ...)")
-  r.add_argument("--model", default=d.model, help=" | ".join(MODEL_NAMES))
-  r.add_argument("--width", type=float, default=d.width, help="channel multiplier")
+  add_job_flags(r, d)
   r.add_argument("--forget", default=d.forget, help=SPEC_HELP)
   r.add_argument("--method", action="append", dest="methods", default=None,
                  help=f"unlearning method (repeatable; default {d.methods[0]})")
-  r.add_argument("--epochs", type=int, default=d.epochs, help="epochs of the original and the oracle")
-  r.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size of the original and the oracle")
-  r.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine schedule)")
-  r.add_argument("--optimizer", default=d.optimizer, choices=("sgd", "adam", "adamw"), help="optimizer")
-  r.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
-  r.add_argument("--augment", action="store_true", help="random crop + flip while training")
-  r.add_argument("--seed", type=int, default=d.seed, help="seed of the forget split, inits and batches")
   r.add_argument("--out", default=d.out, help="output folder for results.json")
   r.add_argument("--set", action="append", type=_kv_set, dest="overrides", default=[],
                  metavar="METHOD.OPTION=VALUE", help="method option, e.g. scrub.alpha=0.5 (repeatable)")
   r.add_argument("--preset", action="append", type=_kv_preset, dest="presets", default=[],
                  metavar="METHOD=PRESET", help="named setting, e.g. scrub=large")
-  r.add_argument("--mask", default=None, help="localise every method: del:FRAC or salun:FRAC")
-  r.add_argument("--eval", action="append", dest="evals", default=[], choices=("mia", "zrf", "tow"),
+  r.add_argument("--mask", default=d.mask, help="localise every method: del:FRAC or salun:FRAC")
+  r.add_argument("--eval", action="append", dest="evals", default=[], choices=eval_options(),
                  help="extra evaluations (repeatable)")
-  r.add_argument("--train-subset", type=int, default=None, help="use N random train examples")
-  r.add_argument("--test-subset", type=int, default=None, help="use N random test examples")
-  r.add_argument("--data-dir", default=None, help="tfds data_dir")
-  r.add_argument("--download", action="store_true", help="let tfds download (needs network)")
-  r.add_argument("--save-models", default=None, metavar="DIR",
+  r.add_argument("--save-models", default=d.save_models, metavar="DIR",
                  help="save every model (original, retrain, methods) with orbax under DIR/NAME")
-  r.add_argument("--original", default=None, metavar="CKPT",
+  r.add_argument("--original", default=d.original, metavar="CKPT",
                  help="reuse an original model saved with --save-models (DIR/original) instead of training")
-  r.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_study_flags(p: argparse.ArgumentParser, d) -> None:
+  """:func:`add_job_flags` plus how a study runs its many models (:class:`jaxunlearn.studies.StudyConfig`)."""
+  add_job_flags(p, d)
+  p.add_argument("--chunk-size", type=int, default=d.chunk_size,
+                 help="models per compiled call (default: all; rounded up to a multiple of the device count)")
+  p.add_argument("--strategy", default=d.strategy,
+                 help="vmap: models in lockstep; sequential: lax.map over models per device; an int G: "
+                      "groups of G in lockstep; auto: measure a few steps of each and use the fastest")
+  p.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
+                 help="save every finished chunk here; rerunning the same command resumes")
+  p.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() first: multi-host runs (SLURM, Open MPI and TPU pods "
+                      "are auto-detected; see BUILD.md)")
+
+
+def _add_method_flags(p: argparse.ArgumentParser, d) -> None:
+  p.add_argument("--method", default=d.method, help="registered unlearning method")
+  p.add_argument("--set", action="append", type=_kv, dest="overrides", default=[], metavar="OPTION=VALUE",
+                 help="method option, e.g. lr=0.01 or finetune.lr=0.01 (repeatable)")
+  p.add_argument("--preset", default=d.preset, help="named method preset")
+
+
+def _add_studies(sub, fmt) -> None:
+  from jaxunlearn import data as jdata
   from jaxunlearn import studies
 
-  studies.add_subcommands(sub)
+  no_flip = "query only the image, not its mirror"
+  targets = "leave-one-out over the first T models (default all)"
+  d = studies.LiraConfig()
+  p = sub.add_parser("lira", formatter_class=fmt, help="train M shadow models on random halves; LiRA membership "
+                     "inference", description=studies.run_lira.__doc__.split("\n")[0])
+  p.add_argument("--models", "--num-models", dest="num_models", type=int, default=d.num_models,
+                 help="number of models M (each is a target in turn, leave-one-out)")
+  p.add_argument("--targets", type=int, default=d.targets, help=targets)
+  p.add_argument("--no-flip", dest="flip", action="store_false", help=no_flip)
+  p.add_argument("--out", default=d.out, help="output folder for results.json and roc.png")
+  _add_study_flags(p, d)
+
+  d = studies.UliraConfig()
+  q = sub.add_parser("ulira", formatter_class=fmt, help="U-LiRA: per-example membership test of an unlearning "
+                     "method", description=studies.run_ulira.__doc__.split("\n")[0])
+  q.add_argument("--models", "--num-models", dest="num_models", type=int, default=d.num_models,
+                 help="number of original models M")
+  _add_method_flags(q, d)
+  q.add_argument("--pool-size", type=int, default=d.pool_size,
+                 help="forget candidates; each model trains on and unlearns half of them")
+  q.add_argument("--targets", type=int, default=d.targets, help=targets)
+  q.add_argument("--no-flip", dest="flip", action="store_false", help=no_flip)
+  q.add_argument("--out", default=d.out, help="output folder for results.json and roc.png")
+  _add_study_flags(q, d)
+
+  d = studies.ChallengeConfig()
+  c = sub.add_parser("challenge", formatter_class=fmt, help="NeurIPS-2023 challenge: forget quality of N unlearned "
+                     "vs N retrained models", description=studies.run_challenge.__doc__.split("\n")[0])
+  c.add_argument("--models", type=int, default=d.models, help="N models per side")
+  _add_method_flags(c, d)
+  c.add_argument("--forget", default=d.forget, help=f"the fixed forget set: {jdata.SPEC_HELP}")
+  c.add_argument("--out", default=d.out, help="output folder for results.json and epsilons.png")
+  _add_study_flags(c, d)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """``jaxunlearn`` with the subcommands ``run``, ``lira``, ``ulira``, ``challenge``; every option
+  shows its default (``ArgumentDefaultsHelpFormatter``)."""
+  fmt = argparse.ArgumentDefaultsHelpFormatter
+  parser = _Parser(prog="jaxunlearn", description="Deep machine unlearning in JAX.", formatter_class=fmt)
+  sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+  _add_run(sub, fmt)
+  _add_studies(sub, fmt)
   return parser
+
+
+def config_from_args(cls, args):
+  """The ``cls`` config (a :class:`jaxunlearn.config.JobConfig`) from parsed arguments: every
+  field taken from the flag of its name (lists become tuples; an unset flag keeps the default)."""
+  kw = {}
+  for f in dataclasses.fields(cls):
+    if f.name == "progress":
+      kw["progress"] = not getattr(args, "quiet", False)
+    elif getattr(args, f.name, None) is not None:
+      v = getattr(args, f.name)
+      kw[f.name] = tuple(v) if isinstance(v, list) else v
+  return cls(**kw)
+
+
+def _error(e: ConfigError) -> int:
+  print(f"jaxunlearn: error: {' '.join(str(e).split())}", file=sys.stderr)
+  return 2
+
+
+def _run(args) -> int:
+  from jaxunlearn.run import RunConfig, execute_and_write, format_table, prepare
+
+  try:
+    prepared = prepare(config_from_args(RunConfig, args))
+  except ConfigError as e:
+    return _error(e)
+  results = execute_and_write(prepared)
+  print(format_table(results))
+  print(f"wrote {prepared.out / 'results.json'} and {prepared.out / 'accuracy.png'}")
+  return 0
+
+
+def _study(args) -> int:
+  import jax
+
+  from jaxunlearn import studies
+
+  cls = {"lira": studies.LiraConfig, "ulira": studies.UliraConfig, "challenge": studies.ChallengeConfig}[args.command]
+  cfg = config_from_args(cls, args)
+  if args.distributed:
+    jax.distributed.initialize()  # before any computation; every process runs this same command
+  try:
+    results = studies.RUNNERS[args.command](cfg)
+  except ConfigError as e:  # every input is checked before any compute; nothing else is caught
+    return _error(e)
+  if jax.process_index() == 0:
+    print(studies.format_result(results))
+    print(f"wrote {os.path.join(cfg.out, 'results.json')}")
+  return 0
 
 
 def main(argv=None) -> int:
@@ -83,34 +223,10 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.command == "run":
     return _run(args)
-  if args.command in ("lira", "ulira", "challenge"):
-    from jaxunlearn import studies
-
-    return studies.dispatch(args)
+  if args.command in STUDIES:
+    return _study(args)
   parser.print_help()
   return 2
-
-
-def _run(args) -> int:
-  from jaxunlearn.run import RunConfig, execute_and_write, format_table, prepare
-
-  try:
-    cfg = RunConfig(dataset=args.dataset, model=args.model, width=args.width, forget=args.forget,
-                    methods=tuple(args.methods or RunConfig.methods), epochs=args.epochs,
-                    batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                    weight_decay=args.weight_decay, augment=args.augment, seed=args.seed, out=args.out,
-                    overrides=tuple(args.overrides), presets=tuple(args.presets), mask=args.mask,
-                    evals=tuple(args.evals), train_subset=args.train_subset, test_subset=args.test_subset,
-                    data_dir=args.data_dir, download=args.download, progress=not args.quiet,
-                    save_models=args.save_models, original=args.original)
-    prepared = prepare(cfg)
-  except (ValueError, TypeError) as e:
-    print(f"jaxunlearn: error: {e}", file=sys.stderr)
-    return 2
-  results = execute_and_write(prepared)
-  print(format_table(results))
-  print(f"wrote {prepared.out / 'results.json'} and {prepared.out / 'accuracy.png'}")
-  return 0
 
 
 if __name__ == "__main__":

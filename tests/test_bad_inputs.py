@@ -20,7 +20,7 @@ from jaxunlearn import cli
 from jaxunlearn import metrics
 from jaxunlearn import mia
 from jaxunlearn import unlearn
-from jaxunlearn.run import write_json_atomic
+from jaxunlearn.atomic import write_json_atomic
 
 X = np.zeros((10, 8, 8, 1), np.uint8)
 Y = np.arange(10) % 2

@@ -155,12 +155,12 @@ def test_damaged_jpeg_cache_is_decoded_again(tmp_path):
 def test_concurrent_cache_writers_do_not_collide(tmp_path):
   from concurrent.futures import ThreadPoolExecutor
 
-  from jaxunlearn.data import _datasets
+  from jaxunlearn.atomic import atomic_savez
 
   target = tmp_path / "c.npz"
   arrays = [np.full((200, 32, 32, 3), i, np.uint8) for i in range(4)]
   with ThreadPoolExecutor(4) as ex:
-    list(ex.map(lambda a: _datasets._atomic_savez(target, x_train=a, x_test=a[:1]), arrays))
+    list(ex.map(lambda a: atomic_savez(target, x_train=a, x_test=a[:1]), arrays))
   got = np.load(target)["x_train"]
   assert any((got == a).all() for a in arrays)  # one whole writer's file, never a mix or a crash
   assert not list(tmp_path.glob("*.tmp*"))

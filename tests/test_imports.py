@@ -9,7 +9,9 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "jaxunlearn"
 
 # top-level unit -> the jaxunlearn units it may import
 ALLOWED = {
-    "data": set(),
+    "atomic": set(),
+    "errors": set(),
+    "data": {"atomic"},
     "models": set(),
     "metrics": set(),
     "plotting": set(),
@@ -17,12 +19,16 @@ ALLOWED = {
     "attacks": set(),
     "mia": {"metrics"},
     "train": {"data", "models"},
+    "config": {"data", "models", "train", "errors"},
+    "evals": {"data", "train", "metrics", "mia"},
     "unlearn": {"data", "models", "train", "attacks"},
     "recipes": {"data", "models", "train"},
-    "many": {"data", "models", "train", "unlearn", "metrics", "mia", "checkpoint", "recipes"},
-    "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint"},
-    "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "many", "run"},
-    "cli": {"data", "models", "run", "studies"},
+    "many": {"data", "models", "train", "unlearn", "metrics", "mia", "checkpoint", "recipes", "atomic", "errors"},
+    "run": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "atomic", "errors",
+            "config", "evals"},
+    "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "many",
+                "atomic", "errors", "config"},
+    "cli": {"data", "models", "train", "errors", "evals", "run", "studies"},
     "__main__": {"cli"},
     "__init__": set(),
 }

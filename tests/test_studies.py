@@ -1,14 +1,18 @@
 """jaxunlearn.studies: lira / ulira / challenge smoke runs at tiny size; argparse wiring and errors."""
 
-import argparse
 import json
 import shutil
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
+from jaxunlearn import cli
+from jaxunlearn import many
+from jaxunlearn import mia
 from jaxunlearn.many import autotune
 from jaxunlearn import studies
+from jaxunlearn.studies import common
 
 TINY = dict(dataset="digits", train_subset=96, test_subset=40, model="cnn", width=0.25, epochs=1,
             batch_size=16, progress=False)
@@ -24,14 +28,25 @@ def _json(out):
   return json.loads((out / "results.json").read_text())
 
 
-def test_lira_smoke(tmp_path):
+def test_lira_smoke(tmp_path, monkeypatch):
+  pooled = {}
+  real = common.summarise
+
+  def spy(attacks, out, title):  # the pooled (scores, is_member) the study summarised
+    pooled.update(attacks)
+    return real(attacks, out, title)
+
+  monkeypatch.setattr(common, "summarise", spy)
   out = tmp_path / "lira"
   res = studies.run_lira(studies.LiraConfig(num_models=6, out=str(out), **TINY))
   disk = _json(out)
   assert disk["study"] == "lira" and disk["num_models"] == 6 and disk["num_examples"] == 96
-  assert set(disk["attacks"]) == set(studies.ATTACKS)
-  for a in disk["attacks"].values():
-    assert set(a) == ATTACK_KEYS and 0.0 <= a["auc"] <= 1.0
+  assert set(disk["attacks"]) == set(studies.ATTACKS) == set(pooled)
+  for name, a in disk["attacks"].items():
+    scores, member = pooled[name]
+    assert set(a) == ATTACK_KEYS and len(scores) == len(member) == disk["pooled_examples"]
+    # the reported AUC is the AUC of the pooled scores (sklearn's independent computation)
+    assert a["auc"] == pytest.approx(roc_auc_score(member, scores), abs=1e-9)
   assert disk["targets"] == 6 and disk["augmentations"] == 2 and disk["pooled_examples"] > 6 * 30
   assert set(disk["accuracy"]) == {"train_mean", "heldout_mean", "test_mean"}
   assert disk["attacks"] == res["attacks"]
@@ -93,19 +108,11 @@ def test_lira_attacks_detects_planted_membership():
   keep = rng.random((m, n)) < 0.5
   base = rng.normal(0, 1, (1, n, 1))
   noise = rng.normal(0, 0.3, (m, n, 2))
-  att = studies.lira_attacks(base + noise + 1.5 * keep[:, :, None], keep, range(4))
+  att = mia.lira_attacks(base + noise + 1.5 * keep[:, :, None], keep, range(4))
   assert all(len(s) == len(att["online"][1]) for s, _ in att.values())
-  from jaxunlearn import mia
   assert mia.evaluate_attack(*att["online"])["auc"] > 0.95
-  null = studies.lira_attacks(base + noise, keep, range(4))
+  null = mia.lira_attacks(base + noise, keep, range(4))
   assert abs(mia.evaluate_attack(*null["online"])["auc"] - 0.5) < 0.1
-
-
-def _parser():
-  p = argparse.ArgumentParser(prog="jaxunlearn")
-  sub = p.add_subparsers(dest="command")
-  studies.add_subcommands(sub)
-  return p
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -127,8 +134,7 @@ def _parser():
 ])
 def test_bad_inputs_give_one_line_errors(tmp_path, capsys, argv, message):
   out = tmp_path / "o"
-  args = _parser().parse_args(argv + ["--out", str(out), "--quiet"])
-  assert studies.dispatch(args) == 2
+  assert cli.main(argv + ["--out", str(out), "--quiet"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("jaxunlearn: error: ") and err.count("\n") == 1, err
   assert message in err
@@ -136,7 +142,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, argv, message):
 
 
 def test_help_shows_every_default(capsys):
-  p = _parser()
+  p = cli.build_parser()
   for cmd, needles in (("lira", ["--models", "(default: 16)", "--checkpoint-dir", "--no-flip"]),
                        ("ulira", ["--method", "(default: finetune)", "--pool-size", "(default: 200)"]),
                        ("challenge", ["--forget", "(default: random:0.1)", "--strategy"])):
@@ -150,10 +156,8 @@ def test_help_shows_every_default(capsys):
 def test_dispatch_runs_a_study(tmp_path, capsys):
   out = tmp_path / "cli"
   # the same shapes as test_lira_smoke, so the compiled programs are reused
-  args = _parser().parse_args(["lira", "--models", "6", "--epochs", "1", "--batch-size", "16", "--width", "0.25",
-                               "--train-subset", "96", "--test-subset", "40", "--targets", "2",
-                               "--out", str(out), "--quiet"])
-  assert studies.dispatch(args) == 0
+  assert cli.main(["lira", "--models", "6", "--epochs", "1", "--batch-size", "16", "--width", "0.25",
+                   "--train-subset", "96", "--test-subset", "40", "--targets", "2", "--out", str(out), "--quiet"]) == 0
   printed = capsys.readouterr().out
   assert "online" in printed and "results.json" in printed
   res = _json(out)

@@ -10,10 +10,11 @@ import dataclasses
 import hashlib
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from jaxunlearn.atomic import atomic_savez
 
 # tfds names the user can rely on (any other tfds image-classification name works too).
 TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped", "mnist", "fashion_mnist")
@@ -228,7 +229,7 @@ def load_npz(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = N
     x_train = decode_jpeg_bytes(d["train_jpeg"], d["train_offsets"], what=f"{path} train")
     x_test = decode_jpeg_bytes(d["test_jpeg"], d["test_offsets"], what=f"{path} test")
     ds = _finish(name, x_train, d["y_train"], x_test, d["y_test"], classes)  # validate before writing
-    _atomic_savez(cache, x_train=x_train, x_test=x_test)
+    atomic_savez(cache, x_train=x_train, x_test=x_test)
     return ds
   raise ValueError(f"{str(path)!r} has keys {sorted(keys)}; expected x_train/y_train/x_test/y_test "
                    f"or train_jpeg/train_offsets/y_train/test_jpeg/test_offsets/y_test")
@@ -307,19 +308,6 @@ def _cache_path(path: Path, cache_dir) -> Path:
     except OSError:
       continue
   raise ValueError(f"no writable cache folder for decoded {str(path)!r} (tried {[str(c) for c in candidates]})")
-
-
-def _atomic_savez(path: Path, **arrays):
-  """``np.savez`` to a unique temporary file, then ``os.replace``: concurrent writers never collide
-  and readers never see a half-written file."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp.npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
 
 
 def load_dataset(name: str, *, data_dir: str | None = None, download: bool = False,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jax
@@ -13,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn import checkpoint as ckpt
+from jaxunlearn.atomic import atomic_write
+from jaxunlearn.errors import ConfigError
 
 
 def digest_tree(tree) -> list:
@@ -45,14 +45,11 @@ def check_manifest(directory: Path, fingerprint: dict) -> None:
   if have is not None:
     if have != want:
       diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-      raise ValueError(f"checkpoint folder {str(directory)!r} was written by a different run "
+      raise ConfigError(f"checkpoint folder {str(directory)!r} was written by a different run "
                        f"(differs in {', '.join(diff)}); delete it or choose another checkpoint_dir")
     return
   if jax.process_index() == 0:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="manifest", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-      json.dump(want, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(want, f, indent=1))
 
 
 def checkpoint_folder(checkpoint_dir) -> Path | None:

@@ -1,0 +1,207 @@
+"""``jaxunlearn challenge``: the NeurIPS-2023 unlearning challenge's evaluation: N models retrained without a fixed forget set vs N unlearned from one original; forget quality and final score."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxunlearn import data as jdata
+from jaxunlearn import many
+from jaxunlearn.config import check_int
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.errors import user_input
+from jaxunlearn.studies import common as C
+from jaxunlearn.train import TrainConfig
+
+__all__ = ("ChallengeConfig", "ChallengeEnsemble", "challenge_ensemble", "run_challenge")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChallengeConfig(C.StudyConfig):
+  """``jaxunlearn challenge``: the NeurIPS-2023 unlearning challenge's evaluation.
+
+  Attributes:
+    models: N models per side (>= 3): N retrained from scratch on the retain set, N unlearned
+      (different keys) from ONE original trained on the whole train split.
+    method: registered unlearning method.
+    overrides, preset: method settings (see :class:`jaxunlearn.studies.UliraConfig`).
+    forget: the fixed forget set (``jaxunlearn.data.make_forget_split`` spec).
+    out: output folder for ``results.json`` and ``epsilons.png``.
+  """
+
+  models: int = 16
+  method: str = "finetune"
+  overrides: tuple[tuple[str, str], ...] = ()
+  preset: str | None = None
+  forget: str = "random:0.1"
+  out: str = "out/challenge"
+
+
+def _prepare(cfg: ChallengeConfig):
+  tcfg, out = C.check_study(cfg, ChallengeConfig)
+  check_int("models", cfg.models, 3)
+  with user_input():
+    jdata.parse_forget_spec(cfg.forget)
+  mcfg = C.method_config(cfg.method, cfg.overrides, cfg.preset)
+  ds = cfg.load_data()
+  model = cfg.create_model(ds)
+  with user_input():
+    split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
+  if cfg.batch_size > len(split.retain):
+    raise ConfigError(f"batch size {cfg.batch_size} is larger than the retain set ({len(split.retain)} examples)")
+  return tcfg, mcfg, out, ds, model, split
+
+
+@dataclasses.dataclass
+class ChallengeEnsemble:
+  """The models of one NeurIPS-2023 challenge evaluation, reduced to what its scores need.
+
+  Attributes:
+    confidences: ``{"retrained" | method: float64 [N, F]}``, logit-scaled confidences of each
+      model on the forget examples (one query, no flip).
+    accuracy: ``{"original" | "retrained" | method: {"retain" | "forget" | "test": [N]}}`` per-model
+      accuracies (``[1]`` for the original).
+    seconds: wall time per group of models (``"original"``, ``"retrained"``, each method).
+    strategy: the concrete strategy every group used (``"auto"`` resolved).
+  """
+
+  confidences: dict
+  accuracy: dict
+  seconds: dict
+  strategy: Any = "vmap"
+
+
+def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods: dict, *, num_models: int,
+                       checkpoint_dir=None, progress: bool = True, chunk_size: int | None = None,
+                       strategy="vmap", log=None) -> ChallengeEnsemble:
+  """Trains the challenge's ensembles: one original, N retrained, N unlearned per method.
+
+  The original trains on the whole train split (key ``fold_in(key, 0)``); N models retrain from
+  scratch on ``split.retain`` (``fold_in(fold_in(key, 1), m)``); every method unlearns N models from
+  that ONE original (``fold_in(fold_in(key, 2), m)``, the same keys for every method). Each model
+  is evaluated with one forward pass over the train split (sliced into retain / forget) and one
+  over the test split.
+
+  Args:
+    key: PRNG key.
+    ds: a ``jaxunlearn.data.Dataset``.
+    split: its ``ForgetSplit`` (``split.y_train`` are the labels used, e.g. after confusion).
+    model: the network.
+    train_config: training of the original and the retrained models.
+    methods: ``{name: config}`` of registered unlearning methods.
+    num_models: N per side.
+    checkpoint_dir: per-group orbax checkpoints below it (``original``, ``retrained``,
+      ``unlearned`` for a single method, ``unlearned_<name>`` for several); resumable.
+    progress: progress bars.
+    chunk_size, strategy: as in :func:`jaxunlearn.many.train_many`; ``"auto"`` is resolved once
+      (from the checkpoints when resuming) and used by every group.
+    log: ``f(text)`` for the line that reports a measured strategy.
+
+  Returns:
+    A :class:`ChallengeEnsemble`.
+  """
+  from jaxunlearn import unlearn as jun
+  from jaxunlearn.metrics import logit_confidence
+
+  ck = lambda name: None if checkpoint_dir is None else os.path.join(checkpoint_dir, name)  # noqa: E731
+  groups = ["original", "retrained"] + (["unlearned"] if len(methods) == 1 else [f"unlearned_{m}" for m in methods])
+  x, y, n = ds.x_train, split.y_train, len(ds.y_train)
+  strategy = many.resolve_strategy(strategy, model, train_config, (x, y), chunk_size=chunk_size,
+                                     num_models=num_models, log=log,
+                                     checkpoint_dir=[] if checkpoint_dir is None else [ck(g) for g in groups])
+  kw = dict(chunk_size=chunk_size, strategy=strategy)
+  yf = y[split.forget]
+
+  def evaluate(states):
+    lg = many.predict_many(states, x, **kw)
+    correct = np.argmax(lg, -1) == y[None]
+    test = many.accuracies_many(states, ds.x_test, ds.y_test, **kw)
+    acc = {"retain": correct[:, split.retain].mean(1), "forget": correct[:, split.forget].mean(1), "test": test}
+    return logit_confidence(lg[:, split.forget], yf), acc
+
+  seconds, conf, acc = {}, {}, {}
+  t = time.perf_counter()
+  original, _ = many.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((1, n), bool), train_config,
+                                  model=model, checkpoint_dir=ck("original"), progress=progress,
+                                  desc="original", **kw)
+  seconds["original"] = time.perf_counter() - t
+  _, acc["original"] = evaluate(original)
+  keep = np.zeros((num_models, n), bool)
+  keep[:, split.retain] = True
+  t = time.perf_counter()
+  retrained, _ = many.train_many(jax.random.fold_in(key, 1), (x, y), keep, train_config, model=model,
+                                   checkpoint_dir=ck("retrained"), progress=progress, desc="retrain", **kw)
+  seconds["retrained"] = time.perf_counter() - t
+  conf["retrained"], acc["retrained"] = evaluate(retrained)
+  data = jun.UnlearnData.create(x, y, split.retain, split.forget, num_classes=ds.num_classes)
+  for name, mcfg in methods.items():
+    t = time.perf_counter()
+    unlearned, _ = many.unlearn_many(many.take(original, 0), data, jax.random.fold_in(key, 2), name, mcfg,
+                                       num_models=num_models, progress=progress,
+                                       checkpoint_dir=ck(groups[2 + list(methods).index(name)]), **kw)
+    seconds[name] = time.perf_counter() - t
+    conf[name], acc[name] = evaluate(unlearned)
+  return ChallengeEnsemble(conf, acc, seconds, strategy)
+
+
+def run_challenge(cfg: ChallengeConfig) -> dict:
+  """The NeurIPS-2023 challenge evaluation of ``cfg.method`` with N = ``cfg.models`` per side.
+
+  One original is trained on the whole train split; N models are retrained from scratch on the
+  retain set (keys ``fold_in(k, m)``) and N unlearned from the original (keys ``fold_in(k', m)``).
+  The forget examples' logit confidences (one query, no flip) give the forget quality
+  (``jaxunlearn.metrics.forget_quality``) and, with mean retain / test accuracies, the final
+  ``challenge_score``.
+
+  Returns (and writes)::
+
+    {"study": "challenge", "config", "method", "method_config", "forget", "num_models",
+     "sizes": {"retain", "forget", "test"}, "forget_quality", "challenge_score", "max_epsilon",
+     "epsilon": {"mean", "median", "max"}, "epsilons": [F],
+     "accuracy": {"original": {...}, "retrained": {"retain", "forget", "test"}, "unlearned": {...}},
+     "seconds", "models_per_second", "strategy_used", "plots": {"epsilons": "epsilons.png"}, "versions"}
+  """
+  from jaxunlearn import metrics
+  from jaxunlearn import plotting
+
+  tcfg, mcfg, out, ds, model, split = _prepare(cfg)
+  t0 = time.perf_counter()
+  n, n_models = len(ds.y_train), cfg.models
+  C.log(cfg, f"[challenge] {cfg.dataset}: forget {cfg.forget} ({len(split.forget)} of {n}), "
+              f"{n_models} retrained + {n_models} unlearned ({cfg.method}) {cfg.model} models")
+  ens = challenge_ensemble(jax.random.key(cfg.seed), ds, split, model, tcfg, {cfg.method: mcfg},
+                           num_models=n_models, checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress,
+                           chunk_size=cfg.chunk_size, strategy=cfg.strategy,
+                           log=lambda t: C.log(cfg, f"[strategy] {t}"))
+  acc_o, acc_r, acc_u = ens.accuracy["original"], ens.accuracy["retrained"], ens.accuracy[cfg.method]
+  fq = metrics.forget_quality(ens.confidences[cfg.method], ens.confidences["retrained"])
+  score = metrics.challenge_score(fq, acc_u["retain"], acc_r["retain"], acc_u["test"], acc_r["test"])
+  t_retrain, t_unlearn = ens.seconds["retrained"], ens.seconds[cfg.method]
+  if jax.process_index() == 0:  # multi-host: one writer
+    plotting.plot_epsilon_hist({cfg.method: fq.epsilons}, out / "epsilons.png",
+                               title=f"Per-example epsilon, {cfg.method}, N={n_models}",
+                               max_epsilon=fq.max_epsilon)
+  mean = lambda d: {k: float(np.mean(v)) for k, v in d.items()}  # noqa: E731
+  total = time.perf_counter() - t0
+  results = {
+      "study": "challenge", "config": dataclasses.asdict(cfg), "method": cfg.method,
+      "method_config": dataclasses.asdict(mcfg), "dataset": cfg.dataset, "model": cfg.model,
+      "forget": cfg.forget, "num_models": n_models,
+      "sizes": {"retain": int(len(split.retain)), "forget": int(len(split.forget)), "test": int(len(ds.y_test))},
+      "forget_quality": fq.score, "challenge_score": score, "max_epsilon": fq.max_epsilon,
+      "epsilon": {"mean": float(np.mean(fq.epsilons)), "median": float(np.median(fq.epsilons)),
+                  "max": float(np.max(fq.epsilons))},
+      "epsilons": fq.epsilons,
+      "accuracy": {"original": mean(acc_o), "retrained": mean(acc_r), "unlearned": mean(acc_u)},
+      "seconds": {"original": ens.seconds["original"], "retrain": t_retrain, "unlearn": t_unlearn, "total": total},
+      "models_per_second": {"retrain": n_models / t_retrain, "unlearn": n_models / t_unlearn},
+      "strategy_used": ens.strategy,
+      "plots": {"epsilons": "epsilons.png"}, "versions": C.versions(),
+  }
+  C.write(out, results)
+  return results

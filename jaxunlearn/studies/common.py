@@ -1,0 +1,153 @@
+"""What the three many-model studies share: their config base, input checks, shadow-call settings, ROC summaries and output."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import jax
+
+from jaxunlearn import many
+from jaxunlearn.atomic import write_json_atomic
+from jaxunlearn.config import JobConfig
+from jaxunlearn.config import check_int
+from jaxunlearn.config import check_out_dir
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.errors import user_input
+from jaxunlearn.train import TrainConfig
+
+__all__ = ("StudyConfig", "check_study", "format_attacks", "format_result", "method_config")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig(JobConfig):
+  """:class:`jaxunlearn.config.JobConfig` (with the studies' committed defaults ``width=0.5``,
+  ``epochs=10``) plus how the many models run.
+
+  Attributes:
+    chunk_size: models per compiled call (default all).
+    strategy: ``vmap`` | ``sequential`` | group size | ``auto`` (see :mod:`jaxunlearn.many`).
+    checkpoint_dir: resumable orbax checkpoints of every group of models below it.
+  """
+
+  width: float = 0.5
+  epochs: int = 10
+  chunk_size: int | None = None
+  strategy: str | int = "vmap"
+  checkpoint_dir: str | None = None
+
+
+def check_study(cfg: StudyConfig, cls: type) -> tuple[TrainConfig, Path]:
+  """Checks the fields every study has (nothing compiled or written): ``(train config, out folder)``."""
+  if not isinstance(cfg, cls):
+    raise TypeError(f"config must be a {cls.__name__}, got {type(cfg).__name__}")
+  tcfg = cfg.check()
+  check_int("chunk_size", cfg.chunk_size, 1, allow_none=True)
+  check_int("train_subset", cfg.train_subset, 8, allow_none=True)
+  with user_input():
+    many.check_strategy(cfg.strategy)
+  if cfg.checkpoint_dir is not None and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
+    raise ConfigError(f"checkpoint folder {cfg.checkpoint_dir!r} exists and is not a folder")
+  return tcfg, check_out_dir(cfg.out)
+
+
+def check_targets(cfg) -> None:
+  check_int("num_models", cfg.num_models, 4)
+  check_int("targets", cfg.targets, 1, allow_none=True)
+  if cfg.targets is not None and cfg.targets > cfg.num_models:
+    raise ConfigError(f"targets ({cfg.targets}) cannot exceed num_models ({cfg.num_models})")
+
+
+def method_config(method: str, overrides, preset):
+  """The method's config from ``(option, value)`` overrides (``option`` may be ``method.option``)."""
+  from jaxunlearn import unlearn as jun
+
+  with user_input():
+    jun.get_method(method)
+  ov = {}
+  for item in overrides:
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+      raise ConfigError(f"method override {item!r} must be (option, value)")
+    k, v = item
+    if "." in k:
+      m, k = k.split(".", 1)
+      if m != method:
+        raise ConfigError(f"--set {m}.{k}: method {m!r} is not the chosen method {method!r}")
+    ov[k] = v
+  with user_input():
+    return jun.make_config(method, ov, preset=preset)
+
+
+def ckpt(cfg: StudyConfig, name: str):
+  return None if cfg.checkpoint_dir is None else os.path.join(cfg.checkpoint_dir, name)
+
+
+def shadow_kw(cfg: StudyConfig, tcfg: TrainConfig, model, x, y, num_models: int, groups: tuple[str, ...]) -> dict:
+  """``chunk_size`` / ``strategy`` for every shadow call of a study; ``"auto"`` is resolved once
+  (or taken from any of the study's checkpoint ``groups`` being resumed) so training, unlearning
+  and prediction agree."""
+  folders = [] if cfg.checkpoint_dir is None else [ckpt(cfg, g) for g in groups]
+  strategy = many.resolve_strategy(cfg.strategy, model, tcfg, (x, y), chunk_size=cfg.chunk_size,
+                                     num_models=num_models, checkpoint_dir=folders,
+                                     log=lambda t: log(cfg, f"[strategy] {t}"))
+  return dict(chunk_size=cfg.chunk_size, strategy=strategy)
+
+
+def log(cfg: StudyConfig, msg: str):
+  if cfg.progress:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def write(out: Path, results: dict) -> None:
+  """results.json, written atomically; in a multi-host run only process 0 writes."""
+  if jax.process_index() == 0:
+    write_json_atomic(out / "results.json", results)
+
+
+def versions() -> dict:
+  return {"jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
+          "processes": jax.process_count()}
+
+
+def summarise(attacks: dict, out: Path, title: str) -> tuple[dict, str]:
+  """Per attack ``{auc, tpr@0.1%, tpr@1%, best_accuracy}``, and their ROC curves in ``out/roc.png``."""
+  from jaxunlearn import metrics
+  from jaxunlearn import mia
+  from jaxunlearn import plotting
+
+  summary, curves = {}, {}
+  for name, (scores, y) in attacks.items():
+    if y.all() or not y.any():
+      raise ValueError(f"attack {name}: the pooled examples are all members or all non-members")
+    summary[name] = mia.evaluate_attack(scores, y)
+    fpr, tpr, _ = metrics.roc_curve(scores, y)
+    curves[name] = (fpr, tpr)
+  if jax.process_index() == 0:  # multi-host: one writer
+    plotting.plot_roc(curves, out / "roc.png", title=title)
+  return summary, "roc.png"
+
+
+def format_attacks(summary: dict) -> str:
+  rows = [f"{'attack':<24}{'AUC':>8}{'TPR@0.1%':>10}{'TPR@1%':>9}{'best acc':>10}"]
+  for name, s in summary.items():
+    rows.append(f"{name:<24}{s['auc']:8.3f}{100 * s['tpr@0.1%']:9.2f}%{100 * s['tpr@1%']:8.2f}%"
+                f"{100 * s['best_accuracy']:9.1f}%")
+  return "\n".join(rows)
+
+
+def format_result(results: dict) -> str:
+  """The plain-text summary the command line prints for a study's results."""
+  if results["study"] in ("lira", "ulira"):
+    lines = [format_attacks(results["attacks"])]
+    if results["study"] == "ulira":
+      a = results["accuracy"]
+      lines.append("accuracy  " + "  ".join(f"{k}: retain {100 * v['retain']:.1f}% forget {100 * v['forget']:.1f}% "
+                                            f"test {100 * v['test']:.1f}%" for k, v in a.items()))
+    return "\n".join(lines)
+  a = results["accuracy"]
+  lines = [f"forget quality {results['forget_quality']:.4f}   challenge score {results['challenge_score']:.4f}"]
+  for k, v in a.items():
+    lines.append(f"{k:<10} retain {100 * v['retain']:5.1f}%  forget {100 * v['forget']:5.1f}%  test {100 * v['test']:5.1f}%")
+  return "\n".join(lines)
