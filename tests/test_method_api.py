@@ -109,7 +109,7 @@ def test_bad_hparam_names_and_configs_are_one_line_errors():
     m.hparams_with(alhpa=0.1)
   with pytest.raises(TypeError, match="must be a ScrubConfig"):
     jun.make("scrub", jun.FinetuneConfig())
-  with pytest.raises(ValueError, match="NegGradPlusConfig.alpha must be"):
+  with pytest.raises(ValueError, match="NegGradPlusConfig.alpha=1.5 must be"):
     jun.replace(jun.NegGradPlusConfig(), alpha=1.5)
   with pytest.raises(ValueError, match="no option 'nope'"):
     jun.make_config("finetune", {"nope": "1"})

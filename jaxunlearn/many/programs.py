@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from jaxunlearn.many.engine import MODEL_AXIS
 from jaxunlearn.many.strategy import batch_over_models
 from jaxunlearn.models import Model
+from jaxunlearn.train import map_batches
 from jaxunlearn.train import make_fit
 
 
@@ -37,13 +38,8 @@ def train_program(model: Model, cfg, k: int, impl: str, strategy: str, mesh: Mes
 @functools.lru_cache(maxsize=32)
 def predict_program(model: Model, n: int, batch_size: int, flip: bool, strategy: str, mesh: Mesh):
   """The jitted per-chunk program of :func:`jaxunlearn.many.predict_many`: eval-mode logits ``[c, N, A, C]``."""
-  nb = -(-n // batch_size)
-
   def one(pm, sh):
     params, stats, x = pm["params"], pm["batch_stats"], sh["x"]
-    pad = nb * batch_size - n
-    xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-    xb = xp.reshape(nb, batch_size, *x.shape[1:])
 
     def f(b):
       out = [model.apply(params, stats, b, train=False)[0]]
@@ -51,8 +47,7 @@ def predict_program(model: Model, n: int, batch_size: int, flip: bool, strategy:
         out.append(model.apply(params, stats, b[:, :, ::-1, :], train=False)[0])
       return jnp.stack(out, axis=1)  # [B, A, C]
 
-    logits = jax.lax.map(f, xb)
-    return logits.reshape(nb * batch_size, *logits.shape[2:])[:n]
+    return map_batches(f, x, batch_size)
 
   fn = batch_over_models(one, strategy, mesh.size)
   return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))

@@ -69,6 +69,7 @@ from jaxunlearn.recipes.airbench_data import flip_where
 from jaxunlearn.recipes.airbench_data import translate
 from jaxunlearn.recipes.airbench_data import whitening_params
 from jaxunlearn.train import TrainState
+from jaxunlearn.train import run_epochs
 from jaxunlearn.train import cross_entropy
 from jaxunlearn.train import steps_per_epoch
 
@@ -252,9 +253,10 @@ def make_airbench_fit(model: Model, cfg: AirbenchConfig, num_examples: int):
     ``uint8 [N, H, W, C]``, ``y`` ``int [N]``, ``index`` ``int32 [K]``; metrics are per-epoch means of
     the train-mode ``loss`` and ``acc`` on augmented batches, ``[ceil(epochs)]``. ``fit`` first
     replaces the whitening layer by :func:`whitening_params` of ``whiten_images`` random examples of
-    ``x[index]`` (if ``cfg.whiten``), then runs ``ceil(epochs * spe)`` steps. Keys: the epoch-e
-    permutation uses ``fold_in(fold_in(key, 0), e)`` (step i: ``fold_in(that, i + 1)``), the flip
-    start bits ``fold_in(key, 1)``, the whitening subset ``fold_in(key, 2)``. ``jax.vmap(fit)``
+    ``x[index]`` (if ``cfg.whiten``), then runs ``ceil(epochs * spe)`` steps. Keys: the epochs run through
+    :func:`jaxunlearn.train.run_epochs` with key ``fold_in(key, 0)`` (epoch e's permutation from its
+    ``k_perm``, step i's translation / random flips from ``fold_in(k_steps, i)``), the flip start bits
+    ``fold_in(key, 1)``, the whitening subset ``fold_in(key, 2)``. ``jax.vmap(fit)``
     trains many models. ``fit.total_steps``, ``fit.steps_per_epoch``, ``fit.batch_size``,
     ``fit.tx`` describe the run.
   """
@@ -307,17 +309,18 @@ def make_airbench_fit(model: Model, cfg: AirbenchConfig, num_examples: int):
       state = lookahead(state)
     return state, metrics
 
-  def epoch(state, x, y, index, start, key, e, n_steps: int):
-    ekey = jax.random.fold_in(key, e)
-    pos, flips = epoch_plan(ekey, start, e, bs, n_steps)
+  def epochs(state, x, y, index, start, key, n_epochs: int, n_steps: int, first: int):
+    """``n_epochs`` epochs of ``n_steps`` steps through the one training loop (its key convention)."""
 
-    def body(st, inp):
-      i, p, f = inp
-      idx = index[p]
-      return step(st, x[idx], y[idx], f, jax.random.fold_in(ekey, i + 1))
+    def plan(k_perm, e):
+      pos, flips = epoch_plan(k_perm, start, e, bs, n_steps)
+      return {"pos": pos, "flip": flips}
 
-    st, m = jax.lax.scan(body, state, (jnp.arange(n_steps), pos, flips))
-    return st, jax.tree.map(jnp.mean, m)
+    def on_batch(st, row, k):
+      idx = index[row["pos"]]
+      return step(st, x[idx], y[idx], row["flip"], k)
+
+    return run_epochs(on_batch, state, key, n_epochs, plan, start=first)
 
   def fit(state: TrainState, x, y, index, key):
     index = jnp.asarray(index, jnp.int32)
@@ -335,12 +338,11 @@ def make_airbench_fit(model: Model, cfg: AirbenchConfig, num_examples: int):
     start = jax.random.bernoulli(k_flip, 0.5, (num_examples,))
     hist = []
     if full_epochs:
-      state, m = jax.lax.scan(lambda st, e: epoch(st, x, y, index, start, k_ep, e, spe), state,
-                              jnp.arange(full_epochs))
+      state, m = epochs(state, x, y, index, start, k_ep, full_epochs, spe, 0)
       hist.append(m)
-    if rem_steps:
-      state, m = epoch(state, x, y, index, start, k_ep, full_epochs, rem_steps)
-      hist.append(jax.tree.map(lambda a: a[None], m))
+    if rem_steps:  # the last, partial epoch (fractional epochs): its first rem_steps steps
+      state, m = epochs(state, x, y, index, start, k_ep, 1, rem_steps, full_epochs)
+      hist.append(m)
     metrics = jax.tree.map(lambda *a: jnp.concatenate(a), *hist)
     if cfg.lookahead:
       if total % cfg.lookahead_every:  # a last update, so that the final steps are not dropped
