@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -217,11 +218,31 @@ def test_invariances(data, rnd, const):
     np.testing.assert_array_equal(metrics.forget_quality(r, u).epsilons, fq.epsilons)
 
 
+def _spread_of_epsilons():
+  """[12, 11, 2]: shifted normals plus one identical pair, with points 0, 1/16, ..., 1/2, 1."""
+  rng = np.random.default_rng(4)
+  shifts = np.array([0.0, 0.0, 0.0, 0.2, 0.4, 0.7, 1.0, 1.5, 2.0, 4.0])
+  x = np.stack([rng.normal(size=(12, 10)), rng.normal(size=(12, 10)) + shifts], -1).round(2)
+  same = np.repeat(rng.normal(size=(12, 1, 1)).round(2), 2, axis=-1)
+  return np.concatenate([x, same], axis=1)
+
+
 @FAST
 @given(hnp.arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(1, 3), st.just(2)),
                   elements=st.one_of(st.floats(-1e3, 1e3), st.sampled_from([0.0, 1.0]))))
+@example(_spread_of_epsilons())
+@example(np.array([[[0.0, 0.0]], [[1.0, 1.0]]]))  # N = 2: eps = 0 is beyond ceil(ln 1) = 0
 def test_never_nan(x):
   fq = metrics.forget_quality(x[..., 0], x[..., 1])
-  assert np.all(np.isfinite(fq.epsilons))
-  assert np.all((fq.epsilons >= 0) & (fq.epsilons <= 50))
-  assert 0.0 <= fq.score <= 1.0 and math.isfinite(fq.score)
+  assert np.all(np.isfinite(fq.epsilons)) and math.isfinite(fq.score)
+  # The score is the mean of the challenge's points, recomputed here from the epsilons: bins of
+  # width 0.5 cover [0, ceil(ln(N - 1))); bin n = 1, 2, ... earns 2 / 2**n, beyond them 0.
+  n_models = x.shape[0]
+  last = math.ceil(math.log(n_models - 1))
+  points = []
+  for eps in fq.epsilons.tolist():
+    n = int(eps // 0.5) + 1
+    points.append(2.0 / 2**n if eps < last else 0.0)
+  assert fq.max_epsilon == last
+  np.testing.assert_array_equal(fq.points, points)
+  assert fq.score == pytest.approx(sum(points) / len(points), rel=1e-12, abs=0)
