@@ -86,16 +86,18 @@ def test_zrf_shape_mismatch():
 
 def test_interclass_confusion_hand_case():
   labels = np.array([0, 0, 0, 1, 1, 2, 2])
-  preds = np.array([1, 0, 2, 0, 1, 0, 2])
+  preds = np.array([1, 1, 2, 0, 1, 0, 2])
   ic = metrics.interclass_confusion(preds, labels, 0, 1)
-  # A/B examples: indices 0..4; wrong: 0 (0->1), 2 (0->2), 3 (1->0).
-  assert ic.error == pytest.approx(3 / 5)
-  assert ic.count == 2 and ic.a_as_b == 1 and ic.b_as_a == 1 and ic.num_examples == 5
+  # A/B examples: indices 0..4; wrong: 0 (0->1), 1 (0->1), 2 (0->2), 3 (1->0). Index 5 (2->0)
+  # is not an A/B example. Asymmetric: cm[0][1] = 2, cm[1][0] = 1.
+  assert ic.error == pytest.approx(4 / 5)
+  assert ic.count == 3 and ic.a_as_b == 2 and ic.b_as_a == 1 and ic.num_examples == 5
   logits = np.eye(3)[preds] * 5.0
   assert metrics.interclass_confusion(logits, labels, 0, 1) == ic
   # Swapping A and B swaps the directional counts only.
   ic2 = metrics.interclass_confusion(preds, labels, 1, 0)
-  assert ic2.error == ic.error and ic2.count == ic.count
+  assert ic2.a_as_b == ic.b_as_a == 1 and ic2.b_as_a == ic.a_as_b == 2
+  assert ic2.error == ic.error and ic2.count == ic.count and ic2.num_examples == ic.num_examples
 
 
 def test_interclass_confusion_bad_input():
