@@ -68,8 +68,19 @@ def trained(model, blobs):
 def test_shapes_and_contract(model, blobs):
   x = blobs[0][:5]
   params, stats = model.init(jax.random.key(0))
-  assert model.block_names() == ("whiten", "block1", "block2", "block3", "head")
-  assert tuple(params) == model.block_names() or set(params) == set(model.block_names())
+  # CF-k / EU-k take the last k of block_names(), so it must list the groups in forward order.
+  names = model.block_names()
+  assert names == ("whiten", "block1", "block2", "block3", "head")
+  # The top-level parameter groups are exactly the blocks (their dict order is Flax's, unused).
+  assert set(params) == set(names) and len(params) == len(names)
+  # ... and that order is the network's: each group's input channels are the previous group's
+  # outputs, from the image's 1 channel to the head's 4 classes.
+  def in_out(group):
+    k_in, k_out = (group["kernel"],) * 2 if "kernel" in group else (group["conv1"]["kernel"],
+                                                                    group["conv2"]["kernel"])
+    return k_in.shape[-2], k_out.shape[-1]
+  chain = [in_out(params[name]) for name in names]
+  assert chain == [(1, 8), (8, 16), (16, 32), (32, 32), (32, 4)], chain
   assert params["whiten"]["kernel"].shape == (2, 2, 1, 8) and params["head"]["kernel"].shape == (32, 4)
   logits, _ = model.apply(params, stats, x, train=False)
   feats = model.features(params, stats, x)
