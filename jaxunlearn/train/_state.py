@@ -1,4 +1,4 @@
-"""Pure pytree states."""
+"""Pure pytree states: a trained model (ModelState) and what a training step updates (TrainState)."""
 
 from __future__ import annotations
 
