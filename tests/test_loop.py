@@ -81,3 +81,46 @@ def test_traced_optimizer_hparams_equal_static_ones(blobs, mlp_model):
   np.testing.assert_allclose(np.asarray(static), np.asarray(traced), rtol=1e-6)
   # the step schedule halves the rate after epoch 1 (2 steps): updates 3-4 are smaller than 1-2
   assert np.all(np.abs(np.asarray(static)[3]) < np.abs(np.asarray(static)[1]))
+
+
+def test_train_model_executors_agree(blobs, tiny_model):
+  """The host-stepped executor (each step its own jitted call) trains the same model as the scan one:
+  same keys and updates; equal up to float32 rounding (XLA fuses a step alone differently than inside
+  a scan, so not bit for bit)."""
+  x, y, _, _ = blobs
+  cfg = jtrain.TrainConfig(epochs=2, batch_size=32, lr=0.05, augment=True)
+  idx = np.arange(len(y))
+  a, ha = jtrain.train_model(tiny_model, cfg, x, y, idx, jax.random.key(4), progress=False, executor="scan")
+  b, hb = jtrain.train_model(tiny_model, cfg, x, y, idx, jax.random.key(4), progress=False, executor="steps")
+  assert (ha["executor"], hb["executor"]) == ("scan", "steps")
+  for p, q in zip(jax.tree.leaves((a.params, a.batch_stats)), jax.tree.leaves((b.params, b.batch_stats))):
+    np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ha["loss"], hb["loss"], rtol=1e-5)
+  assert max(float(np.max(np.abs(np.asarray(p) - np.asarray(q)))) for p, q in
+             zip(jax.tree.leaves(a.params), jax.tree.leaves(tiny_model.init(jax.random.fold_in(jax.random.key(4), 0))[0]))) > 1e-3
+
+
+def test_auto_executor_rule(tiny_model, mlp_model):
+  assert jtrain.resolve_executor("auto", tiny_model, "cpu") == "steps"
+  assert jtrain.resolve_executor("auto", mlp_model, "cpu") == "scan"
+  assert jtrain.resolve_executor("auto", tiny_model, "gpu") == "scan"
+  assert jtrain.resolve_executor("steps", mlp_model, "gpu") == "steps"
+  import pytest
+  with pytest.raises(ValueError, match="unknown executor 'fast'"):
+    jtrain.resolve_executor("fast")
+
+
+def test_steps_executor_inside_jit_falls_back_to_scan(blobs, tiny_model):
+  """Under jax.jit the loop cannot step on the host: it stays one scan (and gives the same result)."""
+  x, y, _, _ = blobs
+  cfg = jtrain.TrainConfig(epochs=1, batch_size=32, lr=0.05)
+  init, fit = jtrain.make_fit(tiny_model, cfg, len(y))
+  st = init(*tiny_model.init(jax.random.key(0)))
+  args = (jnp.asarray(x), jnp.asarray(y), jnp.arange(len(y)), jax.random.key(1))
+  with jtrain.use_executor("steps"):
+    jaxpr = jax.make_jaxpr(fit)(st, *args)
+    eager, _ = fit(st, *args)
+  assert "scan" in str(jaxpr)
+  jitted, _ = jax.jit(fit)(st, *args)
+  for p, q in zip(jax.tree.leaves(eager.params), jax.tree.leaves(jitted.params)):
+    np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-5, atol=1e-6)

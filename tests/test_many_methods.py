@@ -28,12 +28,17 @@ def data(blobs, class_split):
   return jun.UnlearnData.create(x, y, retain, forget, num_classes=4, x_val=xt[yt == 0], y_val=yt[yt == 0])
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_unlearn_many_equals_single_runs(name, original, data):
+CASES = [(name, "steps") for name in sorted(TINY)] + [(name, "scan") for name in ("finetune", "scrub", "lau")]
+
+
+@pytest.mark.parametrize("name,executor", CASES)
+def test_unlearn_many_equals_single_runs(name, executor, original, data):
+  """Two models with their own keys and learning rates in one many-model run (host-stepped: the chunk
+  vmapped, each step one jitted call; or one scanned program) equal two separate jitted runs."""
   method = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **TINY[name]))
   lrs = np.array([0.5, 2.0], np.float32) * np.float32(method.hparams["lr"])
   out, metrics = jmany.unlearn_many(original, data, KEY, method, hparams={"lr": lrs}, num_models=2,
-                                    progress=False)
+                                    progress=False, executor=executor)
   single = jax.jit(method)
   for m in range(2):
     s, sm = single(original, data, jax.random.fold_in(KEY, m), {"lr": lrs[m]})
@@ -57,3 +62,31 @@ def test_unlearn_many_rejects_bad_hparams_before_compiling(original, data):
                        progress=False)
   with pytest.raises(ValueError, match="not a registered method"):
     jmany.unlearn_many(original, data, KEY, lambda *a: a, num_models=2, progress=False)
+
+
+def test_train_many_executors_agree_with_single_runs(blobs, tiny_model):
+  x, y, _, _ = blobs
+  keep = np.zeros((2, len(y)), bool)
+  keep[0, ::2] = keep[1, 1::2] = True
+  cfg = jtrain.TrainConfig(epochs=1, batch_size=16, lr=0.05)
+  info = {}
+  stepped, _ = jmany.train_many(KEY, (x, y), keep, cfg, model=tiny_model, progress=False, executor="steps", info=info)
+  scanned, _ = jmany.train_many(KEY, (x, y), keep, cfg, model=tiny_model, progress=False, executor="scan")
+  assert info["executor"] == "steps" and info["strategy"] == "vmap"
+  for m in range(2):
+    single, _ = jtrain.train_model(tiny_model, cfg, x, y, np.flatnonzero(keep[m]), jax.random.fold_in(KEY, m),
+                                   progress=False, executor="scan")
+    for a, b, c in zip(jax.tree.leaves(jmany.take(stepped, m).params), jax.tree.leaves(jmany.take(scanned, m).params),
+                       jax.tree.leaves(single.params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(np.asarray(b), np.asarray(c), rtol=1e-5, atol=1e-6)
+
+
+def test_steps_executor_refuses_non_lockstep_strategies(blobs, tiny_model):
+  from jaxunlearn.errors import ConfigError
+  x, y, _, _ = blobs
+  keep = np.ones((2, len(y)), bool)
+  with pytest.raises(ConfigError, match="executor 'steps' runs the models of a chunk in lockstep"):
+    jmany.train_many(KEY, (x, y), keep, jtrain.TrainConfig(epochs=1), model=tiny_model, strategy="sequential",
+                     executor="steps", progress=False)
+  assert jmany.run_settings("auto", "sequential", tiny_model)[0] == "scan"

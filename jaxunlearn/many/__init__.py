@@ -2,6 +2,7 @@
 
 from jaxunlearn.many.airbench import train_airbench_many
 from jaxunlearn.many.api import train_many
+from jaxunlearn.many.api import run_settings
 from jaxunlearn.many.api import unlearn_many
 from jaxunlearn.many.autotune import StrategyChoice
 from jaxunlearn.many.autotune import autotune_strategy
@@ -25,6 +26,7 @@ from jaxunlearn.many.strategy import check_strategy
 __all__ = (
     "MODEL_AXIS", "STRATEGIES", "StrategyChoice", "TTA_LEVELS", "accuracies_many", "autotune_strategy",
     "batch_over_models", "check_strategy", "choose_strategy", "clear_strategy_cache", "confidences_many",
-    "model_mesh", "num_models_of", "predict_many", "resolve_choice", "resolve_strategy", "stack_states", "take",
+    "model_mesh", "num_models_of", "predict_many", "resolve_choice", "resolve_strategy", "run_settings",
+    "stack_states", "take",
     "train_airbench_many", "train_many", "unlearn_many",
 )

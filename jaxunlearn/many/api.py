@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from jaxunlearn.data import as_keep_mask
 from jaxunlearn.data import keep_indices
+from jaxunlearn.errors import ConfigError
 from jaxunlearn.many.autotune import resolve_choice
 from jaxunlearn.many.engine import ChunkedRun
 from jaxunlearn.many.engine import key_parts
@@ -74,14 +75,15 @@ from jaxunlearn.models import Model
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import TrainConfig
 from jaxunlearn.train import check_training_set
+from jaxunlearn.train import resolve_executor
 from jaxunlearn.train import make_fit
 
 
 def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Callable | None = None,
                chunk_size: int | None = None, strategy: str = "vmap", devices=None, checkpoint_dir=None,
                unbalanced: str = "error", progress: bool = True, desc: str = "train",
-               on_chunk: Callable | None = None, to_host: bool = False, info: dict | None = None
-               ) -> tuple[ModelState, dict]:
+               on_chunk: Callable | None = None, to_host: bool = False, info: dict | None = None,
+               executor: str = "auto") -> tuple[ModelState, dict]:
   """Trains M models from scratch, model m on the examples where ``keep_mask[m]`` is True.
 
   Numerically the same as M calls of ``jaxunlearn.train.train_model(model, config, x, y,
@@ -113,7 +115,11 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
     info: a dict to fill with how the run went: ``"strategy"`` (the one used), ``"strategy_probe"``
       (``"auto"``'s :class:`StrategyChoice` as a dict, else None), ``"chunk_size"``,
       ``"compile_seconds"`` (the first computed chunk is then compiled ahead of time, so that
-      compilation is timed apart) and ``"train_seconds"`` (all chunks, compilation excluded).
+      compilation is timed apart) and ``"train_seconds"`` (all chunks, compilation excluded),
+      ``"executor"``.
+    executor: ``"auto"`` | ``"scan"`` | ``"steps"``: each chunk one jitted program, or the chunk's
+      models vmapped with every step its own jitted call (the CPU default for convolutional nets;
+      see :func:`run_settings`).
 
   Returns:
     ``(states, metrics)``: a ``ModelState`` whose params / batch_stats have a leading axis M, and
@@ -143,12 +149,14 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
   check_training_set(model, x, y, idx)
   num_models = keep.shape[0]
   strategy = check_strategy(strategy)
+  run_settings(executor, strategy, model)  # a bad executor / strategy pair fails before any measuring
   mesh = model_mesh(devices)
   chunk = round_chunk(chunk_size, num_models, mesh.size)
   ckdir = checkpoint_folder(checkpoint_dir)
   strategy, choice = resolve_choice(strategy, model, config, (x, y), chunk_size=chunk, devices=mesh.devices.flat,
-                                    checkpoint_dir=ckdir, fit_factory=factory,
+                                    checkpoint_dir=ckdir, fit_factory=factory, executor=executor,
                                     log=(lambda t: tqdm.write(f"{desc}: {t}")) if progress else None)
+  executor, strategy = run_settings(executor, strategy, model)
   fingerprint = None
   if ckdir is not None:
     fingerprint = {"kind": "train_many", "model": repr(model), "config": repr(config),
@@ -157,7 +165,7 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
                    "data": sha(np.asarray(x), np.asarray(y))}
     if fit_factory is not None:  # (the default trainer's manifests stay as they were)
       fingerprint["fit"] = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', repr(factory))}"
-  program = train_program(model, config, idx.shape[1], impl, strategy, mesh, factory)
+  program = train_program(model, config, idx.shape[1], impl, strategy, mesh, factory, executor)
   run = ChunkedRun(program, {"m": np.arange(num_models, dtype=np.int32), "index": idx},
                    {"key": kd, "x": jnp.asarray(x), "y": jnp.asarray(y, jnp.int32)}, num_models, chunk, mesh, ckdir,
                    fingerprint, progress, desc, on_chunk, to_host, compile_first=info is not None)
@@ -165,7 +173,7 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
   out = run()
   if info is not None:
     info.update(strategy=strategy, strategy_probe=None if choice is None else dataclasses.asdict(choice),
-                chunk_size=chunk, compile_seconds=run.compile_seconds,
+                chunk_size=chunk, compile_seconds=run.compile_seconds, executor=executor,
                 train_seconds=time.perf_counter() - t0 - run.compile_seconds)
   return ModelState(out["params"], out["batch_stats"], model), out["metrics"]
 
@@ -173,7 +181,8 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
 def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hparams=None,
                  num_models: int | None = None, mask=None, chunk_size: int | None = None, strategy: str = "vmap", devices=None,
                  checkpoint_dir=None, progress: bool = True, desc: str | None = None,
-                 on_chunk: Callable | None = None, to_host: bool = False) -> tuple[ModelState, dict]:
+                 on_chunk: Callable | None = None, to_host: bool = False, executor: str = "auto"
+                 ) -> tuple[ModelState, dict]:
   """Applies a registered unlearning method to M models in one compiled program.
 
   ``jax.jit(jax.vmap(method))`` over the model axis, chunked and sharded like :func:`train_many`;
@@ -195,7 +204,7 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
       all models or ``[M]`` arrays, one value per model; missing ones take the config's values.
     num_models: M when neither the states nor the splits carry a model axis.
     mask: optional params-shaped 0/1 mask shared by all models.
-    chunk_size, strategy, devices, checkpoint_dir, progress, on_chunk, to_host: as in
+    chunk_size, strategy, devices, checkpoint_dir, progress, on_chunk, to_host, executor: as in
       :func:`train_many`.
     desc: bar label (default: the method name).
 
@@ -242,11 +251,13 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
     if np.intersect1d(rr, ff).size:
       raise ValueError(f"retain and forget overlap for model {j}")
   kd, impl = key_parts(key)
+  executor, strategy = run_settings(executor, check_strategy(strategy, allow_auto=False), states.model)
   mesh, chunk, strategy = prepare(total, chunk_size, devices, strategy)
   stacked = m_state is not None
   if mask is not None and not meth.supports_mask:
     raise ValueError(f"{name} takes no mask")
-  program = unlearn_program(meth, states.model, int(data_many.num_classes), impl, mask is not None, strategy, mesh)
+  program = unlearn_program(meth, states.model, int(data_many.num_classes), impl, mask is not None, strategy, mesh,
+                            executor)
   pm = {"m": np.arange(total, dtype=np.int32), "hparams": hp_model}
   sh = {"key": kd, "x": data_many.x, "y": data_many.y, "x_val": data_many.x_val, "y_val": data_many.y_val,
         "mask": mask, "hparams": hp_shared}
@@ -289,3 +300,20 @@ def split_hparams(method, hparams, total: int) -> tuple[dict, dict]:
       raise ValueError(f"hparams[{k!r}] must be a scalar or have shape ({total},) (one value per model), "
                        f"got {a.shape}")
   return shared, per_model
+
+
+def run_settings(executor: str, strategy, model) -> tuple[str, object]:
+  """``(executor, strategy)`` of a many-model run.
+
+  ``executor`` resolves with :func:`jaxunlearn.train.resolve_executor` (``auto``: ``steps`` on CPU for
+  convolutional nets). The ``steps`` executor runs a chunk's models in lockstep (``vmap``): with it a
+  strategy ``auto`` becomes ``vmap`` without measuring; an explicit ``sequential`` / group strategy
+  keeps ``scan`` when the executor was ``auto`` and is refused with an explicit ``steps``.
+  """
+  chosen = resolve_executor(executor, model)
+  if chosen == "steps" and strategy not in ("vmap", "auto"):
+    if executor == "auto":
+      return "scan", strategy
+    raise ConfigError(f"executor 'steps' runs the models of a chunk in lockstep (vmap); strategy {strategy!r} "
+                      "needs executor 'scan'")
+  return chosen, ("vmap" if chosen == "steps" else strategy)

@@ -23,6 +23,7 @@ from jaxunlearn.many.resume import manifest_strategies
 from jaxunlearn.many.strategy import check_strategy
 from jaxunlearn.models import Model
 from jaxunlearn.train import make_fit
+from jaxunlearn.train import resolve_executor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,14 +195,17 @@ def choose_strategy(model: Model, config, data, *, chunk_size: int | None = None
 
 def resolve_choice(strategy, model: Model, config, data, *, chunk_size: int | None = None,
                    num_models: int | None = None, devices=None, checkpoint_dir=None,
-                   log: Callable[[str], None] | None = None, fit_factory: Callable = make_fit):
+                   log: Callable[[str], None] | None = None, fit_factory: Callable = make_fit,
+                   executor: str = "auto"):
   """``(strategy, choice)``: a concrete strategy for a run, and the :class:`StrategyChoice` when
   ``"auto"`` measured it (else ``None``).
 
   ``strategy`` itself unless it is ``"auto"``. ``"auto"``: the strategy recorded in the manifest
   of ``checkpoint_dir`` (a folder, or several: the checkpoint groups of one study) when a run is
   being resumed, so resumed chunks are computed exactly as the finished ones; else
-  :func:`choose_strategy`'s measurement of ``fit_factory``'s trainer (reported through ``log``).
+  :func:`choose_strategy`'s measurement of ``fit_factory``'s trainer (reported through ``log``), except
+  when the run will use the ``steps`` executor (``executor`` resolved for ``model``): that runs a
+  chunk's models in lockstep, so ``"vmap"``, unmeasured.
 
   Raises:
     ValueError: for a bad strategy or an unreadable manifest.
@@ -214,6 +218,8 @@ def resolve_choice(strategy, model: Model, config, data, *, chunk_size: int | No
   for prev in manifest_strategies(folders):
     if prev not in (None, "auto"):
       return check_strategy(prev, allow_auto=False), None
+  if resolve_executor(executor, model) == "steps":
+    return "vmap", None
   if log is not None:
     log("strategy auto: timing a few training steps of each candidate (one compilation each) ...")
   choice = choose_strategy(model, config, data, chunk_size=chunk_size, num_models=num_models, devices=devices,

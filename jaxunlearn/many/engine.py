@@ -122,7 +122,7 @@ class ChunkedRun:
           if path is not None and path.exists():
             raise ValueError(f"checkpoint {str(path)!r} exists but is not a finished checkpoint; "
                              "delete it and run again")
-          if self.compile_first and fn is self.program:
+          if self.compile_first and fn is self.program and hasattr(self.program, "lower"):
             tc = time.perf_counter()
             fn = self.program.lower(inputs, shared).compile()
             self.compile_seconds = time.perf_counter() - tc

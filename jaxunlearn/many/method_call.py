@@ -6,11 +6,8 @@ import functools
 
 import jax
 from jax.sharding import Mesh
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from jaxunlearn.many.engine import MODEL_AXIS
-from jaxunlearn.many.strategy import batch_over_models
+from jaxunlearn.many.programs import compile_chunk_program
 from jaxunlearn.models import Model
 from jaxunlearn.train import ModelState
 
@@ -36,7 +33,8 @@ def resolve_method(method, config=None):
 
 
 @functools.lru_cache(maxsize=32)
-def unlearn_program(method, model: Model, num_classes: int, impl: str, has_mask: bool, strategy: str, mesh: Mesh):
+def unlearn_program(method, model: Model, num_classes: int, impl: str, has_mask: bool, strategy: str, mesh: Mesh,
+                    executor: str = "scan"):
   """The jitted per-chunk program of :func:`jaxunlearn.many.unlearn_many`: ``method`` on each model of a
   chunk, with that model's key ``fold_in(key, m)`` and hyperparameters (per-model ones override shared)."""
   from jaxunlearn.unlearn import UnlearnData  # noqa: PLC0415
@@ -51,5 +49,4 @@ def unlearn_program(method, model: Model, num_classes: int, impl: str, has_mask:
     new, metrics = method(state, data, km, hparams, mask=sh["mask"] if has_mask else None)
     return {"params": new.params, "batch_stats": new.batch_stats, "metrics": metrics}
 
-  fn_b = batch_over_models(one, strategy, mesh.size)
-  return jax.jit(fn_b, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
+  return compile_chunk_program(one, strategy, mesh, executor)

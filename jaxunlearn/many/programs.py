@@ -1,4 +1,5 @@
-"""The jitted per-chunk programs of train_many and predict_many (one model's run, mapped over a chunk)."""
+"""The per-chunk programs of train_many, unlearn_many and predict_many (one model's run, mapped over a chunk):
+jitted as one program (``scan`` executor) or run eagerly with each step jitted (``steps`` executor)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,36 @@ from jax.sharding import PartitionSpec as P
 from jaxunlearn.many.engine import MODEL_AXIS
 from jaxunlearn.many.strategy import batch_over_models
 from jaxunlearn.models import Model
-from jaxunlearn.train import map_batches
 from jaxunlearn.train import make_fit
+from jaxunlearn.train import map_batches
+from jaxunlearn.train import use_executor
+
+
+class HostStepped:
+  """A per-chunk program run eagerly under the ``steps`` executor: the chunk's models ``vmap``-ed in
+  lockstep, every training step one jitted call (see :func:`jaxunlearn.train.resolve_executor`)."""
+
+  def __init__(self, fn: Callable):
+    self.fn = jax.vmap(fn, in_axes=(0, None))
+
+  def __call__(self, pm, sh):
+    with use_executor("steps"):
+      return self.fn(pm, sh)
+
+
+def compile_chunk_program(one: Callable, strategy: str, mesh: Mesh, executor: str = "scan"):
+  """``one(per_model, shared)`` of one model mapped over a chunk: one jitted program whose model axis is
+  sharded over ``mesh`` (``scan``), or a :class:`HostStepped` program (``steps``; ``vmap`` only)."""
+  if executor == "steps":
+    return HostStepped(one)
+  fn = batch_over_models(one, strategy, mesh.size)
+  return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
 
 
 @functools.lru_cache(maxsize=32)
-def train_program(model: Model, cfg, k: int, impl: str, strategy: str, mesh: Mesh, fit_factory: Callable = make_fit):
-  """The jitted per-chunk program of :func:`train_many`: ``fit_factory(model, cfg, k)`` gives the
+def train_program(model: Model, cfg, k: int, impl: str, strategy: str, mesh: Mesh, fit_factory: Callable = make_fit,
+                  executor: str = "scan"):
+  """The per-chunk program of :func:`train_many`: ``fit_factory(model, cfg, k)`` gives the
   ``(init, fit)`` pair of one model's run (``jaxunlearn.train.make_fit``, or another trainer's with
   the same contract, e.g. ``jaxunlearn.recipes.make_airbench_fit``)."""
   init, fit = fit_factory(model, cfg, k)
@@ -31,8 +55,7 @@ def train_program(model: Model, cfg, k: int, impl: str, strategy: str, mesh: Mes
     ts, hist = fit(init(params, stats), sh["x"], sh["y"], pm["index"], jax.random.fold_in(km, 1))
     return {"params": ts.params, "batch_stats": ts.batch_stats, "metrics": hist}
 
-  fn = batch_over_models(one, strategy, mesh.size)
-  return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
+  return compile_chunk_program(one, strategy, mesh, executor)
 
 
 @functools.lru_cache(maxsize=32)

@@ -14,13 +14,18 @@ from jaxunlearn.train._fit import check_training_set
 from jaxunlearn.train._fit import make_epoch
 from jaxunlearn.train._fit import make_fit
 from jaxunlearn.train._fit import train_model
+from jaxunlearn.train._loop import EXECUTORS
+from jaxunlearn.train._loop import branch
+from jaxunlearn.train._loop import current_executor
 from jaxunlearn.train._loop import cycled_batches
 from jaxunlearn.train._loop import epoch_batches
 from jaxunlearn.train._loop import epoch_keys
 from jaxunlearn.train._loop import pass_keys
+from jaxunlearn.train._loop import resolve_executor
 from jaxunlearn.train._loop import run_epochs
 from jaxunlearn.train._loop import scan_epochs
 from jaxunlearn.train._loop import scan_steps
+from jaxunlearn.train._loop import use_executor
 from jaxunlearn.train._optim import OPTIMIZERS
 from jaxunlearn.train._optim import SCHEDULES
 from jaxunlearn.train._optim import OptimConfig
@@ -40,6 +45,7 @@ __all__ = (
     "check_bool", "check_choice", "check_int", "check_int_tuple", "check_real",
     "TrainConfig", "steps_per_epoch", "evaluate", "map_batches", "predict",
     "check_training_set", "make_epoch", "make_fit", "train_model",
+    "EXECUTORS", "branch", "current_executor", "resolve_executor", "use_executor",
     "cycled_batches", "epoch_batches", "epoch_keys", "pass_keys", "run_epochs", "scan_epochs", "scan_steps",
     "OPTIMIZERS", "SCHEDULES", "OptimConfig", "as_hparams", "hparam", "hparam_fields", "make_optimizer",
     "make_schedule", "ModelState", "TrainState", "cross_entropy", "make_step", "make_train_step",

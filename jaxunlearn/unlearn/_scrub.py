@@ -33,6 +33,7 @@ from jaxunlearn.data import random_crop_flip
 from jaxunlearn.models import Model
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import OptimConfig
+from jaxunlearn.train import branch
 from jaxunlearn.train import TrainState
 from jaxunlearn.train import check_choice
 from jaxunlearn.train import check_int
@@ -253,7 +254,7 @@ def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, h
   def epoch(st, e, k_perm, k_steps):
     lr = scrub_lr(config, e, hparams)
     do_max = e <= config.msteps
-    st, max_kd = jax.lax.cond(do_max, max_pass, skip_max, st, *pass_keys(k_perm, k_steps, 0), lr)
+    st, max_kd = branch(do_max, max_pass, skip_max, st, *pass_keys(k_perm, k_steps, 0), lr)
     kp, ks = pass_keys(k_perm, k_steps, 1)
     batches = epoch_batches(kp, data.retain, config.batch_size)
     st, m = scan_steps(lambda s, idx, k: min_step(s, teacher, data.x[idx], data.y[idx], lr, k), st, batches, ks)
