@@ -189,7 +189,7 @@ def test_a_bug_inside_a_jitted_method_of_a_study_keeps_its_traceback(tmp_path, m
 
   _broken_method(monkeypatch, "finetune")
   with pytest.raises(jax.errors.TracerBoolConversionError):
-    cli.main(["ulira", "--models", "4", "--pool-size", "24", "--set", "epochs=1", "--epochs", "1", "--batch-size",
+    cli.main(["ulira", "--executor", "scan", "--models", "4", "--pool-size", "24", "--set", "epochs=1", "--epochs", "1", "--batch-size",
               "16", "--width", "0.25", "--train-subset", "96", "--test-subset", "40", "--quiet",
               "--out", str(tmp_path / "o")])
   assert "jaxunlearn: error" not in capsys.readouterr().err
@@ -262,3 +262,14 @@ def test_every_front_end_shares_the_job_config_and_its_flags():
     d = cli.config_from_args({"run": run.RunConfig, "lira": studies.LiraConfig, "ulira": studies.UliraConfig,
                               "challenge": studies.ChallengeConfig}[name], args)
     assert d == dataclasses.replace(type(d)(), progress=True), name  # the flags' defaults are the config's
+
+
+def test_executor_flag_is_recorded_and_checked(tmp_path, capsys):
+  out = tmp_path / "o"
+  assert cli.main(RUN_TINY + ["--model", "cnn", "--executor", "steps", "--out", str(out)]) == 0
+  r = json.loads((out / "results.json").read_text())
+  assert r["executor"] == "steps" and r["complete"] is True
+  assert all(e["seconds"] >= 0 and e["compile_seconds"] >= 0 for e in r["models"].values())
+  with pytest.raises(SystemExit) as e:
+    cli.main(RUN_TINY + ["--executor", "fast", "--out", str(tmp_path / "p")])
+  assert e.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err

@@ -231,7 +231,9 @@ def resolve_choice(strategy, model: Model, config, data, *, chunk_size: int | No
 
 def resolve_strategy(strategy, model: Model, config, data, *, chunk_size: int | None = None,
                      num_models: int | None = None, devices=None, checkpoint_dir=None,
-                     log: Callable[[str], None] | None = None, fit_factory: Callable = make_fit):
+                     log: Callable[[str], None] | None = None, fit_factory: Callable = make_fit,
+                     executor: str = "auto"):
   """A concrete strategy for a run: :func:`resolve_choice`'s strategy alone."""
   return resolve_choice(strategy, model, config, data, chunk_size=chunk_size, num_models=num_models,
-                        devices=devices, checkpoint_dir=checkpoint_dir, log=log, fit_factory=fit_factory)[0]
+                        devices=devices, checkpoint_dir=checkpoint_dir, log=log, fit_factory=fit_factory,
+                        executor=executor)[0]

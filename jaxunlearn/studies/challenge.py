@@ -78,7 +78,7 @@ class ChallengeEnsemble:
 
 def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods: dict, *, num_models: int,
                        checkpoint_dir=None, progress: bool = True, chunk_size: int | None = None,
-                       strategy="vmap", log=None) -> ChallengeEnsemble:
+                       strategy="vmap", log=None, executor: str = "auto") -> ChallengeEnsemble:
   """Trains the challenge's ensembles: one original, N retrained, N unlearned per method.
 
   The original trains on the whole train split (key ``fold_in(key, 0)``); N models retrain from
@@ -101,6 +101,7 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
     chunk_size, strategy: as in :func:`jaxunlearn.many.train_many`; ``"auto"`` is resolved once
       (from the checkpoints when resuming) and used by every group.
     log: ``f(text)`` for the line that reports a measured strategy.
+    executor: how the training loops run (see :func:`jaxunlearn.many.train_many`).
 
   Returns:
     A :class:`ChallengeEnsemble`.
@@ -112,9 +113,10 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
   groups = ["original", "retrained"] + (["unlearned"] if len(methods) == 1 else [f"unlearned_{m}" for m in methods])
   x, y, n = ds.x_train, split.y_train, len(ds.y_train)
   strategy = many.resolve_strategy(strategy, model, train_config, (x, y), chunk_size=chunk_size,
-                                     num_models=num_models, log=log,
+                                     num_models=num_models, log=log, executor=executor,
                                      checkpoint_dir=[] if checkpoint_dir is None else [ck(g) for g in groups])
   kw = dict(chunk_size=chunk_size, strategy=strategy)
+  loops = dict(kw, executor=executor)  # for the calls that train (prediction has no loop)
   yf = y[split.forget]
 
   def evaluate(states):
@@ -128,14 +130,14 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
   t = time.perf_counter()
   original, _ = many.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((1, n), bool), train_config,
                                   model=model, checkpoint_dir=ck("original"), progress=progress,
-                                  desc="original", **kw)
+                                  desc="original", **loops)
   seconds["original"] = time.perf_counter() - t
   _, acc["original"] = evaluate(original)
   keep = np.zeros((num_models, n), bool)
   keep[:, split.retain] = True
   t = time.perf_counter()
   retrained, _ = many.train_many(jax.random.fold_in(key, 1), (x, y), keep, train_config, model=model,
-                                   checkpoint_dir=ck("retrained"), progress=progress, desc="retrain", **kw)
+                                   checkpoint_dir=ck("retrained"), progress=progress, desc="retrain", **loops)
   seconds["retrained"] = time.perf_counter() - t
   conf["retrained"], acc["retrained"] = evaluate(retrained)
   data = jun.UnlearnData.create(x, y, split.retain, split.forget, num_classes=ds.num_classes)
@@ -143,7 +145,7 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
     t = time.perf_counter()
     unlearned, _ = many.unlearn_many(many.take(original, 0), data, jax.random.fold_in(key, 2), name, mcfg,
                                        num_models=num_models, progress=progress,
-                                       checkpoint_dir=ck(groups[2 + list(methods).index(name)]), **kw)
+                                       checkpoint_dir=ck(groups[2 + list(methods).index(name)]), **loops)
     seconds[name] = time.perf_counter() - t
     conf[name], acc[name] = evaluate(unlearned)
   return ChallengeEnsemble(conf, acc, seconds, strategy)
@@ -176,7 +178,7 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
               f"{n_models} retrained + {n_models} unlearned ({cfg.method}) {cfg.model} models")
   ens = challenge_ensemble(jax.random.key(cfg.seed), ds, split, model, tcfg, {cfg.method: mcfg},
                            num_models=n_models, checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress,
-                           chunk_size=cfg.chunk_size, strategy=cfg.strategy,
+                           chunk_size=cfg.chunk_size, strategy=cfg.strategy, executor=cfg.executor,
                            log=lambda t: C.log(cfg, f"[strategy] {t}"))
   acc_o, acc_r, acc_u = ens.accuracy["original"], ens.accuracy["retrained"], ens.accuracy[cfg.method]
   fq = metrics.forget_quality(ens.confidences[cfg.method], ens.confidences["retrained"])

@@ -90,7 +90,7 @@ def shadow_kw(cfg: StudyConfig, tcfg: TrainConfig, model, x, y, num_models: int,
   and prediction agree."""
   folders = [] if cfg.checkpoint_dir is None else [ckpt(cfg, g) for g in groups]
   strategy = many.resolve_strategy(cfg.strategy, model, tcfg, (x, y), chunk_size=cfg.chunk_size,
-                                     num_models=num_models, checkpoint_dir=folders,
+                                     num_models=num_models, checkpoint_dir=folders, executor=cfg.executor,
                                      log=lambda t: log(cfg, f"[strategy] {t}"))
   return dict(chunk_size=cfg.chunk_size, strategy=strategy)
 

@@ -69,7 +69,7 @@ def run_lira(cfg: LiraConfig) -> dict:
   kw = C.shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, ("models",))
   states, _ = many.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
                                 model=model, checkpoint_dir=C.ckpt(cfg, "models"), progress=cfg.progress,
-                                desc="train", **kw)
+                                desc="train", executor=cfg.executor, **kw)
   t_train = time.perf_counter() - t0
   logits = many.predict_many(states, ds.x_train, flip=cfg.flip, **kw)
   if not cfg.flip:

@@ -100,14 +100,14 @@ def run_ulira(cfg: UliraConfig) -> dict:
   kw = C.shadow_kw(cfg, tcfg, model, ds.x_train, ds.y_train, m_total, ("originals", "unlearned"))
   originals, _ = many.train_many(jax.random.fold_in(key, 1), (ds.x_train, ds.y_train), keep, tcfg,
                                    model=model, checkpoint_dir=C.ckpt(cfg, "originals"),
-                                   progress=cfg.progress, desc="train", **kw)
+                                   progress=cfg.progress, desc="train", executor=cfg.executor, **kw)
   t_train = time.perf_counter() - t0
   # forget-validation set (SCRUB+Rewind): the forget sets are random, so held-out test examples
   data = jun.UnlearnData(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train, jnp.int32), retain, forget,
                          jnp.asarray(ds.x_test), jnp.asarray(ds.y_test, jnp.int32), num_classes=ds.num_classes)
   t1 = time.perf_counter()
   unlearned, _ = many.unlearn_many(originals, data, jax.random.fold_in(key, 2), cfg.method, mcfg,
-                                     checkpoint_dir=C.ckpt(cfg, "unlearned"), progress=cfg.progress, **kw)
+                                     checkpoint_dir=C.ckpt(cfg, "unlearned"), progress=cfg.progress, executor=cfg.executor, **kw)
   t_unlearn = time.perf_counter() - t1
 
   xp, yp = ds.x_train[pool], ds.y_train[pool]
