@@ -107,3 +107,17 @@ def test_experiment_jobs_can_run_in_separate_calls(tmp_path, capsys):
   with pytest.raises(SystemExit):
     mod.main(["--smoke", "--out", str(tmp_path), "--job", "nope"])
   assert "unknown --job 'nope'" in capsys.readouterr().err
+
+
+def test_bench_cpu_tiny_writes_both_executors(tmp_path, capsys):
+  out = tmp_path / "cpu.json"
+  assert _load("bench_cpu").main(["--tiny", "--arch", "cnn", "--out", str(out)]) == 0
+  r = json.loads(out.read_text())
+  (row,) = r["rows"]
+  assert (row["scan"]["executor"], row["steps"]["executor"]) == ("scan", "steps")
+  assert row["steps_over_scan"] == pytest.approx(row["steps"]["img_s"] / row["scan"]["img_s"], rel=1e-12)
+  # throughput counts both timed epochs of 4 steps x 8 images over the measured seconds
+  for ex in ("scan", "steps"):
+    assert row[ex]["img_s"] == pytest.approx(2 * 4 * 8 / row[ex]["seconds"], rel=1e-12)
+  assert "steps/scan" in capsys.readouterr().out
+  assert _load("bench_cpu").main(["--batch", "0", "--out", str(tmp_path / "x.json")]) == 2
