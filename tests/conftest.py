@@ -76,6 +76,15 @@ def trained(blobs, tiny_model):
 
 
 @pytest.fixture(scope="session")
+def mlp_trained(blobs, mlp_model):
+  """A small MLP original trained briefly on all of ``blobs`` (for tests that run every method)."""
+  x, y, _, _ = blobs
+  st, _ = jtrain.train_model(mlp_model, jtrain.TrainConfig(epochs=2, batch_size=32, lr=0.05), x, y,
+                             np.arange(len(y)), jax.random.key(1), progress=False)
+  return st
+
+
+@pytest.fixture(scope="session")
 def class_data(blobs, class_split):
   x, y, xt, yt = blobs
   retain, forget = class_split

@@ -35,18 +35,13 @@ def _method(name):
 
 
 @pytest.fixture(scope="module")
-def original(blobs, mlp_model):
-  x, y, _, _ = blobs
-  st, _ = jtrain.train_model(mlp_model, jtrain.TrainConfig(epochs=2, batch_size=32, lr=0.05), x, y,
-                             np.arange(len(y)), jax.random.key(1), progress=False)
-  return st
+def original(mlp_trained):
+  return mlp_trained
 
 
 @pytest.fixture(scope="module")
-def data(blobs, class_split):
-  x, y, xt, yt = blobs
-  retain, forget = class_split
-  return jun.UnlearnData.create(x, y, retain, forget, num_classes=4, x_val=xt[yt == 0], y_val=yt[yt == 0])
+def data(class_data):
+  return class_data
 
 
 def _leaves(state, *idx):
