@@ -124,3 +124,20 @@ def test_steps_executor_inside_jit_falls_back_to_scan(blobs, tiny_model):
   jitted, _ = jax.jit(fit)(st, *args)
   for p, q in zip(jax.tree.leaves(eager.params), jax.tree.leaves(jitted.params)):
     np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-5, atol=1e-6)
+
+
+def test_step_programs_are_reused_within_a_run_and_not_kept_forever():
+  """One jitted program per step function (reused by every epoch of a run); old ones are dropped so a
+  long session does not keep every run's closures (and the data they hold) alive."""
+  from jaxunlearn.train import _loop
+
+  made = []
+  for _ in range(_loop._STEP_PROGRAMS_KEPT + 3):
+    def step(c, row, k):
+      return c + row, {}
+    made.append(step)
+    with jtrain.use_executor("steps"):
+      jtrain.run_epochs(step, jnp.float32(0), jax.random.key(0), 2, lambda k, e: jnp.ones((3,)))
+    assert _loop._STEP_PROGRAMS[step] is _loop._step_program(step)  # same program on reuse
+  assert len(_loop._STEP_PROGRAMS) == _loop._STEP_PROGRAMS_KEPT
+  assert made[0] not in _loop._STEP_PROGRAMS and made[-1] in _loop._STEP_PROGRAMS

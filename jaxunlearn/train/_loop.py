@@ -23,9 +23,9 @@ loop is always a scan. :func:`resolve_executor` picks one for ``auto``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
-import weakref
 from typing import Any, Callable
 
 import jax
@@ -87,16 +87,24 @@ def _stepping(*trees) -> bool:
   return current_executor() == "steps" and not _under_jit(trees)
 
 
-_STEP_PROGRAMS: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+_STEP_PROGRAMS: "collections.OrderedDict[Callable, Callable]" = collections.OrderedDict()
+_STEP_PROGRAMS_KEPT = 8  # a run's step functions are reused across its epochs; older ones are dropped
 
 
 def _step_program(step):
-  """``jit(carry, rows, i, k_steps) -> step(carry, rows[i], fold_in(k_steps, i))``, one per step function."""
-  prog = _STEP_PROGRAMS.get(step)
+  """``jit(carry, rows, i, k_steps) -> step(carry, rows[i], fold_in(k_steps, i))``, one per step function.
+
+  Kept in a small LRU (not a weak dict: the jitted program closes over ``step``, which would keep every
+  key, and the data it closes over, alive).
+  """
+  prog = _STEP_PROGRAMS.pop(step, None)
   if prog is None:
     def at(carry, rows, i, k_steps):
       return step(carry, jax.tree.map(lambda a: a[i], rows), jax.random.fold_in(k_steps, i))
-    prog = _STEP_PROGRAMS[step] = jax.jit(at)
+    prog = jax.jit(at)
+  _STEP_PROGRAMS[step] = prog
+  while len(_STEP_PROGRAMS) > _STEP_PROGRAMS_KEPT:
+    _STEP_PROGRAMS.popitem(last=False)
   return prog
 
 
