@@ -90,8 +90,12 @@ def test_train_model_executors_agree(blobs, tiny_model):
   x, y, _, _ = blobs
   cfg = jtrain.TrainConfig(epochs=2, batch_size=32, lr=0.05, augment=True)
   idx = np.arange(len(y))
+  from jaxunlearn.train import _loop
+
   a, ha = jtrain.train_model(tiny_model, cfg, x, y, idx, jax.random.key(4), progress=False, executor="scan")
+  _loop._STEP_PROGRAMS.clear()
   b, hb = jtrain.train_model(tiny_model, cfg, x, y, idx, jax.random.key(4), progress=False, executor="steps")
+  assert len(_loop._STEP_PROGRAMS) == 1  # every epoch reuses one compiled step
   assert (ha["executor"], hb["executor"]) == ("scan", "steps")
   for p, q in zip(jax.tree.leaves((a.params, a.batch_stats)), jax.tree.leaves((b.params, b.batch_stats))):
     np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-5, atol=1e-6)

@@ -35,12 +35,15 @@ def make_epoch(step, batch_size: int):
   follow the one loop's convention (:func:`jaxunlearn.train.epoch_keys`). Metrics are per step.
   """
 
-  def epoch_fn(state, x, y, index, key, epoch):
-    def on_batch(st, idx, k):
-      return step(st, (x[idx], y[idx]), k)
+  def on_batch(carry, idx, k):  # one function for every epoch: the steps executor compiles it once
+    st, x, y = carry
+    st, m = step(st, (x[idx], y[idx]), k)
+    return (st, x, y), m
 
+  def epoch_fn(state, x, y, index, key, epoch):
     k_perm, k_steps = epoch_keys(key, epoch)
-    return scan_steps(on_batch, state, epoch_batches(k_perm, index, batch_size), k_steps)
+    (state, _, _), m = scan_steps(on_batch, (state, x, y), epoch_batches(k_perm, index, batch_size), k_steps)
+    return state, m
 
   return epoch_fn
 

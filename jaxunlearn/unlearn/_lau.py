@@ -149,8 +149,8 @@ def lau(state: ModelState, data: UnlearnData, key: jax.Array, config: LauConfig,
   labels = data.y[data.forget]
   head0 = state.params["head"]
 
-  def step(carry, pos, k, teacher):
-    head, opt, done = carry
+  def step(carry, pos, k):
+    head, opt, done, teacher = carry
     f, y = feats[pos], labels[pos]
     s_logits = model.head(head, f)
     acc = jnp.mean(jnp.argmax(s_logits, -1) == y)
@@ -173,12 +173,14 @@ def lau(state: ModelState, data: UnlearnData, key: jax.Array, config: LauConfig,
       return head, opt, jnp.zeros((), jnp.float32)
 
     head, opt, loss = jax.lax.cond(done, skip, update, None)
-    return (head, opt, done), {"loss": loss, "acc": acc, "applied": jnp.logical_not(done)}
+    return (head, opt, done, teacher), {"loss": loss, "acc": acc, "applied": jnp.logical_not(done)}
 
   def epoch(carry, e, k_perm, k_steps):
     batches = epoch_batches(k_perm, jnp.arange(n, dtype=jnp.int32), config.batch_size)
-    teacher = carry[0]  # teacher head := student head at the start of every epoch
-    carry, m = scan_steps(lambda c, pos, k: step(c, pos, k, teacher), carry, batches, k_steps)
+    head, opt, done = carry
+    # teacher head := student head at the start of every epoch (carried, so one step function serves all)
+    (head, opt, done, _), m = scan_steps(step, (head, opt, done, head), batches, k_steps)
+    carry = (head, opt, done)
     applied = m["applied"].astype(jnp.float32)
     return carry, {"loss": jnp.sum(m["loss"] * applied) / jnp.maximum(1.0, jnp.sum(applied)),
                    "acc": jnp.mean(m["acc"]), "updates": jnp.sum(m["applied"].astype(jnp.int32))}

@@ -242,9 +242,20 @@ def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, h
   st0 = TrainState.create(state.params, state.batch_stats, tx)
   xf, yf = data.x[data.forget], data.y[data.forget]
 
+  # the per-batch steps are made once per run (the steps executor compiles each once); lr rides in the carry
+  def max_batch(carry, idx, k):
+    s, lr = carry
+    s, m = max_step(s, teacher, data.x[idx], lr, k)
+    return (s, lr), m
+
+  def min_batch(carry, idx, k):
+    s, lr = carry
+    s, m = min_step(s, teacher, data.x[idx], data.y[idx], lr, k)
+    return (s, lr), m
+
   def max_pass(st, k_perm, k_steps, lr):
     batches = epoch_batches(k_perm, data.forget, config.forget_batch_size)
-    st, m = scan_steps(lambda s, idx, k: max_step(s, teacher, data.x[idx], lr, k), st, batches, k_steps)
+    (st, _), m = scan_steps(max_batch, (st, lr), batches, k_steps)
     return st, jnp.mean(m["kd"])
 
   def skip_max(st, k_perm, k_steps, lr):
@@ -257,7 +268,7 @@ def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, h
     st, max_kd = branch(do_max, max_pass, skip_max, st, *pass_keys(k_perm, k_steps, 0), lr)
     kp, ks = pass_keys(k_perm, k_steps, 1)
     batches = epoch_batches(kp, data.retain, config.batch_size)
-    st, m = scan_steps(lambda s, idx, k: min_step(s, teacher, data.x[idx], data.y[idx], lr, k), st, batches, ks)
+    (st, _), m = scan_steps(min_batch, (st, lr), batches, ks)
     out = {"lr": lr, "max_pass": do_max, "max_kd": max_kd, "min_loss": jnp.mean(m["loss"]),
            "min_ce": jnp.mean(m["ce"]), "min_kd": jnp.mean(m["kd"]), "retain_acc": jnp.mean(m["acc"])}
     if checkpoints:
