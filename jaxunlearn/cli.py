@@ -157,11 +157,17 @@ def _add_studies(sub, fmt) -> None:
   _add_study_flags(c, d)
 
 
+def _version() -> str:
+  from jaxunlearn import __version__
+  return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
   """``jaxunlearn`` with the subcommands ``run``, ``lira``, ``ulira``, ``challenge``; every option
   shows its default (``ArgumentDefaultsHelpFormatter``)."""
   fmt = argparse.ArgumentDefaultsHelpFormatter
   parser = _Parser(prog="jaxunlearn", description="Deep machine unlearning in JAX.", formatter_class=fmt)
+  parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
   sub = parser.add_subparsers(dest="command", parser_class=_Parser)
   _add_run(sub, fmt)
   _add_studies(sub, fmt)
@@ -220,7 +226,7 @@ def _study(args) -> int:
 
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+  if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
     argv = ["run"] + argv  # `jaxunlearn` alone runs the embedded default job
   parser = build_parser()
   args = parser.parse_args(argv)

@@ -251,3 +251,35 @@ def test_npz_object_arrays_name_the_file_and_key(tmp_path):
   np.savez(p, x_train=np.array([x[0], None], dtype=object), y_train=np.array([0, 1]), x_test=x, y_test=np.array([0, 1]))
   with pytest.raises(ValueError, match=r"obj.npz': array 'x_train' cannot be read"):
     jd.load_npz(p)
+
+
+def test_channels_first_npz_is_transposed_with_a_note(tmp_path, capsys):
+  from jaxunlearn.data import load_npz
+
+  rng = np.random.default_rng(0)
+  xtr, xte = rng.integers(0, 256, (6, 3, 8, 10), dtype=np.uint8), rng.integers(0, 256, (2, 3, 8, 10), dtype=np.uint8)
+  np.savez(tmp_path / "chw.npz", x_train=xtr, y_train=np.arange(6) % 2, x_test=xte, y_test=np.arange(2))
+  ds = load_npz(tmp_path / "chw.npz")
+  assert ds.image_shape == (8, 10, 3)
+  np.testing.assert_array_equal(ds.x_train, xtr.transpose(0, 2, 3, 1))
+  assert len(ds.notes) == 1 and "channels-first" in ds.notes[0] and "(6, 3, 8, 10)" in ds.notes[0]
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "channels-first" in err
+
+
+def test_one_based_labels_are_refused(tmp_path):
+  from jaxunlearn.data import load_npz
+
+  x = np.zeros((6, 8, 8, 1), np.uint8)
+  np.savez(tmp_path / "one.npz", x_train=x, y_train=np.array([1, 2, 3, 1, 2, 3]), x_test=x[:3], y_test=[1, 2, 3])
+  with pytest.raises(ValueError, match=r"labels run from 1 to 3 with no label 0.*y - 1"):
+    load_npz(tmp_path / "one.npz")
+
+
+def test_npz_path_expands_home(tmp_path, monkeypatch):
+  from jaxunlearn.data import load_dataset
+
+  monkeypatch.setenv("HOME", str(tmp_path))
+  x = np.zeros((4, 8, 8, 1), np.uint8)
+  np.savez(tmp_path / "x.npz", x_train=x, y_train=[0, 1, 0, 1], x_test=x[:2], y_test=[0, 1])
+  assert load_dataset("npz:~/x.npz").num_classes == 2
