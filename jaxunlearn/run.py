@@ -198,6 +198,8 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
       "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
       "executor": resolve_executor(cfg.executor, p.model),
   }
+  if ds.notes:  # what the loader changed in the input (e.g. channels-first images transposed)
+    results["notes"] = list(ds.notes)
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / "
           f"{len(ds.y_test)} test, model {cfg.model}, forget {cfg.forget}")
   if cfg.original is not None:

@@ -283,3 +283,17 @@ def test_npz_path_expands_home(tmp_path, monkeypatch):
   x = np.zeros((4, 8, 8, 1), np.uint8)
   np.savez(tmp_path / "x.npz", x_train=x, y_train=[0, 1, 0, 1], x_test=x[:2], y_test=[0, 1])
   assert load_dataset("npz:~/x.npz").num_classes == 2
+
+
+def test_crop_padding_scales_with_the_image():
+  import jax
+
+  from jaxunlearn.data import random_crop_flip
+
+  key = jax.random.key(0)
+  x8 = np.arange(4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8, 1) + 1
+  out = np.asarray(random_crop_flip(key, x8, flip=False))
+  # a 1-pixel pad for 8x8 images: at most one zero row and one zero column
+  assert ((out == 0).all(axis=(2, 3)).sum(1) <= 1).all() and ((out == 0).all(axis=(1, 3)).sum(1) <= 1).all()
+  x32 = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(random_crop_flip(key, x32), random_crop_flip(key, x32, pad=4))  # unchanged
