@@ -297,3 +297,28 @@ def test_crop_padding_scales_with_the_image():
   assert ((out == 0).all(axis=(2, 3)).sum(1) <= 1).all() and ((out == 0).all(axis=(1, 3)).sum(1) <= 1).all()
   x32 = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
   np.testing.assert_array_equal(random_crop_flip(key, x32), random_crop_flip(key, x32, pad=4))  # unchanged
+
+
+def test_flips_are_a_per_dataset_default_that_augmentation_follows(tmp_path, monkeypatch):
+  import jax
+
+  from jaxunlearn.config import JobConfig
+  from jaxunlearn.data import flip_ok, load_digits
+  from jaxunlearn.train import _step
+
+  assert not any(flip_ok(n) for n in ("digits", "mnist", "svhn_cropped", "mnist:3.0.1"))
+  assert all(flip_ok(n) for n in ("cifar10", "cifar100", "fashion_mnist"))
+  ds = load_digits()
+  assert ds.flip_ok is False
+  model = JobConfig(model="mlp", width=0.25).create_model(ds)
+  assert model.flip_ok is False
+  calls = []
+  real = _step.random_crop_flip
+  monkeypatch.setattr(_step, "random_crop_flip", lambda k, x, **kw: calls.append(kw) or real(k, x, **kw))
+  params, stats = model.init(jax.random.key(0))
+  _step.supervised_loss(model, augment=True)(params, stats, (ds.x_train[:4], ds.y_train[:4]), jax.random.key(1))
+  assert calls == [{"flip": False}]
+  x = np.zeros((2, 8, 8, 1), np.uint8)
+  np.savez(tmp_path / "n.npz", x_train=x, y_train=[0, 1], x_test=x, y_test=[0, 1])
+  from jaxunlearn.data import load_npz
+  assert load_npz(tmp_path / "n.npz").flip_ok is True
