@@ -250,7 +250,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
       entry["speedup_vs_retrain"] = results["models"]["retrain"]["seconds"] / max(secs, 1e-9)
       if entry["speedup_vs_retrain"] < 1:
         _warn(results, f"{name}: took longer than retraining (speed-up {entry['speedup_vs_retrain']:.2f}x; "
-                       f"{steps} optimizer steps vs retrain's {results['models']['retrain']['steps']})",
+                       f"{'at most ' if not counted.exact else ''}{steps} optimizer steps vs retrain's {results['models']['retrain']['steps']})",
               p.cfg.progress, key="notes")
     entry["metrics"] = jsonable(metrics or {})
     entry.update(extra(ev, results["models"]["retrain"]["acc"] if name != "retrain" else None))
