@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -33,24 +34,36 @@ def atomic_write(path, writer: Callable[[IO], Any], *, binary: bool = False, suf
 
 
 def jsonable(v):
-  """``v`` with numpy / JAX arrays and scalars turned into Python numbers and lists."""
+  """``v`` with numpy / JAX arrays and scalars turned into Python numbers and lists.
+
+  Non-finite floats (NaN, inf) become ``None`` (JSON ``null``): bare ``NaN`` / ``Infinity`` tokens
+  are not JSON, and strict parsers (``jq``, JavaScript) reject the whole file.
+  """
+  if isinstance(v, float):
+    return v if math.isfinite(v) else None
   if isinstance(v, dict):
     return {str(k): jsonable(x) for k, x in v.items()}
   if isinstance(v, (list, tuple)):
     return [jsonable(x) for x in v]
   if isinstance(v, (np.ndarray, jax.Array)):
     a = np.asarray(v)
-    return a.item() if a.ndim == 0 else a.tolist()
-  if isinstance(v, (np.floating, np.integer)):
+    return jsonable(a.item() if a.ndim == 0 else a.tolist())
+  if isinstance(v, np.floating):
+    return jsonable(float(v))
+  if isinstance(v, np.integer):
     return v.item()
   return v
 
 
 def write_json_atomic(path, obj) -> None:
-  """``obj`` (made :func:`jsonable`) as indented JSON with a final newline, written atomically."""
+  """``obj`` (made :func:`jsonable`) as indented JSON with a final newline, written atomically.
+
+  Strict JSON: non-finite floats are written as ``null`` (``allow_nan=False`` guards the rest).
+  """
+  data = jsonable(obj)  # (before the file is opened: a failure leaves the previous file alone)
 
   def write(f):
-    json.dump(jsonable(obj), f, indent=2, sort_keys=False)
+    json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
     f.write("\n")
 
   atomic_write(path, write)

@@ -122,7 +122,7 @@ def _add_studies(sub, fmt) -> None:
   from jaxunlearn import data as jdata
   from jaxunlearn import studies
 
-  no_flip = "query only the image, not its mirror"
+  no_flip = "query only the image, not its mirror (default: mirror queries unless the dataset is digits)"
   targets = "leave-one-out over the first T models (default all)"
   d = studies.LiraConfig()
   p = sub.add_parser("lira", formatter_class=fmt, help="train M shadow models on random halves; LiRA membership "
@@ -130,7 +130,7 @@ def _add_studies(sub, fmt) -> None:
   p.add_argument("--models", "--num-models", dest="num_models", type=int, default=d.num_models,
                  help="number of models M (each is a target in turn, leave-one-out)")
   p.add_argument("--targets", type=int, default=d.targets, help=targets)
-  p.add_argument("--no-flip", dest="flip", action="store_false", help=no_flip)
+  p.add_argument("--no-flip", dest="flip", action="store_false", default=None, help=no_flip)
   p.add_argument("--out", default=d.out, help="output folder for results.json and roc.png")
   _add_study_flags(p, d)
 
@@ -143,7 +143,7 @@ def _add_studies(sub, fmt) -> None:
   q.add_argument("--pool-size", type=int, default=d.pool_size,
                  help="forget candidates; each model trains on and unlearns half of them")
   q.add_argument("--targets", type=int, default=d.targets, help=targets)
-  q.add_argument("--no-flip", dest="flip", action="store_false", help=no_flip)
+  q.add_argument("--no-flip", dest="flip", action="store_false", default=None, help=no_flip)
   q.add_argument("--out", default=d.out, help="output folder for results.json and roc.png")
   _add_study_flags(q, d)
 
@@ -157,11 +157,17 @@ def _add_studies(sub, fmt) -> None:
   _add_study_flags(c, d)
 
 
+def _version() -> str:
+  from jaxunlearn import __version__
+  return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
   """``jaxunlearn`` with the subcommands ``run``, ``lira``, ``ulira``, ``challenge``; every option
   shows its default (``ArgumentDefaultsHelpFormatter``)."""
   fmt = argparse.ArgumentDefaultsHelpFormatter
   parser = _Parser(prog="jaxunlearn", description="Deep machine unlearning in JAX.", formatter_class=fmt)
+  parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
   sub = parser.add_subparsers(dest="command", parser_class=_Parser)
   _add_run(sub, fmt)
   _add_studies(sub, fmt)
@@ -220,7 +226,7 @@ def _study(args) -> int:
 
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+  if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
     argv = ["run"] + argv  # `jaxunlearn` alone runs the embedded default job
   parser = build_parser()
   args = parser.parse_args(argv)

@@ -133,4 +133,4 @@ class JobConfig:
   def create_model(self, ds: jdata.Dataset) -> jmodels.Model:
     """The network for ``ds`` (classes, image shape, normalisation)."""
     return jmodels.create_model(self.model, num_classes=ds.num_classes, input_shape=ds.image_shape,
-                                mean=ds.mean, std=ds.std, width=self.width)
+                                mean=ds.mean, std=ds.std, width=self.width, flip_ok=ds.flip_ok)

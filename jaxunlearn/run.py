@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 import zlib
@@ -32,8 +33,10 @@ from jaxunlearn.evals import eval_options
 from jaxunlearn.evals import forget_validation_index
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import TrainConfig
+from jaxunlearn.train import count_steps
 from jaxunlearn.train import evaluate
 from jaxunlearn.train import resolve_executor
+from jaxunlearn.train import steps_per_epoch
 from jaxunlearn.train import train_model
 from jaxunlearn.train import use_executor
 
@@ -151,6 +154,27 @@ def _evaluate_all(state: ModelState, sets: dict) -> tuple[dict, dict]:
   return {k: v["acc"] for k, v in ev.items()}, ev
 
 
+def _finite_params(state: ModelState) -> bool:
+  return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves((state.params, state.batch_stats)))
+
+
+def _warn(results: dict, msg: str, progress: bool = True, *, key: str = "warnings") -> None:
+  """Adds ``msg`` to ``results[key]`` (``warnings`` or ``notes``; printed again under
+  :func:`format_table`) and prints it on stderr."""
+  results.setdefault(key, []).append(msg)
+  if progress:
+    print(f"  {key[:-1]}: {msg}", file=sys.stderr, flush=True)
+
+
+def _checked_acc(results: dict, name: str, state: ModelState, acc: dict, progress: bool = True) -> dict:
+  """``acc``, or NaN accuracies (``null`` in results.json) and a warning when the model's weights or
+  accuracies are not finite (e.g. ``--lr`` far too large): an argmax over NaN logits is not a result."""
+  if _finite_params(state) and all(math.isfinite(v) for v in acc.values()):
+    return acc
+  _warn(results, f"{name}: weights became NaN/inf (lr too large?); its accuracies are not results", progress)
+  return {k: float("nan") for k in acc}
+
+
 def _log(p: Prepared, msg: str):
   if p.cfg.progress:
     print(msg, file=sys.stderr, flush=True)
@@ -174,6 +198,8 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
       "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
       "executor": resolve_executor(cfg.executor, p.model),
   }
+  if ds.notes:  # what the loader changed in the input (e.g. channels-first images transposed)
+    results["notes"] = list(ds.notes)
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / "
           f"{len(ds.y_test)} test, model {cfg.model}, forget {cfg.forget}")
   if cfg.original is not None:
@@ -189,11 +215,14 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
     save("original", original)
   sets = _eval_sets(p)
   acc, ev = _evaluate_all(original, sets)
+  acc = _checked_acc(results, "original", original, acc, cfg.progress)
+  n_orig = len(all_idx)
   results["models"]["original"] = {"acc": acc, "seconds": hist["seconds"],
-                                   "compile_seconds": hist["compile_seconds"]}
+                                   "compile_seconds": hist["compile_seconds"],
+                                   "steps": p.train_cfg.epochs * steps_per_epoch(n_orig, p.train_cfg.batch_size)}
   if cfg.forget.startswith("confuse:"):
     results["confused_classes"] = list(sp.classes)
-  _log(p, f"  original  {_fmt(acc)}  {hist['seconds']:.1f}s")
+  _log(p, f"  original  {_fmt(acc)}  {hist['seconds']:.1f}s  {results['models']['original']['steps']} steps")
 
   val = forget_validation_index(ds, sp)
   data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes,
@@ -209,25 +238,36 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
   for name in ("retrain",) + tuple(m for m in cfg.methods if m != "retrain"):
     m = jun.get_method(name)
     use_mask = mask if (m.supports_mask and name != "retrain") else None
-    state, metrics, secs, compile_secs = _unlearn(m, original, data, method_key(key, name), p.method_cfgs[name],
-                                                  use_mask, executor)
+    state, metrics, secs, compile_secs, counted = _unlearn(m, original, data, method_key(key, name),
+                                                         p.method_cfgs[name], use_mask, executor)
     acc, ev = _evaluate_all(state, sets)
-    entry = {"acc": acc, "seconds": secs, "compile_seconds": compile_secs}
+    acc = _checked_acc(results, name, state, acc, cfg.progress)
+    steps = counted.steps
+    entry = {"acc": acc, "seconds": secs, "compile_seconds": compile_secs, "steps": steps}
+    if not counted.exact:  # a step loop inside a traced lax.cond: its longer side was counted
+      entry["steps_upper_bound"] = True
     if name != "retrain":
       entry["speedup_vs_retrain"] = results["models"]["retrain"]["seconds"] / max(secs, 1e-9)
+      if entry["speedup_vs_retrain"] < 1:
+        _warn(results, f"{name}: took longer than retraining (speed-up {entry['speedup_vs_retrain']:.2f}x; "
+                       f"{'at most ' if not counted.exact else ''}{steps} optimizer steps vs retrain's {results['models']['retrain']['steps']})",
+              p.cfg.progress, key="notes")
     entry["metrics"] = jsonable(metrics or {})
     entry.update(extra(ev, results["models"]["retrain"]["acc"] if name != "retrain" else None))
     results["models"][name] = entry
     if save:
       save(name, state)
-    _log(p, f"  {name:<9} {_fmt(acc)}  {secs:.1f}s")
+    _log(p, f"  {name:<9} {_fmt(acc)}  {secs:.1f}s  {steps} steps")
     if on_model is not None:
       on_model(results)
   return results
 
 
 def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan"):
-  """Runs one method: ``(state, metrics, seconds, compile_seconds)``.
+  """Runs one method: ``(state, metrics, seconds, compile_seconds, counted)``.
+
+  ``counted``: a :class:`jaxunlearn.train.StepCount` of the optimizer steps it took (counted by :func:`jaxunlearn.train.count_steps`: every step
+  of the ``steps`` executor, or the static scan lengths of the compiled program).
 
   ``scan``: compiled ahead of time, so ``seconds`` is the unlearning work alone. ``steps`` (each step one
   jitted call): ``compile_seconds`` is the time to the first step (its compilation and any work before
@@ -237,19 +277,21 @@ def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan"):
   method = jun.make(m.name, config)
   if executor == "steps":
     first = []
-    with use_executor("steps", on_step=lambda: first or first.append(time.perf_counter())):
+    with count_steps() as counted, use_executor("steps", on_step=lambda: first or first.append(time.perf_counter())):
       state, metrics = method(original, data, mkey, mask=use_mask)
     jax.block_until_ready(state.params)
     t2 = time.perf_counter()
     t1 = first[0] if first else t2
-    return state, metrics, t2 - t1, t1 - t0
+    return state, metrics, t2 - t1, t1 - t0, counted
   # compile ahead of time so that "seconds" is the unlearning work alone, comparable across methods
-  compiled = jax.jit(method).lower(original, data, mkey, mask=use_mask).compile()
+  with count_steps() as counted:
+    lowered = jax.jit(method).lower(original, data, mkey, mask=use_mask)
+  compiled = lowered.compile()
   t1 = time.perf_counter()
   state, metrics = compiled(original, data, mkey, mask=use_mask)
   jax.block_until_ready(state.params)
   secs = time.perf_counter() - t1
-  return state, metrics, secs, t1 - t0
+  return state, metrics, secs, t1 - t0, counted
 
 
 # fold_in data of the job's fixed PRNG keys; 0 .. _RESERVED - 1 are never a method's
@@ -289,8 +331,12 @@ def save_model(path: Path, state: ModelState, cfg: RunConfig, ds: jdata.Dataset)
   checkpoint.save(path / "state", {"params": state.params, "batch_stats": state.batch_stats})
   meta = {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "num_classes": ds.num_classes,
           "input_shape": list(ds.image_shape), "forget": cfg.forget, "seed": cfg.seed,
-          "train_subset": cfg.train_subset}
+          "train_subset": cfg.train_subset, "train": {k: getattr(cfg, k) for k in _TRAIN_KEYS}}
   write_json_atomic(path / _META, meta)
+
+
+# the training settings of a from-scratch model (the original; the oracle copies them)
+_TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment")
 
 
 def _check_original(cfg: RunConfig) -> None:
@@ -317,6 +363,17 @@ def _check_original(cfg: RunConfig) -> None:
       flag = "--" + k.replace("_", "-")
       raise ConfigError(f"--original {cfg.original!r} was trained with {flag} {meta.get(k)!r}, not "
                        f"{getattr(cfg, k)!r}: it must have been trained on this run's training set")
+  # The retrained oracle trains with this run's settings, and results.json records them as the
+  # original's: a checkpoint trained otherwise is refused (not silently re-labelled). Metadata saved
+  # before these were recorded has no "train" entry and is not checked.
+  saved = meta.get("train")
+  if isinstance(saved, dict):
+    for k in _TRAIN_KEYS:
+      if k in saved and saved[k] != getattr(cfg, k):
+        flag = "--" + k.replace("_", "-")
+        raise ConfigError(f"--original {cfg.original!r} was trained with {flag} {saved[k]!r}, not "
+                          f"{getattr(cfg, k)!r}: give the settings it was trained with (the oracle retrains "
+                          "with them)")
 
 
 def load_model(path: str | Path, model: jmodels.Model) -> ModelState:
@@ -342,23 +399,36 @@ def _fmt(acc: dict) -> str:
 
 def format_table(results: dict) -> str:
   """A plain-text table of accuracies and times."""
-  rows = [f"{'model':<14}{'retain':>8}{'forget':>8}{'test':>8}{'seconds':>9}{'speed-up':>9}{'compile s':>10}"]
+  rows = [f"{'model':<14}{'retain':>8}{'forget':>8}{'test':>8}{'seconds':>9}{'speed-up':>9}{'compile s':>10}"
+          f"{'steps':>8}"]
+
+  def pct(v):  # NaN (or null read back from results.json): not a result, never "0.0"
+    return f"{'nan':>8}" if v is None or not math.isfinite(v) else f"{100 * v:8.1f}"
+
   for name, e in results["models"].items():
     a = e["acc"]
     su = e.get("speedup_vs_retrain")
-    rows.append(f"{name:<14}{100 * a['retain']:8.1f}{100 * a['forget']:8.1f}{100 * a['test']:8.1f}"
-                f"{e['seconds']:9.2f}{(f'{su:8.1f}x' if su else ''):>9}{e.get('compile_seconds', 0.0):10.1f}")
-  rows.append("(accuracy in %; seconds exclude compilation; speed-up = retrain seconds / method seconds)")
+    rows.append(f"{name:<14}{pct(a['retain'])}{pct(a['forget'])}{pct(a['test'])}"
+                f"{e['seconds']:9.2f}{(f'{su:8.1f}x' if su else ''):>9}{e.get('compile_seconds', 0.0):10.1f}"
+                f"{('<=' if e.get('steps_upper_bound') else '') + str(e.get('steps', '')):>8}")
+  rows.append("(accuracy in %; seconds exclude compilation; speed-up = retrain seconds / method seconds; "
+              "steps = optimizer steps)")
+  rows += [f"note: {w}" for w in results.get("notes", ())]
+  rows += [f"warning: {w}" for w in results.get("warnings", ())]
   return "\n".join(rows)
 
 
 def write_outputs(p: Prepared, results: dict) -> None:
-  """``OUT/results.json`` (atomic) and ``OUT/accuracy.png`` (retain/forget/test bars per model)."""
+  """``OUT/results.json`` (atomic) and ``OUT/accuracy.png`` (retain/forget/test bars of every model with
+  finite accuracies; no plot when there is none)."""
   from jaxunlearn import plotting
 
   write_json_atomic(p.out / "results.json", results)
-  plotting.plot_accuracy_bars({n: e["acc"] for n, e in results["models"].items()}, p.out / "accuracy.png",
-                              title=f"{results['dataset']} / {results['model']} / forget {results['forget']}")
+  # models whose accuracies are not results (NaN weights) are left out of the plot
+  bars = {n: e["acc"] for n, e in results["models"].items() if all(math.isfinite(v) for v in e["acc"].values())}
+  if bars:
+    plotting.plot_accuracy_bars(bars, p.out / "accuracy.png",
+                                title=f"{results['dataset']} / {results['model']} / forget {results['forget']}")
 
 
 def execute_and_write(p: Prepared) -> dict:

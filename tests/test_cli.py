@@ -273,3 +273,83 @@ def test_executor_flag_is_recorded_and_checked(tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(RUN_TINY + ["--executor", "fast", "--out", str(tmp_path / "p")])
   assert e.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_version_flag_prints_the_package_version(capsys):
+  import jaxunlearn
+
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--version"])
+  assert e.value.code == 0
+  assert capsys.readouterr().out.strip() == f"jaxunlearn {jaxunlearn.__version__}"
+
+
+_TINY = ["--model", "mlp", "--width", "0.25", "--train-subset", "200", "--test-subset", "60", "--quiet",
+         "--method", "finetune", "--set", "finetune.epochs=1"]
+
+
+def test_huge_lr_gives_strict_json_with_null_and_a_warning(tmp_path, capsys):
+  out = tmp_path / "o"
+  code, stdout, _ = _run(["run", "--lr", "10000", "--epochs", "1", "--out", str(out)] + _TINY, capsys)
+  assert code == 0
+
+  def no_nan(tok):
+    raise AssertionError(f"results.json holds a bare {tok} token")
+
+  r = json.loads((out / "results.json").read_text(), parse_constant=no_nan)
+  assert r["models"]["finetune"]["acc"] == {"retain": None, "forget": None, "test": None}
+  assert any("finetune: weights became NaN/inf" in w for w in r["warnings"])
+  assert "warning: finetune: weights became NaN/inf" in stdout
+  row = next(l for l in stdout.splitlines() if l.startswith("finetune"))
+  assert row.split()[1:4] == ["nan", "nan", "nan"]  # never "0.0" as if it were a result
+
+
+@pytest.mark.parametrize("executor", ["scan", "steps"])
+def test_every_model_reports_its_steps_and_slow_methods_get_a_note(tmp_path, capsys, monkeypatch, executor):
+  from jaxunlearn import run
+
+  real = run._unlearn
+
+  def timed(m, *a, **k):  # fixed seconds (tiny runs time noise): finetune takes twice retrain's time
+    state, metrics, _, compile_secs, counted = real(m, *a, **k)
+    return state, metrics, 2.0 if m.name == "finetune" else 1.0, compile_secs, counted
+
+  monkeypatch.setattr(run, "_unlearn", timed)
+  out = tmp_path / "o"
+  # 180 retain examples: 2 steps an epoch at batch 64 (retrain: 1 epoch), 1 at finetune's batch 128 (30 epochs)
+  code, stdout, _ = _run(["run", "--epochs", "1", "--executor", executor, "--out", str(out)] + _TINY[:-1]
+                         + ["finetune.epochs=30"], capsys)
+  assert code == 0
+  r = json.loads((out / "results.json").read_text())
+  m = r["models"]
+  assert (m["original"]["steps"], m["retrain"]["steps"], m["finetune"]["steps"]) == (3, 2, 30)
+  assert "steps" in stdout.splitlines()[0]
+  assert m["finetune"]["speedup_vs_retrain"] == 0.5
+  assert r["notes"] == ["finetune: took longer than retraining (speed-up 0.50x; 30 optimizer steps vs retrain's 2)"]
+  assert "note: finetune: took longer than retraining" in stdout
+
+
+def test_original_trained_with_other_settings_is_refused(tmp_path, capsys):
+  saved = tmp_path / "models"
+  code, _, _ = _run(["run", "--epochs", "1", "--out", str(tmp_path / "a"), "--save-models", str(saved)] + _TINY,
+                    capsys)
+  assert code == 0
+  out = tmp_path / "b"
+  code, _, err = _run(["run", "--epochs", "2", "--out", str(out), "--original", str(saved / "original")] + _TINY,
+                      capsys)
+  assert code == 2 and err.count("\n") == 1
+  assert "was trained with --epochs 1, not 2" in err and not out.exists()
+
+
+def test_channels_first_npz_note_reaches_results_json(tmp_path, capsys):
+  from jaxunlearn.data import load_digits
+
+  ds = load_digits()
+  np.savez(tmp_path / "chw.npz", x_train=ds.x_train.transpose(0, 3, 1, 2), y_train=ds.y_train,
+           x_test=ds.x_test.transpose(0, 3, 1, 2), y_test=ds.y_test)
+  out = tmp_path / "o"
+  code, _, err = _run(["run", "--dataset", f"npz:{tmp_path / 'chw.npz'}", "--epochs", "1", "--out", str(out)] + _TINY,
+                      capsys)
+  assert code == 0 and "channels-first" in err
+  r = json.loads((out / "results.json").read_text())
+  assert len(r["notes"]) == 1 and "(1437, 1, 8, 8)" in r["notes"][0] and "transposed" in r["notes"][0]

@@ -251,3 +251,74 @@ def test_npz_object_arrays_name_the_file_and_key(tmp_path):
   np.savez(p, x_train=np.array([x[0], None], dtype=object), y_train=np.array([0, 1]), x_test=x, y_test=np.array([0, 1]))
   with pytest.raises(ValueError, match=r"obj.npz': array 'x_train' cannot be read"):
     jd.load_npz(p)
+
+
+def test_channels_first_npz_is_transposed_with_a_note(tmp_path, capsys):
+  from jaxunlearn.data import load_npz
+
+  rng = np.random.default_rng(0)
+  xtr, xte = rng.integers(0, 256, (6, 3, 8, 10), dtype=np.uint8), rng.integers(0, 256, (2, 3, 8, 10), dtype=np.uint8)
+  np.savez(tmp_path / "chw.npz", x_train=xtr, y_train=np.arange(6) % 2, x_test=xte, y_test=np.arange(2))
+  ds = load_npz(tmp_path / "chw.npz")
+  assert ds.image_shape == (8, 10, 3)
+  np.testing.assert_array_equal(ds.x_train, xtr.transpose(0, 2, 3, 1))
+  assert len(ds.notes) == 1 and "channels-first" in ds.notes[0] and "(6, 3, 8, 10)" in ds.notes[0]
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "channels-first" in err
+
+
+def test_one_based_labels_are_refused(tmp_path):
+  from jaxunlearn.data import load_npz
+
+  x = np.zeros((6, 8, 8, 1), np.uint8)
+  np.savez(tmp_path / "one.npz", x_train=x, y_train=np.array([1, 2, 3, 1, 2, 3]), x_test=x[:3], y_test=[1, 2, 3])
+  with pytest.raises(ValueError, match=r"labels run from 1 to 3 with no label 0.*y - 1"):
+    load_npz(tmp_path / "one.npz")
+
+
+def test_npz_path_expands_home(tmp_path, monkeypatch):
+  from jaxunlearn.data import load_dataset
+
+  monkeypatch.setenv("HOME", str(tmp_path))
+  x = np.zeros((4, 8, 8, 1), np.uint8)
+  np.savez(tmp_path / "x.npz", x_train=x, y_train=[0, 1, 0, 1], x_test=x[:2], y_test=[0, 1])
+  assert load_dataset("npz:~/x.npz").num_classes == 2
+
+
+def test_crop_padding_scales_with_the_image():
+  import jax
+
+  from jaxunlearn.data import random_crop_flip
+
+  key = jax.random.key(0)
+  x8 = np.arange(4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8, 1) + 1
+  out = np.asarray(random_crop_flip(key, x8, flip=False))
+  # a 1-pixel pad for 8x8 images: at most one zero row and one zero column
+  assert ((out == 0).all(axis=(2, 3)).sum(1) <= 1).all() and ((out == 0).all(axis=(1, 3)).sum(1) <= 1).all()
+  x32 = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(random_crop_flip(key, x32), random_crop_flip(key, x32, pad=4))  # unchanged
+
+
+def test_flips_are_a_per_dataset_default_that_augmentation_follows(tmp_path, monkeypatch):
+  import jax
+
+  from jaxunlearn.config import JobConfig
+  from jaxunlearn.data import flip_ok, load_digits
+  from jaxunlearn.train import _step
+
+  assert not any(flip_ok(n) for n in ("digits", "mnist", "svhn_cropped", "mnist:3.0.1"))
+  assert all(flip_ok(n) for n in ("cifar10", "cifar100", "fashion_mnist"))
+  ds = load_digits()
+  assert ds.flip_ok is False
+  model = JobConfig(model="mlp", width=0.25).create_model(ds)
+  assert model.flip_ok is False
+  calls = []
+  real = _step.random_crop_flip
+  monkeypatch.setattr(_step, "random_crop_flip", lambda k, x, **kw: calls.append(kw) or real(k, x, **kw))
+  params, stats = model.init(jax.random.key(0))
+  _step.supervised_loss(model, augment=True)(params, stats, (ds.x_train[:4], ds.y_train[:4]), jax.random.key(1))
+  assert calls == [{"flip": False}]
+  x = np.zeros((2, 8, 8, 1), np.uint8)
+  np.savez(tmp_path / "n.npz", x_train=x, y_train=[0, 1], x_test=x, y_test=[0, 1])
+  from jaxunlearn.data import load_npz
+  assert load_npz(tmp_path / "n.npz").flip_ok is True

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,11 @@ class Dataset:
     num_classes: number of classes.
     mean: per-channel mean of ``x_train / 255``, ``float32 [C]`` (used to normalise inputs).
     std: per-channel standard deviation of ``x_train / 255``, ``float32 [C]``.
+    notes: what the loader changed in the input, one line each (e.g. channels-first images
+      transposed to NHWC); ``jaxunlearn run`` copies them into results.json.
+    flip_ok: whether a horizontal flip keeps an image's class (``--augment`` flips only then; the
+      LiRA studies' mirror queries default to it). False for digits (``digits``, ``mnist``,
+      ``svhn_cropped``), True for natural images and ``npz:`` files.
   """
 
   name: str
@@ -44,6 +50,8 @@ class Dataset:
   num_classes: int
   mean: tuple[float, ...]
   std: tuple[float, ...]
+  notes: tuple[str, ...] = ()
+  flip_ok: bool = True
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -86,10 +94,32 @@ def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]
   return tuple(float(v) for v in mean), tuple(float(max(np.sqrt(v), 1e-3)) for v in var)
 
 
-def _finish(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dataset:
+def _channels_first(x) -> bool:
+  """``[N, C, H, W]`` with C in {1, 3} and a last axis too long to be channels (as PyTorch saves CIFAR)."""
+  return np.ndim(x) == 4 and np.shape(x)[1] in (1, 3) and np.shape(x)[-1] > 4
+
+
+def _finish(name, x_train, y_train, x_test, y_test, num_classes=None, *, one_based_check: bool = False,
+            flip_ok: bool = True) -> Dataset:
+  """Validates and converts the four arrays into a :class:`Dataset`.
+
+  Channels-first images (``[N, C, H, W]``, C in {1, 3}, W > 4) are transposed to NHWC with a note
+  (on stderr and in ``Dataset.notes``). With ``one_based_check`` (user files), labels ``1..K`` with
+  no 0 in either split are refused: they would train a (K+1)-class model with an empty class 0.
+  """
+  notes = []
+  if _channels_first(x_train) and _channels_first(x_test):
+    notes.append(f"{name}: images of shape {tuple(np.shape(x_train))} read as channels-first (N, C, H, W) "
+                 "and transposed to (N, H, W, C)")
+    x_train, x_test = np.transpose(x_train, (0, 2, 3, 1)), np.transpose(x_test, (0, 2, 3, 1))
   x_train, x_test = _as_nhwc_uint8(x_train, f"{name} x_train"), _as_nhwc_uint8(x_test, f"{name} x_test")
   y_train = _labels(y_train, f"{name} y_train")
   y_test = _labels(y_test, f"{name} y_test")
+  if (one_based_check and y_train.size and y_train.min() == 1
+      and not (y_test.size and y_test.min() == 0)):
+    top = int(max(y_train.max(), y_test.max(initial=0)))
+    raise ValueError(f"{name}: labels run from 1 to {top} with no label 0 in train or test; that would "
+                     f"train a {top + 1}-class model with an empty class 0: save y - 1 (labels 0..{top - 1})")
   if len(y_train) != len(x_train) or len(y_test) != len(x_test):
     raise ValueError(f"{name}: {len(x_train)} train images but {len(y_train)} labels "
                      f"(test: {len(x_test)} vs {len(y_test)})")
@@ -102,8 +132,10 @@ def _finish(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dataset
       raise ValueError(f"{name}: {split} labels must lie in [0, {num_classes}), got range "
                        f"[{y.min()}, {y.max()}]")
   mean, std = _channel_stats(x_train)
+  for n in notes:
+    print(f"jaxunlearn: note: {n}", file=sys.stderr, flush=True)
   return Dataset(name, x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), int(num_classes),
-                 mean, std)
+                 mean, std, tuple(notes), bool(flip_ok))
 
 
 def _as_nhwc_uint8(x, what: str) -> np.ndarray:
@@ -137,7 +169,7 @@ def load_digits() -> Dataset:
   x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # [1797, 8, 8, 1]
   y = d.target.astype(np.int32)
   xtr, xte, ytr, yte = train_test_split(x, y, test_size=360, random_state=0, stratify=y)
-  return _finish("digits", xtr, ytr, xte, yte, 10)
+  return _finish("digits", xtr, ytr, xte, yte, 10, flip_ok=False)
 
 
 def load_tfds(name: str, *, data_dir: str | None = None, download: bool = False) -> Dataset:
@@ -181,7 +213,17 @@ def load_tfds(name: str, *, data_dir: str | None = None, download: bool = False)
       num_classes = src.dataset_info.features["label"].num_classes
     except Exception:  # mocked or missing metadata
       pass
-  return _finish(name, *arrays["train"], *arrays["test"], num_classes)
+  return _finish(name, *arrays["train"], *arrays["test"], num_classes, flip_ok=flip_ok(name))
+
+
+# Datasets of digits: a mirrored 2, 3, 5 or 7 is not that digit, so --augment does not flip them.
+# Fashion-MNIST (clothes), CIFAR and other natural images keep their class under a horizontal flip.
+NO_FLIP = ("digits", "mnist", "emnist", "kmnist", "svhn_cropped")
+
+
+def flip_ok(name: str) -> bool:
+  """Whether horizontal flips keep the class for the dataset ``name`` (False for :data:`NO_FLIP`)."""
+  return name.split("/")[0].split(":")[0] not in NO_FLIP
 
 
 def _missing_test_split(e: Exception) -> bool:
@@ -220,15 +262,16 @@ def load_npz(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = N
   d = _NamedArrays(d, path)
   classes = int(len(d["classes"])) if "classes" in keys else None
   if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-    return _finish(name, d["x_train"], d["y_train"], d["x_test"], d["y_test"], classes)
+    return _finish(name, d["x_train"], d["y_train"], d["x_test"], d["y_test"], classes, one_based_check=True)
   if {"train_jpeg", "train_offsets", "y_train", "test_jpeg", "test_offsets", "y_test"} <= keys:
     cache = _cache_path(path, cache_dir)
     cached = _read_cache(cache)
     if cached is not None:  # (only the cache read is guarded: bad labels must not trigger a re-decode)
-      return _finish(name, cached[0], d["y_train"], cached[1], d["y_test"], classes)
+      return _finish(name, cached[0], d["y_train"], cached[1], d["y_test"], classes, one_based_check=True)
     x_train = decode_jpeg_bytes(d["train_jpeg"], d["train_offsets"], what=f"{path} train")
     x_test = decode_jpeg_bytes(d["test_jpeg"], d["test_offsets"], what=f"{path} test")
-    ds = _finish(name, x_train, d["y_train"], x_test, d["y_test"], classes)  # validate before writing
+    ds = _finish(name, x_train, d["y_train"], x_test, d["y_test"], classes,  # validate before writing
+                 one_based_check=True)
     atomic_savez(cache, x_train=x_train, x_test=x_test)
     return ds
   raise ValueError(f"{str(path)!r} has keys {sorted(keys)}; expected x_train/y_train/x_test/y_test "
@@ -328,10 +371,10 @@ def load_dataset(name: str, *, data_dir: str | None = None, download: bool = Fal
     raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
   if name == "digits":
     return load_digits()
-  if name.startswith("npz:"):
-    return load_npz(name[4:], cache_dir=cache_dir)
+  if name.startswith("npz:"):  # (``~`` is expanded: npz:~/x.npz)
+    return load_npz(os.path.expanduser(name[4:]), cache_dir=cache_dir)
   if name.endswith(".npz"):
-    return load_npz(name, cache_dir=cache_dir)
+    return load_npz(os.path.expanduser(name), cache_dir=cache_dir)
   import tensorflow_datasets as tfds
 
   base = name.split("/")[0].split(":")[0]

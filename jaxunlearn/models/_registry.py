@@ -29,6 +29,8 @@ class Model:
     num_classes: number of outputs.
     input_shape: ``(H, W, C)`` of one image.
     mean, std: per-channel normalisation applied to ``x / 255`` (uint8 input) or ``x`` (float input).
+    flip_ok: whether training augmentation may flip images horizontally (from the dataset's
+      :attr:`jaxunlearn.data.Dataset.flip_ok`; False for digits, whose mirror images change class).
   """
 
   name: str
@@ -37,6 +39,7 @@ class Model:
   input_shape: tuple[int, int, int]
   mean: tuple[float, ...]
   std: tuple[float, ...]
+  flip_ok: bool = True
 
   def init(self, key: jax.Array) -> tuple[Params, BatchStats]:
     """Fresh ``(params, batch_stats)``; ``batch_stats`` is ``{}`` for models without BatchNorm."""
@@ -98,7 +101,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 
 def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, int],
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                 width: float = 1.0, dtype: Any = jnp.float32) -> Model:
+                 width: float = 1.0, dtype: Any = jnp.float32, flip_ok: bool = True) -> Model:
   """Builds a registered model.
 
   Args:
@@ -109,6 +112,7 @@ def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, in
     mean, std: per-channel input normalisation (defaults 0 and 1).
     width: channel multiplier (the SCRUB paper's small-scale ResNet-18 uses 0.4).
     dtype: compute dtype (``jnp.bfloat16`` for mixed precision; parameters stay float32).
+    flip_ok: whether ``augment`` may flip images horizontally (pass the dataset's ``flip_ok``).
   """
   if name not in _BUILDERS:
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
@@ -124,7 +128,7 @@ def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, in
   if len(mean) != c or len(std) != c:
     raise ValueError(f"mean/std need {c} channels, got {len(mean)}/{len(std)}")
   module = _BUILDERS[name](num_classes, width, dtype, int(c))
-  return Model(name, module, num_classes, tuple(int(v) for v in input_shape), mean, std)
+  return Model(name, module, num_classes, tuple(int(v) for v in input_shape), mean, std, bool(flip_ok))
 
 
 def create_airbench(num_classes: int, input_shape: tuple[int, int, int], *,

@@ -25,13 +25,14 @@ class LiraConfig(C.StudyConfig):
   Attributes:
     num_models: M (>= 4); every example is in about M/2 models.
     targets: leave-one-out over the first ``targets`` models (default: all M).
-    flip: query the mirror image too (A = 2 augmentations, as in the LiRA reference).
+    flip: query the mirror image too (A = 2 augmentations, as in the LiRA reference); default None:
+      the dataset's ``flip_ok`` (no mirror queries for digits, whose mirror images change class).
     out: output folder for ``results.json`` and ``roc.png``.
   """
 
   num_models: int = 16
   targets: int | None = None
-  flip: bool = True
+  flip: bool | None = None
   out: str = "out/lira"
 
 
@@ -71,8 +72,9 @@ def run_lira(cfg: LiraConfig) -> dict:
                                 model=model, checkpoint_dir=C.ckpt(cfg, "models"), progress=cfg.progress,
                                 desc="train", executor=cfg.executor, **kw)
   t_train = time.perf_counter() - t0
-  logits = many.predict_many(states, ds.x_train, flip=cfg.flip, **kw)
-  if not cfg.flip:
+  flip = ds.flip_ok if cfg.flip is None else bool(cfg.flip)
+  logits = many.predict_many(states, ds.x_train, flip=flip, **kw)
+  if not flip:
     logits = logits[:, :, None]
   conf = logit_confidence(logits, ds.y_train[:, None])
   correct = np.argmax(logits[:, :, 0], -1) == ds.y_train[None]

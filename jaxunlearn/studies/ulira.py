@@ -43,7 +43,7 @@ class UliraConfig(C.StudyConfig):
   preset: str | None = None
   pool_size: int = 200
   targets: int | None = None
-  flip: bool = True
+  flip: bool | None = None
   out: str = "out/ulira"
 
 
@@ -111,11 +111,12 @@ def run_ulira(cfg: UliraConfig) -> dict:
   t_unlearn = time.perf_counter() - t1
 
   xp, yp = ds.x_train[pool], ds.y_train[pool]
+  flip = ds.flip_ok if cfg.flip is None else bool(cfg.flip)  # default: mirror queries where flips keep the class
   member = keep[:, pool]
 
   def conf_of(states):
-    lg = many.predict_many(states, xp, flip=cfg.flip, **kw)
-    return logit_confidence(lg if cfg.flip else lg[:, :, None], yp[:, None])
+    lg = many.predict_many(states, xp, flip=flip, **kw)
+    return logit_confidence(lg if flip else lg[:, :, None], yp[:, None])
 
   targets = range(cfg.targets if cfg.targets is not None else m_total)
   u_att = lira_attacks(conf_of(unlearned), member, targets, ulira=True)

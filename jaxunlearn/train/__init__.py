@@ -22,6 +22,7 @@ from jaxunlearn.train._loop import epoch_batches
 from jaxunlearn.train._loop import epoch_keys
 from jaxunlearn.train._loop import pass_keys
 from jaxunlearn.train._loop import resolve_executor
+from jaxunlearn.train._loop import count_steps
 from jaxunlearn.train._loop import run_epochs
 from jaxunlearn.train._loop import scan_epochs
 from jaxunlearn.train._loop import scan_steps
@@ -45,7 +46,7 @@ __all__ = (
     "check_bool", "check_choice", "check_int", "check_int_tuple", "check_real",
     "TrainConfig", "steps_per_epoch", "evaluate", "map_batches", "predict",
     "check_training_set", "make_epoch", "make_fit", "train_model",
-    "EXECUTORS", "branch", "current_executor", "resolve_executor", "use_executor",
+    "EXECUTORS", "branch", "count_steps", "current_executor", "resolve_executor", "use_executor",
     "cycled_batches", "epoch_batches", "epoch_keys", "pass_keys", "run_epochs", "scan_epochs", "scan_steps",
     "OPTIMIZERS", "SCHEDULES", "OptimConfig", "as_hparams", "hparam", "hparam_fields", "make_optimizer",
     "make_schedule", "ModelState", "TrainState", "cross_entropy", "make_step", "make_train_step",

@@ -110,10 +110,59 @@ def _step_program(step):
 
 def branch(pred, true_fn: Callable, false_fn: Callable, *operands):
   """``lax.cond`` that takes the branch in Python when ``pred`` is known (the ``steps`` executor's
-  concrete epoch numbers), so a host-stepped loop inside a branch stays host-stepped."""
+  concrete epoch numbers), so a host-stepped loop inside a branch stays host-stepped.
+
+  Under :func:`count_steps`, a traced branch counts the steps of its longer side and makes the
+  count an upper bound (``exact = False``)."""
   if not isinstance(pred, jax.core.Tracer):
     return true_fn(*operands) if bool(pred) else false_fn(*operands)
-  return jax.lax.cond(pred, true_fn, false_fn, *operands)
+  counter = getattr(_LOCAL, "counter", None)
+  if counter is None:
+    return jax.lax.cond(pred, true_fn, false_fn, *operands)
+  deltas = {}
+
+  def measured(fn, side):
+    def f(*a):
+      before = counter.steps
+      out = fn(*a)
+      deltas.setdefault(side, counter.steps - before)
+      return out
+    return f
+
+  before = counter.steps
+  out = jax.lax.cond(pred, measured(true_fn, 0), measured(false_fn, 1), *operands)
+  if any(deltas.values()):
+    counter.exact = counter.exact and deltas.get(0, 0) == deltas.get(1, 0)
+    counter.steps = before + max(deltas.values())
+  return out
+
+
+class StepCount:
+  """What :func:`count_steps` counted: ``steps`` (optimizer steps), ``exact`` (False: an upper bound)."""
+
+  def __init__(self):
+    self.steps, self.exact, self._mult = 0, True, 1
+
+
+@contextlib.contextmanager
+def count_steps():
+  """Counts the steps of :func:`scan_steps` loops run (``steps`` executor) or traced (``scan``: the
+  static lengths of the scans, times the epochs of :func:`scan_epochs` around them) in the block.
+
+  Yields a :class:`StepCount`. Used by ``jaxunlearn run`` to report every model's optimizer steps.
+  """
+  old = getattr(_LOCAL, "counter", None)
+  _LOCAL.counter = c = StepCount()
+  try:
+    yield c
+  finally:
+    _LOCAL.counter = old
+
+
+def _add_steps(n: int, traced: bool) -> None:
+  c = getattr(_LOCAL, "counter", None)
+  if c is not None:
+    c.steps += n * (c._mult if traced else 1)
 
 # step(carry, row, key) -> (carry, metrics)
 Step = Callable[[Any, Any, jax.Array], tuple[Any, dict]]
@@ -167,9 +216,11 @@ def scan_steps(step: Step, carry, rows, k_steps: jax.Array):
     for i in range(n):
       carry, m = prog(carry, rows, jnp.int32(i), k_steps)
       outs.append(m)
+      _add_steps(1, False)
       if on_step is not None:
         on_step()
     return carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+  _add_steps(n, True)
 
   def body(c, inp):
     i, row = inp
@@ -199,7 +250,19 @@ def scan_epochs(epoch_fn: Callable, carry, key: jax.Array, epochs: int, *, start
       return jax.lax.scan(body, carry, jnp.arange(start, start))
     return carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
-  return jax.lax.scan(body, carry, jnp.arange(start, start + epochs))
+  counter, traced = getattr(_LOCAL, "counter", None), []
+
+  def counted_body(c, e):  # the steps inside count ``epochs`` times, on the first trace only
+    if counter is None:
+      return body(c, e)
+    mult, counter._mult = counter._mult, (counter._mult * epochs if not traced else 0)
+    traced.append(True)
+    try:
+      return body(c, e)
+    finally:
+      counter._mult = mult
+
+  return jax.lax.scan(counted_body, carry, jnp.arange(start, start + epochs))
 
 
 def run_epochs(step: Step, carry, key: jax.Array, epochs: int, plan: Callable, *, start: int = 0):

@@ -27,12 +27,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 
 
 def supervised_loss(model: Model, *, augment: bool = False, label_smoothing: float = 0.0) -> LossFn:
-  """Mean cross-entropy of the model in train mode on ``batch = (x, y)``."""
+  """Mean cross-entropy of the model in train mode on ``batch = (x, y)``; ``augment``: random crop,
+  and horizontal flip when ``model.flip_ok`` (False for digits datasets)."""
 
   def loss_fn(params, batch_stats, batch, key):
     x, y = batch
     if augment:
-      x = random_crop_flip(key, x)
+      x = random_crop_flip(key, x, flip=model.flip_ok)
     logits, new_stats = model.apply(params, batch_stats, x, train=True)
     losses = cross_entropy(logits, y, label_smoothing)
     acc = jnp.mean(jnp.argmax(logits, -1) == y)

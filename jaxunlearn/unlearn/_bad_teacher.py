@@ -91,7 +91,7 @@ def bad_teacher(state: ModelState, data: UnlearnData, key: jax.Array, config: Ba
     return {"idx": union[p], "bad": flags[p]}
 
   def loss_fn(params, stats, row, key):
-    x = images(data.x[row["idx"]], key, aug)
+    x = images(data.x[row["idx"]], key, aug, model.flip_ok)
     s, new_stats = model.apply(params, stats, x, train=True)
     tg = model.apply(good.params, good.batch_stats, x, train=False)[0]
     tb = model.apply(bad.params, bad.batch_stats, x, train=False)[0]

@@ -32,9 +32,10 @@ def check_loop_fields(cfg, *batch_fields: str) -> None:
     check_bool(cfg, "augment")
 
 
-def images(x: jax.Array, key: jax.Array, augment: bool) -> jax.Array:
-  """``x``, randomly cropped and flipped with ``key`` when ``augment``."""
-  return random_crop_flip(key, x) if augment else x
+def images(x: jax.Array, key: jax.Array, augment: bool, flip: bool = True) -> jax.Array:
+  """``x``, randomly cropped (and flipped, when ``flip``: pass the model's ``flip_ok``) with ``key``
+  when ``augment``."""
+  return random_crop_flip(key, x, flip=flip) if augment else x
 
 
 def ce_loss(model, data: UnlearnData, augment: bool, sign: float = 1.0):
@@ -46,7 +47,7 @@ def ce_loss(model, data: UnlearnData, augment: bool, sign: float = 1.0):
   def loss_fn(params, stats, row, key):
     idx = row["idx"]
     y = row["y"] if "y" in row else data.y[idx]
-    logits, new_stats = model.apply(params, stats, images(data.x[idx], key, augment), train=True)
+    logits, new_stats = model.apply(params, stats, images(data.x[idx], key, augment, model.flip_ok), train=True)
     ce = jnp.mean(cross_entropy(logits, y))
     acc = jnp.mean(jnp.argmax(logits, -1) == y)
     return sign * ce, (new_stats, {"loss": sign * ce, "ce": ce, "acc": acc})

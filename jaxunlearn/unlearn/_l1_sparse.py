@@ -78,7 +78,7 @@ def l1_sparse(state: ModelState, data: UnlearnData, key: jax.Array, config: L1Sp
   def loss_fn(params, stats, row, key):
     idx = row["idx"]
     y = data.y[idx]
-    logits, new_stats = model.apply(params, stats, images(data.x[idx], key, aug), train=True)
+    logits, new_stats = model.apply(params, stats, images(data.x[idx], key, aug, model.flip_ok), train=True)
     ce = jnp.mean(cross_entropy(logits, y))
     norm = l1_norm(params)
     loss = ce + row["coef"] * norm

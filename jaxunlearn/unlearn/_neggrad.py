@@ -128,8 +128,8 @@ def neggrad_plus(state: ModelState, data: UnlearnData, key: jax.Array, config: N
   def loss_fn(params, stats, row, key):
     kr, kf = jax.random.split(key)
     yr, yf = data.y[row["r"]], data.y[row["f"]]
-    lr_, stats = model.apply(params, stats, images(data.x[row["r"]], kr, aug), train=True)
-    lf_, stats = model.apply(params, stats, images(data.x[row["f"]], kf, aug), train=True)
+    lr_, stats = model.apply(params, stats, images(data.x[row["r"]], kr, aug, model.flip_ok), train=True)
+    lf_, stats = model.apply(params, stats, images(data.x[row["f"]], kf, aug, model.flip_ok), train=True)
     ce_r, ce_f = jnp.mean(cross_entropy(lr_, yr)), jnp.mean(cross_entropy(lf_, yf))
     loss = alpha * ce_r - (1.0 - alpha) * ce_f
     return loss, (stats, {"loss": loss, "retain_ce": ce_r, "forget_ce": ce_f,

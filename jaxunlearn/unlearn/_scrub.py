@@ -201,7 +201,7 @@ def make_scrub_steps(model: Model, tx: optax.GradientTransformation, config: Scr
     return TrainState(st.step + 1, optax.apply_updates(st.params, updates), new_stats, opt_state)
 
   def maybe_augment(x, key):
-    return random_crop_flip(key, x) if config.augment else x
+    return random_crop_flip(key, x, flip=model.flip_ok) if config.augment else x
 
   def max_step(st: TrainState, teacher: ModelState, x, lr, key=None):
     x = maybe_augment(x, key)
