@@ -158,8 +158,8 @@ def _add_studies(sub, fmt) -> None:
 
 
 def _version() -> str:
-  from jaxunlearn import __version__
-  return __version__
+  import jaxunlearn  # noqa: PLC0415  (the package itself, not a unit: imports stay one-way)
+  return jaxunlearn.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxunlearn import data as jdata
 from jaxunlearn import models as jmodels
@@ -239,7 +240,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
     m = jun.get_method(name)
     use_mask = mask if (m.supports_mask and name != "retrain") else None
     state, metrics, secs, compile_secs, counted = _unlearn(m, original, data, method_key(key, name),
-                                                         p.method_cfgs[name], use_mask, executor)
+                                                         p.method_cfgs[name], use_mask, executor, cfg.progress)
     acc, ev = _evaluate_all(state, sets)
     acc = _checked_acc(results, name, state, acc, cfg.progress)
     steps = counted.steps
@@ -263,7 +264,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
   return results
 
 
-def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan"):
+def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan", progress: bool = False):
   """Runs one method: ``(state, metrics, seconds, compile_seconds, counted)``.
 
   ``counted``: a :class:`jaxunlearn.train.StepCount` of the optimizer steps it took (counted by :func:`jaxunlearn.train.count_steps`: every step
@@ -277,9 +278,17 @@ def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan"):
   method = jun.make(m.name, config)
   if executor == "steps":
     first = []
-    with count_steps() as counted, use_executor("steps", on_step=lambda: first or first.append(time.perf_counter())):
+    bar = tqdm(desc=m.name, unit="step", disable=not progress, leave=False)  # steps are counted as they run
+
+    def on_step():
+      if not first:
+        first.append(time.perf_counter())
+      bar.update(1)
+
+    with count_steps() as counted, use_executor("steps", on_step=on_step):
       state, metrics = method(original, data, mkey, mask=use_mask)
     jax.block_until_ready(state.params)
+    bar.close()
     t2 = time.perf_counter()
     t1 = first[0] if first else t2
     return state, metrics, t2 - t1, t1 - t0, counted
