@@ -7,7 +7,6 @@ Library code behind ``jaxunlearn run``; every check of the user's input happens 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -25,6 +24,9 @@ from jaxunlearn import models as jmodels
 from jaxunlearn import unlearn as jun
 from jaxunlearn.atomic import jsonable
 from jaxunlearn.atomic import write_json_atomic
+from jaxunlearn.saved_models import check_original
+from jaxunlearn.saved_models import load_model  # noqa: F401  (public: run.load_model)
+from jaxunlearn.saved_models import save_model
 from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_out_dir
 from jaxunlearn.errors import ConfigError
@@ -123,7 +125,7 @@ def prepare(cfg: RunConfig) -> Prepared:
   if cfg.save_models is not None:
     check_out_dir(cfg.save_models)
   if cfg.original is not None:
-    _check_original(cfg)
+    check_original(cfg)
   ds = cfg.load_data()
   with user_input():
     split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
@@ -328,72 +330,6 @@ def _check_method_keys(names) -> None:
     if d in seen:
       raise ConfigError(f"methods {seen[d]!r} and {n!r} would get the same PRNG key (crc32 collision); rename one")
     seen[d] = n
-
-
-_META = "jaxunlearn_model.json"
-
-
-def save_model(path: Path, state: ModelState, cfg: RunConfig, ds: jdata.Dataset) -> None:
-  """Saves a model's params and batch statistics with orbax, plus what is needed to rebuild it."""
-  from jaxunlearn import checkpoint
-
-  checkpoint.save(path / "state", {"params": state.params, "batch_stats": state.batch_stats})
-  meta = {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "num_classes": ds.num_classes,
-          "input_shape": list(ds.image_shape), "forget": cfg.forget, "seed": cfg.seed,
-          "train_subset": cfg.train_subset, "train": {k: getattr(cfg, k) for k in _TRAIN_KEYS}}
-  write_json_atomic(path / _META, meta)
-
-
-# the training settings of a from-scratch model (the original; the oracle copies them)
-_TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment")
-
-
-def _check_original(cfg: RunConfig) -> None:
-  path = Path(cfg.original)
-  meta_path = path / _META
-  if not meta_path.is_file():
-    raise ConfigError(f"--original {cfg.original!r} is not a saved model (no {_META}; save one with --save-models)")
-  try:
-    meta = json.loads(meta_path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise ConfigError(f"--original {cfg.original!r}: unreadable {_META} ({e})") from None
-  # The original must have been trained on THIS run's training set (same data, subset and, where the
-  # seed picks the subset or the confused labels, same seed); only the forget set may differ.
-  confused = cfg.forget.startswith("confuse:") or str(meta.get("forget", "")).startswith("confuse:")
-  same = ["model", "width", "dataset"]
-  if "train_subset" in meta:  # saved by this version (older metadata did not record it)
-    same.append("train_subset")
-  if cfg.train_subset is not None or meta.get("train_subset") is not None or confused:
-    same.append("seed")
-  if confused:
-    same.append("forget")
-  for k in same:
-    if meta.get(k) != getattr(cfg, k):
-      flag = "--" + k.replace("_", "-")
-      raise ConfigError(f"--original {cfg.original!r} was trained with {flag} {meta.get(k)!r}, not "
-                       f"{getattr(cfg, k)!r}: it must have been trained on this run's training set")
-  # The retrained oracle trains with this run's settings, and results.json records them as the
-  # original's: a checkpoint trained otherwise is refused (not silently re-labelled). Metadata saved
-  # before these were recorded has no "train" entry and is not checked.
-  saved = meta.get("train")
-  if isinstance(saved, dict):
-    for k in _TRAIN_KEYS:
-      if k in saved and saved[k] != getattr(cfg, k):
-        flag = "--" + k.replace("_", "-")
-        raise ConfigError(f"--original {cfg.original!r} was trained with {flag} {saved[k]!r}, not "
-                          f"{getattr(cfg, k)!r}: give the settings it was trained with (the oracle retrains "
-                          "with them)")
-
-
-def load_model(path: str | Path, model: jmodels.Model) -> ModelState:
-  """Loads a model saved by :func:`save_model` into ``model``'s structure; checks it is finite."""
-  from jaxunlearn import checkpoint
-
-  params, stats = jax.eval_shape(model.init, jax.random.key(0))
-  tree = checkpoint.load(Path(path) / "state", {"params": params, "batch_stats": stats})
-  state = ModelState(tree["params"], tree["batch_stats"], model)
-  jun.check_finite_params(state)
-  return state
 
 
 def _build_mask(spec: str, original: ModelState, data, key):
