@@ -80,13 +80,14 @@ def _add_run(sub, fmt) -> None:
   r = sub.add_parser("run", help="train original + retrained oracle, unlearn, evaluate", formatter_class=fmt)
   add_job_flags(r, d)
   r.add_argument("--forget", default=d.forget, help=SPEC_HELP)
+  names, presets = _methods_help()
   r.add_argument("--method", action="append", dest="methods", default=None,
-                 help=f"unlearning method (repeatable; default {d.methods[0]})")
+                 help=f"unlearning method (repeatable; default {d.methods[0]}): {names}")
   r.add_argument("--out", default=d.out, help="output folder for results.json")
   r.add_argument("--set", action="append", type=_kv_set, dest="overrides", default=[],
                  metavar="METHOD.OPTION=VALUE", help="method option, e.g. scrub.alpha=0.5 (repeatable)")
   r.add_argument("--preset", action="append", type=_kv_preset, dest="presets", default=[],
-                 metavar="METHOD=PRESET", help="named setting, e.g. scrub=large")
+                 metavar="METHOD=PRESET", help=f"named setting, e.g. scrub=large ({presets})")
   r.add_argument("--mask", default=d.mask, help="localise every method: del:FRAC or salun:FRAC")
   r.add_argument("--eval", action="append", dest="evals", default=[], choices=eval_options(),
                  help="extra evaluations (repeatable)")
@@ -111,11 +112,21 @@ def _add_study_flags(p: argparse.ArgumentParser, d) -> None:
                       "are auto-detected; see BUILD.md)")
 
 
+def _methods_help() -> tuple[str, str]:
+  """``(methods, presets)``: the registered method names and their named presets, for ``--help``."""
+  from jaxunlearn import unlearn  # noqa: PLC0415
+
+  names = ", ".join(sorted(unlearn.METHODS))
+  presets = "; ".join(f"{n}: {', '.join(s.presets)}" for n, s in sorted(unlearn.METHODS.items()) if s.presets)
+  return names, presets
+
+
 def _add_method_flags(p: argparse.ArgumentParser, d) -> None:
-  p.add_argument("--method", default=d.method, help="registered unlearning method")
+  names, presets = _methods_help()
+  p.add_argument("--method", default=d.method, help=f"registered unlearning method: {names}")
   p.add_argument("--set", action="append", type=_kv, dest="overrides", default=[], metavar="OPTION=VALUE",
                  help="method option, e.g. lr=0.01 or finetune.lr=0.01 (repeatable)")
-  p.add_argument("--preset", default=d.preset, help="named method preset")
+  p.add_argument("--preset", default=d.preset, help=f"named method preset ({presets})")
 
 
 def _add_studies(sub, fmt) -> None:

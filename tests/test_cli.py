@@ -353,3 +353,17 @@ def test_channels_first_npz_note_reaches_results_json(tmp_path, capsys):
   assert code == 0 and "channels-first" in err
   r = json.loads((out / "results.json").read_text())
   assert len(r["notes"]) == 1 and "(1437, 1, 8, 8)" in r["notes"][0] and "transposed" in r["notes"][0]
+
+
+def test_help_lists_every_method_and_its_presets(capsys):
+  from jaxunlearn import unlearn
+
+  for sub in ("run", "ulira", "challenge"):
+    with pytest.raises(SystemExit):
+      cli.main([sub, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, spec in unlearn.METHODS.items():
+      assert name in text, (sub, name)
+      for preset in spec.presets:
+        assert preset in text, (sub, name, preset)
+    assert "scrub: small, large, privacy" in text

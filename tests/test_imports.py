@@ -29,7 +29,7 @@ ALLOWED = {
             "config", "evals", "saved_models"},
     "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "many",
                 "atomic", "errors", "config"},
-    "cli": {"data", "models", "train", "errors", "evals", "run", "studies"},
+    "cli": {"data", "models", "train", "unlearn", "errors", "evals", "run", "studies"},
     "__main__": {"cli"},
     "__init__": set(),
 }
