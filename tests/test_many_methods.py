@@ -13,30 +13,20 @@ from jaxunlearn import unlearn as jun
 KEY = jax.random.key(21)
 
 
-@pytest.fixture(scope="module")
-def original(mlp_trained):
-  return mlp_trained
-
-
-@pytest.fixture(scope="module")
-def data(class_data):
-  return class_data
-
-
 CASES = [(name, "steps") for name in sorted(TINY)] + [(name, "scan") for name in ("finetune", "scrub", "lau")]
 
 
 @pytest.mark.parametrize("name,executor", CASES)
-def test_unlearn_many_equals_single_runs(name, executor, original, data):
+def test_unlearn_many_equals_single_runs(name, executor, mlp_trained, class_data):
   """Two models with their own keys and learning rates in one many-model run (host-stepped: the chunk
   vmapped, each step one jitted call; or one scanned program) equal two separate jitted runs."""
   method = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **TINY[name]))
   lrs = np.array([0.5, 2.0], np.float32) * np.float32(method.hparams["lr"])
-  out, metrics = jmany.unlearn_many(original, data, KEY, method, hparams={"lr": lrs}, num_models=2,
+  out, metrics = jmany.unlearn_many(mlp_trained, class_data, KEY, method, hparams={"lr": lrs}, num_models=2,
                                     progress=False, executor=executor)
   single = jax.jit(method)
   for m in range(2):
-    s, sm = single(original, data, jax.random.fold_in(KEY, m), {"lr": lrs[m]})
+    s, sm = single(mlp_trained, class_data, jax.random.fold_in(KEY, m), {"lr": lrs[m]})
     got = jmany.take(out, m)
     for a, b in zip(jax.tree.leaves((got.params, got.batch_stats)), jax.tree.leaves((s.params, s.batch_stats))):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=f"{name} model {m}")
@@ -46,17 +36,17 @@ def test_unlearn_many_equals_single_runs(name, executor, original, data):
   assert max(float(jnp.max(jnp.abs(p - q))) for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params))) > 0
 
 
-def test_unlearn_many_rejects_bad_hparams_before_compiling(original, data):
+def test_unlearn_many_rejects_bad_hparams_before_compiling(mlp_trained, class_data):
   with pytest.raises(ValueError, match="no hyperparameter 'lrr'"):
-    jmany.unlearn_many(original, data, KEY, "finetune", hparams={"lrr": 0.1}, num_models=2, progress=False)
+    jmany.unlearn_many(mlp_trained, class_data, KEY, "finetune", hparams={"lrr": 0.1}, num_models=2, progress=False)
   with pytest.raises(ValueError, match=r"shape \(2,\)"):
-    jmany.unlearn_many(original, data, KEY, "finetune", hparams={"lr": [0.1, 0.2, 0.3]}, num_models=2,
+    jmany.unlearn_many(mlp_trained, class_data, KEY, "finetune", hparams={"lr": [0.1, 0.2, 0.3]}, num_models=2,
                        progress=False)
   with pytest.raises(ValueError, match="NaN"):
-    jmany.unlearn_many(original, data, KEY, "finetune", hparams={"lr": [0.1, float("nan")]}, num_models=2,
+    jmany.unlearn_many(mlp_trained, class_data, KEY, "finetune", hparams={"lr": [0.1, float("nan")]}, num_models=2,
                        progress=False)
   with pytest.raises(ValueError, match="not a registered method"):
-    jmany.unlearn_many(original, data, KEY, lambda *a: a, num_models=2, progress=False)
+    jmany.unlearn_many(mlp_trained, class_data, KEY, lambda *a: a, num_models=2, progress=False)
 
 
 def test_train_many_executors_agree_with_single_runs(blobs, tiny_model):

@@ -34,16 +34,6 @@ def _method(name):
   return jun.make(name, jun.replace(spec.config_cls(), **TINY[name]))
 
 
-@pytest.fixture(scope="module")
-def original(mlp_trained):
-  return mlp_trained
-
-
-@pytest.fixture(scope="module")
-def data(class_data):
-  return class_data
-
-
 def _leaves(state, *idx):
   return [np.asarray(leaf)[idx] for leaf in jax.tree.leaves((state.params, state.batch_stats))]
 
@@ -58,18 +48,18 @@ def test_every_method_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_vmap_over_hparams_and_keys_equals_separate_runs(name, original, data):
+def test_vmap_over_hparams_and_keys_equals_separate_runs(name, mlp_trained, class_data):
   m = _method(name)
   lrs = jnp.array([0.5, 1.0, 2.0], jnp.float32) * m.hparams["lr"]
   keys = jax.random.split(jax.random.key(3), 2)
   over_keys = jax.vmap(m, in_axes=(None, None, 0, None))
   grid = jax.jit(jax.vmap(over_keys, in_axes=(None, None, None, 0)))
-  out, _ = grid(original, data, keys, {"lr": lrs})
+  out, _ = grid(mlp_trained, class_data, keys, {"lr": lrs})
   single = jax.jit(m)  # plain jit: the method's config is part of the function, hparams are data
   runs = {}
   for i in range(3):
     for j in range(2):
-      s, _ = single(original, data, keys[j], {"lr": lrs[i]})
+      s, _ = single(mlp_trained, class_data, keys[j], {"lr": lrs[i]})
       runs[i, j] = s
       for a, b in zip(_leaves(out, i, j), _leaves(s)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=f"{name} lr#{i} key#{j}")
@@ -79,21 +69,21 @@ def test_vmap_over_hparams_and_keys_equals_separate_runs(name, original, data):
   assert diff > 1e-6, name
 
 
-def test_second_call_with_new_hparams_does_not_recompile(original, data):
+def test_second_call_with_new_hparams_does_not_recompile(mlp_trained, class_data):
   m = _method("scrub")
   f = jax.jit(m)
-  a, _ = f(original, data, jax.random.key(0), m.hparams_with(alpha=0.2, kd_T=3.0))
-  b, _ = f(original, data, jax.random.key(0), m.hparams_with(alpha=0.9, kd_T=1.5))
+  a, _ = f(mlp_trained, class_data, jax.random.key(0), m.hparams_with(alpha=0.2, kd_T=3.0))
+  b, _ = f(mlp_trained, class_data, jax.random.key(0), m.hparams_with(alpha=0.9, kd_T=1.5))
   assert f._cache_size() == 1
   assert max(np.max(np.abs(x - y)) for x, y in zip(_leaves(a), _leaves(b))) > 0
 
 
-def test_defaults_equal_the_config_values_and_convenience_function(original, data):
+def test_defaults_equal_the_config_values_and_convenience_function(mlp_trained, class_data):
   m = _method("neggrad_plus")
   cfg = m.config
   assert float(m.hparams["alpha"]) == np.float32(cfg.alpha) and float(m.hparams["lr"]) == np.float32(cfg.optim.lr)
-  via_fn, _ = jax.jit(jun.neggrad_plus, static_argnames="config")(original, data, jax.random.key(5), cfg)
-  via_make, _ = jax.jit(m)(original, data, jax.random.key(5))
+  via_fn, _ = jax.jit(jun.neggrad_plus, static_argnames="config")(mlp_trained, class_data, jax.random.key(5), cfg)
+  via_make, _ = jax.jit(m)(mlp_trained, class_data, jax.random.key(5))
   for a, b in zip(_leaves(via_fn), _leaves(via_make)):
     np.testing.assert_array_equal(a, b)
 
@@ -128,17 +118,17 @@ def test_register_is_public_and_rejects_duplicates():
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_steps_executor_equals_scan(name, original, data):
+def test_steps_executor_equals_scan(name, mlp_trained, class_data):
   """Every method run host-stepped (each step its own jitted call) equals its one-program (scan) run,
   up to float32 rounding, and really steps on the host (the step callback fires)."""
   from jaxunlearn.train import _loop
 
   m = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **{**TINY[name], "epochs": 3}))
-  a, ma = jax.jit(m)(original, data, jax.random.key(8))
+  a, ma = jax.jit(m)(mlp_trained, class_data, jax.random.key(8))
   calls = []
   _loop._STEP_PROGRAMS.clear()
   with jtrain.use_executor("steps", on_step=lambda: calls.append(1)):
-    b, mb = m(original, data, jax.random.key(8))
+    b, mb = m(mlp_trained, class_data, jax.random.key(8))
   assert calls, f"{name}: no host step ran"
   # one step program per pass for the whole run (a new closure per epoch would recompile every epoch)
   assert len(_loop._STEP_PROGRAMS) == (2 if name.startswith("scrub") else 1), name
