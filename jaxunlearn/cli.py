@@ -1,4 +1,4 @@
-"""Command line: ``jaxunlearn run | lira | ulira | challenge``: every flag, and the exit codes; the work lives in the library.
+"""Command line: ``jaxunlearn run | tune | lira | ulira | challenge``: every flag, and the exit codes; the work lives in the library.
 
 Exit status: 0 done; 2 bad input (argparse, or a :class:`jaxunlearn.errors.ConfigError`), printed
 as one line ``jaxunlearn: error: ...``; any other exception (a bug, a JAX tracer error, ...)
@@ -95,6 +95,42 @@ def _add_run(sub, fmt) -> None:
                  help="save every model (original, retrain, methods) with orbax under DIR/NAME")
   r.add_argument("--original", default=d.original, metavar="CKPT",
                  help="reuse an original model saved with --save-models (DIR/original) instead of training")
+  r.add_argument("--seeds", type=int, default=d.seeds,
+                 help="run every model for S seeds (one compiled program per model); the table shows mean ± std")
+  r.add_argument("--tuned", action="store_true", default=d.tuned,
+                 help="tune each method first (jaxunlearn tune with its default grid, --select oracle, --seeds "
+                      "seeds, into OUT/tune-METHOD) and run it with the chosen setting")
+
+
+def _add_tune(sub, fmt) -> None:
+  from jaxunlearn.data import SPEC_HELP
+  from jaxunlearn.sweeps import GRID_HELP, SELECT_MODES, TuneConfig
+  from jaxunlearn.sweeps import tune as tune_module
+
+  d = TuneConfig()
+  names, presets = _methods_help()
+  t = sub.add_parser("tune", formatter_class=fmt, help="a method's hyperparameter grid x seeds in one program; "
+                     "choose on a validation split", description=tune_module.__doc__.split("\n")[0])
+  add_job_flags(t, d)
+  t.add_argument("--method", default=d.method, help=f"the method to tune: {names}")
+  t.add_argument("--forget", default=d.forget, help=SPEC_HELP)
+  t.add_argument("--grid", action="append", dest="grid", default=[], metavar="METHOD.OPTION=VALUES",
+                 help=f"swept option (repeatable; the grid is their product): {GRID_HELP}; none: the method's "
+                      "default grid (5 learning rates over lr/10..lr*10)")
+  t.add_argument("--seeds", type=int, default=d.seeds, help="seeds S: originals, oracles and every configuration")
+  t.add_argument("--select", default=d.select, choices=SELECT_MODES,
+                 help="oracle: smallest gaps to the retrained oracle (retain/forget/validation accuracy, MIA); "
+                      "no-oracle: forget accuracy nearest held-out accuracy (0 for whole classes) keeping retain "
+                      "within --retain-tolerance of the original")
+  t.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                 help="share of the training split held out for the selection (the test split is never read by it)")
+  t.add_argument("--retain-tolerance", type=float, default=d.retain_tolerance, help="no-oracle: allowed retain drop")
+  t.add_argument("--max-eval", type=int, default=d.max_eval, help="retain accuracy on at most this many examples")
+  t.add_argument("--set", action="append", type=_kv_set, dest="overrides", default=[],
+                 metavar="METHOD.OPTION=VALUE", help="base setting the grid varies around (repeatable)")
+  t.add_argument("--preset", default=d.preset, help=f"the method's base preset ({presets})")
+  t.add_argument("--chunk-size", type=int, default=d.chunk_size, help="models per compiled call (default all)")
+  t.add_argument("--out", default=d.out, help="output folder for results.json and sweep.png")
 
 
 def _add_study_flags(p: argparse.ArgumentParser, d) -> None:
@@ -181,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
   sub = parser.add_subparsers(dest="command", parser_class=_Parser)
   _add_run(sub, fmt)
+  _add_tune(sub, fmt)
   _add_studies(sub, fmt)
   return parser
 
@@ -204,15 +241,31 @@ def _error(e: ConfigError) -> int:
 
 
 def _run(args) -> int:
-  from jaxunlearn.run import RunConfig, execute_and_write, format_table, prepare
+  from jaxunlearn.run import RunConfig, format_table
+  from jaxunlearn.sweeps import format_seeds, run_job
 
   try:
-    prepared = prepare(config_from_args(RunConfig, args))
+    prepared, results = run_job(config_from_args(RunConfig, args))
+  except ConfigError as e:  # every input is checked before any compute; nothing else is caught
+    return _error(e)
+  print(format_seeds(results) if results.get("seeds", 1) > 1 else format_table(results))
+  print(f"wrote {prepared.out / 'results.json'} and {prepared.out / 'accuracy.png'}")
+  return 0
+
+
+def _tune(args) -> int:
+  from jaxunlearn.sweeps import TuneConfig, format_tune, run_tune
+
+  cfg = config_from_args(TuneConfig, args)
+  try:
+    results = run_tune(cfg)
   except ConfigError as e:
     return _error(e)
-  results = execute_and_write(prepared)
-  print(format_table(results))
-  print(f"wrote {prepared.out / 'results.json'} and {prepared.out / 'accuracy.png'}")
+  print(format_tune(results))
+  method = results["method"]
+  chosen = " ".join(f"--set {method}.{k}={v}" for k, v in results["choice"]["overrides"].items())
+  print(f"chosen: {chosen}")
+  print(f"wrote {os.path.join(cfg.out, 'results.json')} and {os.path.join(cfg.out, 'sweep.png')}")
   return 0
 
 
@@ -243,6 +296,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.command == "run":
     return _run(args)
+  if args.command == "tune":
+    return _tune(args)
   if args.command in STUDIES:
     return _study(args)
   parser.print_help()

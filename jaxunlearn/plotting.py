@@ -1,4 +1,4 @@
-"""Figures for reports: log-log ROC curves, epsilon histograms and accuracy bars.
+"""Figures for reports: log-log ROC curves, epsilon histograms, accuracy bars and hyperparameter sweeps.
 
 Uses matplotlib's object-oriented API on the Agg canvas (no pyplot, no global state, no display
 needed). Every function writes one image (format from the path's suffix, e.g. ``.png``),
@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ("plot_accuracy_bars", "plot_epsilon_hist", "plot_roc")
+__all__ = ("plot_accuracy_bars", "plot_epsilon_hist", "plot_roc", "plot_sweep")
 
 
 def _new_figure(figsize) -> Figure:
@@ -127,7 +127,7 @@ def plot_epsilon_hist(epsilons: Mapping, path, *, title: str = "Per-example epsi
 
 def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
                        splits=("retain", "forget", "test"), figsize=(7.5, 3.5),
-                       dpi: int = 150) -> str:
+                       dpi: int = 150, errors: Mapping | None = None) -> str:
   """Grouped bars of per-split accuracy for several methods.
 
   Args:
@@ -138,6 +138,7 @@ def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
     splits: the splits to draw, one bar per method within each split group.
     figsize: figure size in inches.
     dpi: resolution.
+    errors: optional ``{method: {split: std}}`` drawn as error bars (e.g. over seeds).
 
   Returns:
     ``path`` as a string.
@@ -162,10 +163,52 @@ def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
   x = np.arange(len(splits))
   width = 0.8 / len(methods)
   for i, m in enumerate(methods):
-    ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[i], width, label=str(m))
+    err = None
+    if errors is not None and m in errors:
+      err = [float(errors[m].get(s, 0.0)) for s in splits]
+    ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[i], width, label=str(m), yerr=err, capsize=2)
   ax.set_xticks(x, [str(s) for s in splits])
   ax.set_ylim(0.0, 1.0)
   ax.set_ylabel("accuracy")
   ax.set_title(title)
   ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
+  return _save(fig, path, dpi)
+
+
+def plot_sweep(values: Mapping, series: Mapping, path, *, objective: tuple | None = None, chosen: int | None = None,
+               title: str = "Sweep", figsize=None, dpi: int = 150) -> str:
+  """One row per swept hyperparameter: the selection objective (left) and accuracies (right) of every
+  configuration against that hyperparameter's value, mean +- std over seeds.
+
+  Args:
+    values: ``{hyperparameter: [K] values}`` of the K configurations (a log axis when the values are
+      positive and span more than a factor of 10).
+    series: ``{label: ([K] mean, [K] std)}`` accuracies (fractions) drawn on the right.
+    path: output image path.
+    objective: ``([K] mean, [K] std)`` of the objective (lower is better), drawn on the left.
+    chosen: index of the chosen configuration (a star).
+    title: figure title.
+  """
+  _check_mapping(values, "values")
+  _check_mapping(series, "series")
+  names = list(values)
+  fig = _new_figure(figsize or (8.0, 2.8 * len(names)))
+  axes = fig.subplots(len(names), 2, squeeze=False)
+  for row, h in enumerate(names):
+    v = np.asarray(values[h], np.float64)
+    log = bool(np.all(v > 0) and v.max() / v.min() > 10)
+    panels = [(axes[row, 0], {"objective": objective} if objective is not None else {}), (axes[row, 1], series)]
+    for ax, ser in panels:
+      for label, (mean, std) in ser.items():
+        mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        ax.errorbar(v, mean, yerr=std, fmt="o", ms=4, capsize=2, label=label, alpha=0.8)
+        if chosen is not None:
+          ax.plot([v[chosen]], [mean[chosen]], marker="*", ms=12, color="k", ls="none")
+      if log:
+        ax.set_xscale("log")
+      ax.set_xlabel(h)
+    axes[row, 0].set_ylabel("objective (lower is better)")
+    axes[row, 1].set_ylabel("accuracy")
+    axes[row, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  fig.suptitle(title + ("  (* chosen)" if chosen is not None else ""))
   return _save(fig, path, dpi)

@@ -28,6 +28,7 @@ from jaxunlearn.saved_models import check_original
 from jaxunlearn.saved_models import load_model  # noqa: F401  (public: run.load_model)
 from jaxunlearn.saved_models import save_model
 from jaxunlearn.config import JobConfig
+from jaxunlearn.config import check_int
 from jaxunlearn.config import check_out_dir
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
@@ -59,6 +60,8 @@ class RunConfig(JobConfig):
   evals: tuple[str, ...] = ()
   save_models: str | None = None   # folder: every trained/unlearned model saved there with orbax
   original: str | None = None      # checkpoint of an original model (from --save-models) to reuse
+  seeds: int = 1                   # > 1: every model for this many seeds (jaxunlearn.sweeps.run_seeds)
+  tuned: bool = False              # tune every method's default grid first (jaxunlearn.sweeps.tuned_config)
 
 
 @dataclasses.dataclass
@@ -82,6 +85,7 @@ def prepare(cfg: RunConfig) -> Prepared:
   train_cfg = cfg.check()
   if not cfg.methods:
     raise ConfigError("no --method given")
+  check_int("--seeds", cfg.seeds, 1, 4097)
   with user_input():
     for m in cfg.methods:
       jun.get_method(m)
@@ -376,15 +380,16 @@ def write_outputs(p: Prepared, results: dict) -> None:
                                 title=f"{results['dataset']} / {results['model']} / forget {results['forget']}")
 
 
-def execute_and_write(p: Prepared) -> dict:
+def execute_and_write(p: Prepared, extra: dict | None = None) -> dict:
   """:func:`execute` + :func:`write_outputs`, rewriting ``OUT/results.json`` (atomically) after every
   model with ``"complete": false``, so a killed run keeps the numbers of every model it finished;
-  the final file has ``"complete": true`` and the plot."""
+  the final file has ``"complete": true`` and the plot. ``extra`` entries are added to the results."""
 
   def partial(results):
-    write_json_atomic(p.out / "results.json", {**results, "complete": False})
+    write_json_atomic(p.out / "results.json", {**results, **(extra or {}), "complete": False})
 
   results = execute(p, on_model=partial)
+  results.update(extra or {})
   results["complete"] = True
   write_outputs(p, results)
   return results

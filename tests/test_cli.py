@@ -109,7 +109,7 @@ def test_every_option_of_every_subcommand_has_help_with_its_default():
 
   p = cli.build_parser()
   sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-  assert set(sub.choices) == {"run", "lira", "ulira", "challenge"}
+  assert set(sub.choices) == {"run", "tune", "lira", "ulira", "challenge"}
   for name, sp in sub.choices.items():
     assert isinstance(sp.formatter_class, type) and issubclass(sp.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
     for a in sp._actions:
@@ -245,9 +245,10 @@ def test_every_front_end_shares_the_job_config_and_its_flags():
   from jaxunlearn import config
   from jaxunlearn import run
   from jaxunlearn import studies
+  from jaxunlearn import sweeps
 
   job = {f.name for f in dataclasses.fields(config.JobConfig)}
-  for cls in (run.RunConfig, studies.LiraConfig, studies.UliraConfig, studies.ChallengeConfig):
+  for cls in (run.RunConfig, sweeps.TuneConfig, studies.LiraConfig, studies.UliraConfig, studies.ChallengeConfig):
     assert issubclass(cls, config.JobConfig) and job <= {f.name for f in dataclasses.fields(cls)}
   # the committed defaults: run 1.0 / 15 epochs, the studies 0.5 / 10
   assert (run.RunConfig().width, run.RunConfig().epochs) == (1.0, 15)
@@ -259,7 +260,7 @@ def test_every_front_end_shares_the_job_config_and_its_flags():
   for name, sp in sub.choices.items():
     assert flags <= {o for a in sp._actions for o in a.option_strings}, name
     args = sp.parse_args([])
-    d = cli.config_from_args({"run": run.RunConfig, "lira": studies.LiraConfig, "ulira": studies.UliraConfig,
+    d = cli.config_from_args({"run": run.RunConfig, "tune": sweeps.TuneConfig, "lira": studies.LiraConfig, "ulira": studies.UliraConfig,
                               "challenge": studies.ChallengeConfig}[name], args)
     assert d == dataclasses.replace(type(d)(), progress=True), name  # the flags' defaults are the config's
 

@@ -29,7 +29,9 @@ ALLOWED = {
             "config", "evals", "saved_models"},
     "studies": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "checkpoint", "many",
                 "atomic", "errors", "config"},
-    "cli": {"data", "models", "train", "unlearn", "errors", "evals", "run", "studies"},
+    "sweeps": {"data", "models", "train", "unlearn", "metrics", "mia", "plotting", "many", "atomic", "errors",
+               "config", "evals", "run", "health"},
+    "cli": {"data", "models", "train", "unlearn", "errors", "evals", "run", "studies", "sweeps"},
     "__main__": {"cli"},
     "__init__": set(),
 }

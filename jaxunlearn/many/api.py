@@ -181,15 +181,17 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
 def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hparams=None,
                  num_models: int | None = None, mask=None, chunk_size: int | None = None, strategy: str = "vmap", devices=None,
                  checkpoint_dir=None, progress: bool = True, desc: str | None = None,
-                 on_chunk: Callable | None = None, to_host: bool = False, executor: str = "auto"
-                 ) -> tuple[ModelState, dict]:
+                 on_chunk: Callable | None = None, to_host: bool = False, executor: str = "auto",
+                 key_index=None) -> tuple[ModelState, dict]:
   """Applies a registered unlearning method to M models in one compiled program.
 
   ``jax.jit(jax.vmap(method))`` over the model axis, chunked and sharded like :func:`train_many`;
   model m uses ``fold_in(key, m)`` and its row of ``hparams``, so model m's result equals
   ``make(name, config)(take(states, m), data_m, fold_in(key, m), hparams_m)``. A grid of K
   hyperparameter settings x S seeds is M = K * S models in one program: pass each hyperparameter as an
-  ``[M]`` array (e.g. ``np.repeat(values, S)``).
+  ``[M]`` array (e.g. ``np.repeat(values, S)``) and give ``key_index=np.tile(np.arange(S), K)`` so that
+  every configuration sees the same S seeds (common random numbers: configurations differ only in
+  their hyperparameters).
 
   Args:
     states: a stacked ``ModelState`` (leading axis M) or ONE state shared by all models (the
@@ -207,6 +209,7 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
     chunk_size, strategy, devices, checkpoint_dir, progress, on_chunk, to_host, executor: as in
       :func:`train_many`.
     desc: bar label (default: the method name).
+    key_index: ``int [M]``; model m uses ``fold_in(key, key_index[m])`` (default ``m``).
 
   Returns:
     ``(states, metrics)`` with a leading model axis M on every leaf.
@@ -258,7 +261,12 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
     raise ValueError(f"{name} takes no mask")
   program = unlearn_program(meth, states.model, int(data_many.num_classes), impl, mask is not None, strategy, mesh,
                             executor)
-  pm = {"m": np.arange(total, dtype=np.int32), "hparams": hp_model}
+  if key_index is None:
+    key_index = np.arange(total, dtype=np.int32)
+  key_index = np.asarray(key_index)
+  if key_index.shape != (total,) or not np.issubdtype(key_index.dtype, np.integer) or (key_index < 0).any():
+    raise ValueError(f"key_index must be non-negative ints of shape ({total},), got {key_index.dtype} {key_index.shape}")
+  pm = {"m": key_index.astype(np.int32), "hparams": hp_model}
   sh = {"key": kd, "x": data_many.x, "y": data_many.y, "x_val": data_many.x_val, "y_val": data_many.y_val,
         "mask": mask, "hparams": hp_shared}
   (pm if stacked else sh).update(params=states.params, batch_stats=states.batch_stats)
@@ -274,6 +282,8 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
                    "states": digest_tree((states.params, states.batch_stats)),
                    "mask": None if mask is None else digest_tree(mask),
                    "hparams": {k: np.asarray(v).tolist() for k, v in sorted({**hp_shared, **hp_model}.items())}}
+    if not np.array_equal(key_index, np.arange(total)):  # (manifests of the default stay as they were)
+      fingerprint["key_index"] = sha(key_index.astype(np.int32))
   run = ChunkedRun(program, pm, sh, total, chunk, mesh, ckdir,
                    fingerprint, progress, desc or name, on_chunk, to_host)
   out = run()

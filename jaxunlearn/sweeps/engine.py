@@ -1,0 +1,123 @@
+"""The sweep engine: S originals and oracles, then K configurations x S seeds of a method as one compiled program per static config, evaluated in float64 on the host.
+
+Keys (so that a sweep's model equals a single run with the same key, tested): the original of seed s
+trains with ``fold_in(fold_in(root, KEY_ORIGINAL), s)``; method ``name`` (the oracle ``retrain``
+included) runs seed s with ``fold_in(method_key(root, name), s)`` for EVERY configuration (common
+random numbers: configurations differ only in their hyperparameters, so their comparison is not
+blurred by seed noise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn import many
+from jaxunlearn import unlearn as jun
+from jaxunlearn.mia import simple_mia
+from jaxunlearn.run import KEY_ORIGINAL
+from jaxunlearn.run import method_key
+from jaxunlearn.train import ModelState
+from jaxunlearn.train import TrainConfig
+
+__all__ = ("EvalSet", "Evaluated", "evaluate_states", "original_key", "run_grid", "seed_key", "train_originals")
+
+
+def original_key(root) -> jax.Array:
+  """Key whose ``fold_in(., s)`` trains seed s's original (``train_many`` model s)."""
+  return jax.random.fold_in(root, KEY_ORIGINAL)
+
+
+def seed_key(root, name: str, s: int) -> jax.Array:
+  """The key of method ``name`` for seed ``s``: what a single run must use to equal the sweep's model."""
+  return jax.random.fold_in(method_key(root, name), s)
+
+
+def train_originals(model, train_cfg: TrainConfig, x, y, seeds: int, root, *, executor: str = "auto",
+                    progress: bool = True, chunk_size: int | None = None) -> tuple[ModelState, dict]:
+  """``seeds`` originals trained on all of ``(x, y)`` as one program: ``(states [S], info)``."""
+  info: dict = {}
+  states, _ = many.train_many(original_key(root), (x, y), np.ones((seeds, len(y)), bool), train_cfg, model=model,
+                              executor=executor, progress=progress, desc="original", info=info,
+                              chunk_size=chunk_size)
+  return states, info
+
+
+def run_grid(name: str, config, originals: ModelState, data, root, *, seeds: int,
+             hparams: Mapping[str, np.ndarray] | None = None, executor: str = "auto", progress: bool = True,
+             chunk_size: int | None = None, mask=None) -> ModelState:
+  """K configurations (``hparams``: ``{option: [K]}``; none: K = 1) x S seeds of method ``name`` with
+  ``config`` as ONE :func:`jaxunlearn.many.unlearn_many` program: states ``[K * S]``, model
+  ``k * S + s`` being configuration k on seed s's original with seed s's key."""
+  hparams = dict(hparams or {})
+  ks = {len(v) for v in hparams.values()}
+  if len(ks) > 1:
+    raise ValueError(f"every swept hparam needs the same number of values, got {sorted(ks)}")
+  k = ks.pop() if ks else 1
+  seed_of = np.tile(np.arange(seeds), k)
+  states = ModelState(*jax.tree.map(lambda a: a[seed_of], (originals.params, originals.batch_stats)),
+                      originals.model)
+  hp = {n: np.repeat(np.asarray(v, np.float32), seeds) for n, v in hparams.items()}
+  out, _ = many.unlearn_many(states, data, method_key(root, name), name, config, hparams=hp or None,
+                             key_index=seed_of, executor=executor, progress=progress, chunk_size=chunk_size,
+                             desc=f"{name} ({k} config{'s' if k > 1 else ''} x {seeds} seed{'s' if seeds > 1 else ''})",
+                             mask=mask)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+  """Images and labels of one evaluation split."""
+
+  x: np.ndarray
+  y: np.ndarray
+
+
+@dataclasses.dataclass
+class Evaluated:
+  """Per-model results on each split: ``acc[split]`` ``float64 [M]``, ``losses[split]`` ``float64 [M, N]``
+  (cross-entropy, for the simple MIA), ``finite`` ``bool [M]`` (weights and logits finite)."""
+
+  acc: dict[str, np.ndarray]
+  losses: dict[str, np.ndarray]
+  finite: np.ndarray
+
+
+def evaluate_states(states: ModelState, sets: Mapping[str, EvalSet], *, batch_size: int = 1024) -> Evaluated:
+  """Accuracy and per-example cross-entropy of every model on every split, in float64 on the host."""
+  m = many.num_models_of(states)
+  finite = np.ones(m, bool)
+  for leaf in jax.tree.leaves((states.params, states.batch_stats)):
+    a = np.asarray(leaf).reshape(m, -1)
+    finite &= np.isfinite(a).all(1)
+  acc, losses = {}, {}
+  for name, s in sets.items():
+    logits = np.asarray(many.predict_many(states, jnp.asarray(s.x), batch_size=batch_size), np.float64)
+    y = np.asarray(s.y)
+    finite &= np.isfinite(logits).reshape(m, -1).all(1)
+    z = logits - logits.max(-1, keepdims=True)
+    lse = np.log(np.exp(z).sum(-1))
+    losses[name] = lse - np.take_along_axis(z, y[None, :, None], -1)[..., 0]
+    acc[name] = (logits.argmax(-1) == y[None]).mean(1)
+  return Evaluated(acc, losses, finite)
+
+
+def mia_scores(ev: Evaluated, forget: str = "forget", heldout: str = "heldout", *, seed: int = 0) -> np.ndarray:
+  """The simple loss-based MIA (:func:`jaxunlearn.mia.simple_mia`) of every model: forget vs held-out
+  examples of the same distribution; NaN for a model whose losses are not finite."""
+  out = np.full(len(ev.finite), np.nan)
+  for i in range(len(out)):
+    f, h = ev.losses[forget][i], ev.losses[heldout][i]
+    if np.isfinite(f).all() and np.isfinite(h).all():
+      out[i] = simple_mia(f, h, seed=seed)
+  return out
+
+
+def unlearn_data(x, y, retain, forget, num_classes: int, x_val, y_val):
+  """The shared :class:`jaxunlearn.unlearn.UnlearnData` of a sweep (forget-distribution held-out
+  examples as its validation set, as ``jaxunlearn run`` does)."""
+  return jun.UnlearnData.create(x, y, retain, forget, num_classes=num_classes, x_val=x_val, y_val=y_val)

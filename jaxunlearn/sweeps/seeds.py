@@ -1,0 +1,200 @@
+"""``jaxunlearn run --seeds S`` and ``--tuned``: every model of the job for S seeds (one compiled program per model kind), mean +- std tables, per-seed values in results.json.
+
+Seed s uses the keys of :mod:`jaxunlearn.sweeps.engine` (``fold_in(., s)`` of the job's keys); the data
+split is the job's (``--seed``), the same for every seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxunlearn import run as jrun
+from jaxunlearn.atomic import write_json_atomic
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.evals import forget_validation_index
+from jaxunlearn.sweeps import engine
+
+__all__ = ("check_seeds", "format_seeds", "run_job", "run_seeds", "tuned_config")
+
+SPLITS = ("retain", "forget", "test")
+
+
+def check_seeds(cfg) -> None:
+  """What ``--seeds S > 1`` does not combine with (one line, before anything runs)."""
+  if cfg.seeds == 1:
+    return
+  for flag, v in (("--mask", cfg.mask), ("--save-models", cfg.save_models), ("--original", cfg.original)):
+    if v is not None:
+      raise ConfigError(f"--seeds {cfg.seeds} does not combine with {flag} yet (run one seed at a time)")
+  if cfg.evals:
+    raise ConfigError(f"--seeds {cfg.seeds} does not combine with --eval {cfg.evals[0]} yet (run one seed at a time)")
+
+
+def _log(p, msg: str) -> None:
+  if p.cfg.progress:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _entry(ev: engine.Evaluated, seconds: float) -> dict:
+  acc = {s: np.where(ev.finite, ev.acc[s], np.nan) for s in SPLITS}
+  mean = {s: float(a.mean()) if np.isfinite(a).all() else float("nan") for s, a in acc.items()}
+  std = {s: float(a.std()) if np.isfinite(a).all() else float("nan") for s, a in acc.items()}
+  return {"acc": mean, "acc_std": std, "acc_per_seed": {s: a.tolist() for s, a in acc.items()},
+          "finite": ev.finite.tolist(), "seconds": seconds}
+
+
+def run_seeds(p, on_model=None) -> dict:
+  """Runs a prepared ``jaxunlearn run`` job (``p`` from :func:`jaxunlearn.run.prepare`) for
+  ``p.cfg.seeds`` seeds; returns the results dict (``acc`` = mean over seeds, ``acc_std`` the
+  population std (ddof 0), ``acc_per_seed`` the values)."""
+  cfg, ds, sp = p.cfg, p.ds, p.split
+  seeds = cfg.seeds
+  root = jax.random.key(cfg.seed)
+  kw = dict(executor=cfg.executor, progress=cfg.progress)
+  val = forget_validation_index(ds, sp)
+  sets = {"retain": engine.EvalSet(ds.x_train[sp.retain], sp.y_train[sp.retain]),
+          "forget": engine.EvalSet(ds.x_train[sp.forget], sp.y_train[sp.forget]),
+          "test": engine.EvalSet(ds.x_test, ds.y_test)}
+  data = engine.unlearn_data(ds.x_train, sp.y_train, sp.retain, sp.forget, ds.num_classes, ds.x_test[val], ds.y_test[val])
+  results: dict[str, Any] = {
+      "dataset": cfg.dataset, "model": cfg.model, "forget": cfg.forget, "seed": cfg.seed, "seeds": seeds,
+      "std": "population standard deviation over seeds (ddof 0)",
+      "sizes": {"retain": int(len(sp.retain)), "forget": int(len(sp.forget)), "test": int(len(ds.y_test))},
+      "models": {},
+      "config": {"train": dataclasses.asdict(p.train_cfg), "width": cfg.width,
+                 "methods": {m: dataclasses.asdict(c) for m, c in p.method_cfgs.items()}},
+      "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
+      "timing": "seconds: the whole S-seed program of that model, compilation included",
+  }
+  _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / {len(ds.y_test)} test, "
+          f"model {cfg.model}, forget {cfg.forget}, {seeds} seeds")
+  t0 = time.perf_counter()
+  originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, seeds, root, **kw)
+  results["executor"] = info.get("executor")
+  held = {"heldout": engine.EvalSet(ds.x_test[val], ds.y_test[val])}
+  ev = engine.evaluate_states(originals, {**sets, **held})
+  results["models"]["original"] = _entry(ev, time.perf_counter() - t0)
+  heldout_acc = float(np.mean(ev.acc["heldout"]))
+  _report(p, results, "original", None)
+  if on_model:
+    on_model(results)
+  for name in ("retrain",) + tuple(m for m in cfg.methods if m != "retrain"):
+    t0 = time.perf_counter()
+    states = engine.run_grid(name, p.method_cfgs[name], originals, data, root, seeds=seeds, **kw)
+    jax.block_until_ready(states.params)
+    entry = _entry(engine.evaluate_states(states, sets), time.perf_counter() - t0)
+    results["models"][name] = entry
+    _report(p, results, name, None if name == "retrain" else (heldout_acc, sp))
+    if on_model:
+      on_model(results)
+  return results
+
+
+def _report(p, results: dict, name: str, health) -> None:
+  e = results["models"][name]
+  _log(p, f"  {name:<12} " + "  ".join(f"{s} {_pm(e['acc'][s], e['acc_std'][s])}" for s in SPLITS)
+          + f"  {e['seconds']:.1f}s")
+  if not all(e["finite"]):
+    _warn(p, results, f"{name}: weights became NaN/inf on {e['finite'].count(False)} of {len(e['finite'])} seeds "
+                      "(lr too large?); its accuracies are not results")
+  if health is None:
+    return
+  try:
+    from jaxunlearn.health import model_warnings  # noqa: PLC0415
+  except ImportError:  # (arrives with the default-rule work)
+    return
+  heldout_acc, sp = health
+  kind = sp.spec.split(":", 1)[0]
+  for w in model_warnings(name, e["acc"], results["models"]["original"]["acc"], heldout_acc=heldout_acc,
+                          whole_class=kind == "class", n_forget=len(sp.forget), finite=all(e["finite"])):
+    _warn(p, results, w)
+
+
+def _warn(p, results: dict, msg: str) -> None:
+  if msg not in results.setdefault("warnings", []):
+    results["warnings"].append(msg)
+    _log(p, f"  warning: {msg}")
+
+
+def _pm(mean, std) -> str:
+  if mean is None or std is None or not (math.isfinite(mean) and math.isfinite(std)):
+    return "nan"
+  return f"{100 * mean:5.1f}±{100 * std:.1f}%"
+
+
+def format_seeds(results: dict) -> str:
+  """Plain-text table of mean ± std over seeds."""
+  rows = [f"{'model':<14}{'retain':>14}{'forget':>14}{'test':>14}{'seconds':>9}"]
+  for name, e in results["models"].items():
+    rows.append(f"{name:<14}" + "".join(f"{_pm(e['acc'][s], e['acc_std'][s]):>14}" for s in SPLITS)
+                + f"{e['seconds']:9.1f}")
+  rows.append(f"(accuracy in %, mean ± std over {results['seeds']} seeds, std with ddof 0; seconds: all seeds of a "
+              "model in one program, compilation included)")
+  rows += [f"note: {w}" for w in results.get("notes", ())]
+  rows += [f"warning: {w}" for w in results.get("warnings", ())]
+  return "\n".join(rows)
+
+
+def write_seeds(p, results: dict) -> None:
+  """``OUT/results.json`` and ``OUT/accuracy.png`` with error bars."""
+  from jaxunlearn import plotting  # noqa: PLC0415
+
+  write_json_atomic(p.out / "results.json", results)
+  ok = {n: e for n, e in results["models"].items() if all(math.isfinite(v) for v in e["acc"].values())}
+  if ok:
+    plotting.plot_accuracy_bars({n: e["acc"] for n, e in ok.items()}, p.out / "accuracy.png",
+                                errors={n: e["acc_std"] for n, e in ok.items()},
+                                title=f"{results['dataset']} / {results['model']} / forget {results['forget']} "
+                                      f"({results['seeds']} seeds)")
+
+
+def tuned_config(cfg):
+  """``cfg`` with every method's ``--tuned`` choice added to its overrides: runs ``jaxunlearn tune``
+  (the method's default grid, ``cfg.seeds`` seeds, ``--select oracle``) into ``OUT/tune-METHOD``;
+  returns ``(new cfg, {method: tune results})``."""
+  from jaxunlearn.sweeps.tune import TuneConfig, run_tune  # noqa: PLC0415
+
+  job = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TuneConfig) if hasattr(cfg, f.name)
+         and f.name not in ("method", "out", "overrides", "preset", "seeds", "grid")}
+  extra, tuned = [], {}
+  presets = dict(cfg.presets)
+  for m in cfg.methods:
+    if m == "retrain":
+      continue
+    tc = TuneConfig(**job, method=m, out=f"{cfg.out}/tune-{m}", seeds=cfg.seeds, preset=presets.get(m),
+                    overrides=tuple(o for o in cfg.overrides if o[0] in (m, "retrain")))
+    res = run_tune(tc)
+    tuned[m] = {"choice": res["choice"], "results": f"{cfg.out}/tune-{m}/results.json"}
+    extra += [(m, k, v) for k, v in res["choice"]["overrides"].items()]
+  return dataclasses.replace(cfg, overrides=tuple(cfg.overrides) + tuple(extra)), tuned
+
+
+def run_job(cfg) -> tuple[Any, dict]:
+  """``jaxunlearn run``: ``--tuned`` first, then one seed (:func:`jaxunlearn.run.execute_and_write`) or
+  ``--seeds S`` (:func:`run_seeds`); returns ``(prepared, results)``."""
+  check_seeds(cfg)
+  tuned = {}
+  if cfg.tuned:
+    jrun.prepare(cfg)  # every input checked before the tuning runs
+    cfg, tuned = tuned_config(cfg)
+  p = jrun.prepare(cfg)
+  if cfg.seeds == 1:
+    results = jrun.execute_and_write(p, extra={"tuned": tuned} if tuned else None)
+    return p, results
+
+  def partial(results):
+    write_json_atomic(p.out / "results.json", {**results, "complete": False})
+
+  results = run_seeds(p, on_model=partial)
+  if tuned:
+    results["tuned"] = tuned
+  results["complete"] = True
+  write_seeds(p, results)
+  return p, results

@@ -1,0 +1,58 @@
+"""Selection objectives of ``jaxunlearn tune``: how close each configuration x seed came to what unlearning should give, computed from validation data only (never the test split).
+
+``oracle`` (DeepUnlearn-style, Cadet et al. 2024): the sum of the absolute gaps to the retrained oracle
+OF THE SAME SEED in retain, forget and validation accuracy and in the simple MIA score (all fractions).
+
+``no-oracle`` (for users without an oracle; the SCRUB+Rewind idea): the gap between the forget accuracy
+and a target -- the model's own accuracy on held-out validation examples of the forget set's
+distribution, or 0 for whole-class forgetting (a model that never saw a class does not predict it) --
+among the configurations whose retain accuracy stays within ``retain_tolerance`` of the original's
+(same seed). A configuration that breaks the tolerance on a seed is infeasible there (objective +inf).
+
+The choice is the configuration with the lowest mean objective over seeds (NaN counts as +inf).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ("SELECT_MODES", "choose", "objective_no_oracle", "objective_oracle")
+
+SELECT_MODES = ("oracle", "no-oracle")
+ORACLE_TERMS = ("retain", "forget", "val", "mia")
+
+
+def objective_oracle(acc: Mapping[str, np.ndarray], mia: np.ndarray, oracle_acc: Mapping[str, np.ndarray],
+                     oracle_mia: np.ndarray) -> np.ndarray:
+  """``[K, S]``: sum over retain / forget / val accuracy and MIA of ``|model - oracle of its seed|``.
+
+  ``acc[split]`` and ``mia`` are ``[K, S]``; ``oracle_acc[split]`` and ``oracle_mia`` are ``[S]``.
+  """
+  total = np.abs(np.asarray(mia, np.float64) - np.asarray(oracle_mia, np.float64)[None])
+  for split in ("retain", "forget", "val"):
+    total = total + np.abs(np.asarray(acc[split], np.float64) - np.asarray(oracle_acc[split], np.float64)[None])
+  return total
+
+
+def objective_no_oracle(acc: Mapping[str, np.ndarray], original_retain: np.ndarray, *, whole_class: bool,
+                        retain_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+  """``(objective [K, S], feasible [K, S])``: ``|forget - target|`` where the retain accuracy is within
+  ``retain_tolerance`` of the original's (same seed), +inf elsewhere; ``target`` is 0 for
+  whole-class forgetting and the model's own ``heldout`` accuracy otherwise."""
+  forget = np.asarray(acc["forget"], np.float64)
+  target = np.zeros_like(forget) if whole_class else np.asarray(acc["heldout"], np.float64)
+  feasible = np.asarray(acc["retain"], np.float64) >= np.asarray(original_retain, np.float64)[None] - retain_tolerance
+  gap = np.abs(forget - target)
+  return np.where(feasible, gap, np.inf), feasible
+
+
+def choose(objective: np.ndarray) -> int:
+  """Index of the configuration with the lowest mean objective over seeds (NaN as +inf; the first
+  of equals)."""
+  obj = np.where(np.isnan(objective), np.inf, objective)
+  with np.errstate(invalid="ignore"):
+    mean = obj.mean(axis=1)
+  mean = np.where(np.isnan(mean), np.inf, mean)
+  return int(np.argmin(mean))

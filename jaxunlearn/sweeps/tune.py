@@ -1,0 +1,365 @@
+"""``jaxunlearn tune``: a method's hyperparameter grid x seeds as one compiled program per static config, a configuration chosen on a validation split carved from the training data, and results.json, a table and plots.
+
+Protocol. A stratified ``val_fraction`` of the training split is set aside as the VALIDATION split; the
+forget set is drawn from the rest (with ``seed``). S originals (all of the rest) and S oracles
+(``retrain`` on the retain set) are trained once; every configuration of the grid runs on every seed.
+The selection (:mod:`jaxunlearn.sweeps.select`) reads retain, forget and validation accuracies and the
+simple MIA against held-out validation examples of the forget distribution -- never the test split,
+whose accuracies are reported only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxunlearn import data as jdata
+from jaxunlearn import unlearn as jun
+from jaxunlearn.atomic import write_json_atomic
+from jaxunlearn.config import JobConfig
+from jaxunlearn.config import check_int
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.errors import user_input
+from jaxunlearn.sweeps import engine
+from jaxunlearn.sweeps.grid import Grid
+from jaxunlearn.sweeps.grid import expand_grid
+from jaxunlearn.sweeps.grid import parse_grid
+from jaxunlearn.sweeps.select import SELECT_MODES
+from jaxunlearn.sweeps.select import choose
+from jaxunlearn.sweeps.select import objective_no_oracle
+from jaxunlearn.sweeps.select import objective_oracle
+
+__all__ = ("TuneConfig", "default_grid", "execute_tune", "format_tune", "prepare_tune", "run_tune")
+
+SPLITS = ("retain", "forget", "val", "heldout", "test")
+
+
+def default_grid(name: str, config) -> tuple[str, ...]:
+  """The grid ``--tuned`` uses: 5 learning rates log-spaced over [lr / 10, lr * 10] around the
+  method's (default-rule) lr, times NegGrad+'s ``alpha`` in {0.9, 0.99, 0.999} and l1-sparse's ``l1``
+  in {1e-5, 5e-5, 2e-4}; ``retrain`` has none."""
+  if name == "retrain":
+    return ()
+  lr = float(config.optim.lr)
+  grid = [f"{name}.lr=log:{lr / 10:.6g}:{lr * 10:.6g}:5"]
+  if name == "neggrad_plus":
+    grid.append(f"{name}.alpha=0.9,0.99,0.999")
+  if name == "l1_sparse":
+    grid.append(f"{name}.l1=1e-5,5e-5,2e-4")
+  return tuple(grid)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig(JobConfig):
+  """:class:`jaxunlearn.config.JobConfig` plus the tuning job (defaults: the embedded digits).
+
+  Attributes:
+    method: the registered method to tune.
+    forget: forget spec (see ``jaxunlearn.data.SPEC_HELP``).
+    grid: ``--grid`` entries ``[METHOD.]OPTION=VALUES`` (empty: :func:`default_grid`).
+    seeds: S; originals, oracles and every configuration run on each.
+    select: ``oracle`` | ``no-oracle`` (see :mod:`jaxunlearn.sweeps.select`).
+    val_fraction: the share of the training split held out as the validation split.
+    retain_tolerance: ``no-oracle``: largest allowed drop of retain accuracy below the original's.
+    max_eval: retain accuracy is measured on at most this many retain examples (a fixed random subset).
+    overrides, preset: the method's base settings (``--set M.OPTION=V``, ``--preset``); the grid
+      varies options on top of them.
+    chunk_size: models per compiled call (default all).
+    out: output folder.
+  """
+
+  method: str = "finetune"
+  forget: str = "random:0.1"
+  grid: tuple[str, ...] = ()
+  seeds: int = 3
+  select: str = "oracle"
+  val_fraction: float = 0.1
+  retain_tolerance: float = 0.05
+  max_eval: int = 10000
+  overrides: tuple[tuple[str, str, str], ...] = ()
+  preset: str | None = None
+  chunk_size: int | None = None
+  out: str = "out/tune"
+
+
+@dataclasses.dataclass
+class PreparedTune:
+  cfg: TuneConfig
+  run: Any            # the jaxunlearn.run.Prepared of the job on the REDUCED training split
+  grid: Grid
+  points: list
+  groups: list
+  val_x: np.ndarray
+  val_y: np.ndarray
+  whole_class: bool
+
+
+def _carve_validation(ds: jdata.Dataset, fraction: float, seed: int) -> tuple[jdata.Dataset, np.ndarray]:
+  """``(ds without the validation examples, their indices in ds's train split)``: a stratified
+  ``fraction`` of every class, drawn with ``seed``."""
+  rng = np.random.default_rng([seed, 0x7A1])
+  val = []
+  for c in np.unique(ds.y_train):
+    idx = np.flatnonzero(ds.y_train == c)
+    n = int(round(fraction * idx.size))
+    val.append(rng.permutation(idx)[:n])
+  val = np.sort(np.concatenate(val))
+  keep = np.setdiff1d(np.arange(len(ds.y_train)), val)
+  return dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep]), val
+
+
+def prepare_tune(cfg: TuneConfig) -> PreparedTune:
+  """Validates every input and loads the data; compiles and writes nothing.
+
+  Raises:
+    ConfigError: one line naming the bad value.
+  """
+  from jaxunlearn import run as jrun  # noqa: PLC0415
+
+  check_int("--seeds", cfg.seeds, 1, 4097)
+  check_int("--max-eval", cfg.max_eval, 10)
+  check_int("--chunk-size", cfg.chunk_size, 1, allow_none=True)
+  if cfg.select not in SELECT_MODES:
+    raise ConfigError(f"--select {cfg.select!r}: choose from {', '.join(SELECT_MODES)}")
+  if not (isinstance(cfg.val_fraction, (int, float)) and 0.0 < cfg.val_fraction <= 0.5):
+    raise ConfigError(f"--val-fraction must lie in (0, 0.5], got {cfg.val_fraction!r}")
+  if not (isinstance(cfg.retain_tolerance, (int, float)) and 0.0 <= cfg.retain_tolerance < 1.0):
+    raise ConfigError(f"--retain-tolerance must lie in [0, 1), got {cfg.retain_tolerance!r}")
+  if cfg.method == "retrain":
+    raise ConfigError("--method retrain: the oracle has nothing to tune")
+  for m, k, _ in cfg.overrides:
+    if m not in (cfg.method, "retrain"):
+      raise ConfigError(f"--set {m}.{k}: method {m!r} is not the tuned method {cfg.method!r}")
+  job = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(JobConfig)}
+  rc = jrun.RunConfig(**job, forget=cfg.forget, methods=(cfg.method,), out=cfg.out, overrides=cfg.overrides,
+                      presets=((cfg.method, cfg.preset),) if cfg.preset else ())
+  p = jrun.prepare(rc)  # every shared check, the method's default-rule config, the data
+  grid = parse_grid(cfg.method, cfg.grid or default_grid(cfg.method, p.method_cfgs[cfg.method]))
+  points, groups = expand_grid(grid, p.method_cfgs[cfg.method])
+  ds, val = _carve_validation(p.ds, cfg.val_fraction, cfg.seed)
+  if val.size < 10:
+    raise ConfigError(f"--val-fraction {cfg.val_fraction} leaves only {val.size} validation examples (need >= 10)")
+  with user_input():
+    split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
+  if cfg.batch_size > len(split.retain):
+    raise ConfigError(f"batch size {cfg.batch_size} is larger than the retain set ({len(split.retain)} examples)")
+  kind, _ = jdata.parse_forget_spec(cfg.forget)
+  run_p = dataclasses.replace(p, ds=ds, split=split)
+  return PreparedTune(cfg, run_p, grid, points, groups, p.ds.x_train[val], p.ds.y_train[val], kind == "class")
+
+
+def _heldout_index(y_val: np.ndarray, split: jdata.ForgetSplit) -> np.ndarray:
+  """Validation examples of the forget set's distribution: its classes for class-type specs, all
+  otherwise (the same rule as ``jaxunlearn.evals.forget_validation_index`` on the test split)."""
+  if split.classes and not split.spec.startswith("confuse:"):
+    idx = np.flatnonzero(np.isin(y_val, split.classes))
+    if idx.size >= 10:
+      return idx
+  return np.arange(len(y_val))
+
+
+def _sets(pt: PreparedTune) -> dict:
+  p, cfg = pt.run, pt.cfg
+  ds, sp = p.ds, p.split
+  rng = np.random.default_rng([cfg.seed, 0xE7A])
+  retain = sp.retain if len(sp.retain) <= cfg.max_eval else np.sort(rng.permutation(sp.retain)[:cfg.max_eval])
+  held = _heldout_index(pt.val_y, sp)
+  return {"retain": engine.EvalSet(ds.x_train[retain], sp.y_train[retain]),
+          "forget": engine.EvalSet(ds.x_train[sp.forget], sp.y_train[sp.forget]),
+          "val": engine.EvalSet(pt.val_x, pt.val_y),
+          "heldout": engine.EvalSet(pt.val_x[held], pt.val_y[held]),
+          "test": engine.EvalSet(ds.x_test, ds.y_test)}
+
+
+def _log(cfg, msg: str) -> None:
+  if cfg.progress:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _summary(ev: engine.Evaluated, mia: np.ndarray, rows: np.ndarray) -> dict:
+  """Per-seed lists and mean/std of accuracies and MIA of the models ``rows`` (one per seed)."""
+  out = {"acc": {s: ev.acc[s][rows].tolist() for s in SPLITS}, "mia": mia[rows].tolist(),
+         "finite": ev.finite[rows].tolist()}
+  out["mean"] = {s: _mean(ev.acc[s][rows]) for s in SPLITS} | {"mia": _mean(mia[rows])}
+  out["std"] = {s: _std(ev.acc[s][rows]) for s in SPLITS} | {"mia": _std(mia[rows])}
+  return out
+
+
+def _mean(a) -> float:
+  a = np.asarray(a, np.float64)
+  return float(a.mean()) if np.isfinite(a).all() else float("nan")
+
+
+def _std(a) -> float:  # population std over seeds (ddof 0), the convention results.json states
+  a = np.asarray(a, np.float64)
+  return float(a.std()) if np.isfinite(a).all() else float("nan")
+
+
+def execute_tune(pt: PreparedTune) -> dict:
+  """Runs the prepared tuning job; returns the results dict (see :func:`run_tune`)."""
+  cfg, p = pt.cfg, pt.run
+  ds, sp, name = p.ds, p.split, cfg.method
+  s_count, k_count = cfg.seeds, len(pt.points)
+  root = jax.random.key(cfg.seed)
+  sets = _sets(pt)
+  held = sets["heldout"]
+  data = engine.unlearn_data(ds.x_train, sp.y_train, sp.retain, sp.forget, ds.num_classes, held.x, held.y)
+  kw = dict(executor=cfg.executor, progress=cfg.progress, chunk_size=cfg.chunk_size)
+  _log(cfg, f"[tune] {name}: {k_count} configurations x {s_count} seeds in {len(pt.groups)} program(s); "
+            f"{len(sp.retain)} retain / {len(sp.forget)} forget / {len(pt.val_y)} validation")
+  t0 = time.perf_counter()
+  originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, s_count, root, **kw)
+  oracles = engine.run_grid("retrain", p.method_cfgs["retrain"], originals, data, root, seeds=s_count, **kw)
+  t_pair = time.perf_counter() - t0
+  ev_o, ev_r = engine.evaluate_states(originals, sets), engine.evaluate_states(oracles, sets)
+  mia_o, mia_r = engine.mia_scores(ev_o, seed=cfg.seed), engine.mia_scores(ev_r, seed=cfg.seed)
+  acc = {s: np.full((k_count, s_count), np.nan) for s in SPLITS}
+  mia, finite = np.full((k_count, s_count), np.nan), np.zeros((k_count, s_count), bool)
+  t1 = time.perf_counter()
+  for g in pt.groups:
+    states = engine.run_grid(name, g.config, originals, data, root, seeds=s_count, hparams=g.hparams, **kw)
+    ev = engine.evaluate_states(states, sets)
+    rows = np.asarray(g.indices)
+    for s in SPLITS:
+      acc[s][rows] = ev.acc[s].reshape(len(rows), s_count)
+    mia[rows] = engine.mia_scores(ev, seed=cfg.seed).reshape(len(rows), s_count)
+    finite[rows] = ev.finite.reshape(len(rows), s_count)
+  t_grid = time.perf_counter() - t1
+  for s in SPLITS:  # a model with NaN weights has no accuracy (never "0 %")
+    acc[s] = np.where(finite, acc[s], np.nan)
+  warnings = []
+  if cfg.select == "oracle":
+    objective = objective_oracle(acc, mia, ev_r.acc, mia_r)
+    feasible = np.isfinite(objective)
+  else:
+    objective, feasible = objective_no_oracle(acc, ev_o.acc["retain"], whole_class=pt.whole_class,
+                                              retain_tolerance=cfg.retain_tolerance)
+  objective = np.where(finite, objective, np.inf)
+  best = choose(objective)
+  if not np.isfinite(objective[best]).all():
+    if cfg.select == "no-oracle" and np.isfinite(np.where(finite, acc["retain"], -np.inf)).any():
+      best = int(np.nanargmax(np.where(finite, acc["retain"], -np.inf).mean(1)))
+    warnings.append(f"no configuration met the selection on every seed (--select {cfg.select}); chose #{best}, "
+                    "the one keeping the most retain accuracy -- widen the grid")
+  obj_mean = np.where(np.isfinite(objective), objective, np.nan)
+  results: dict[str, Any] = {
+      "kind": "tune", "method": name, "dataset": cfg.dataset, "model": cfg.model, "forget": cfg.forget,
+      "seed": cfg.seed, "seeds": s_count, "select": cfg.select,
+      "selection_reads": ["retain", "forget", "val", "heldout", "mia(forget vs heldout)"],
+      "objective": ("sum of |retain|, |forget|, |val| accuracy gaps and |MIA| gap to the same seed's oracle"
+                    if cfg.select == "oracle" else
+                    f"|forget - {'0' if pt.whole_class else 'heldout'} accuracy| among configurations keeping retain "
+                    f"within {cfg.retain_tolerance:g} of the original's"),
+      "std": "population standard deviation over seeds (ddof 0)",
+      "sizes": {"retain": int(len(sp.retain)), "forget": int(len(sp.forget)), "val": int(len(pt.val_y)),
+                "heldout": int(len(held.y)), "retain_evaluated": int(len(sets["retain"].y)),
+                "test": int(len(ds.y_test))},
+      "grid": {k: list(v) for k, v in pt.grid.axes}, "programs": len(pt.groups),
+      "base_config": dataclasses.asdict(p.method_cfgs[name]),
+      "original": _summary(ev_o, mia_o, np.arange(s_count)),
+      "oracle": _summary(ev_r, mia_r, np.arange(s_count)),
+      "configs": [],
+      "seconds": {"originals_and_oracles": t_pair, "grid": t_grid,
+                  "grid_per_config_seed": t_grid / max(1, k_count * s_count)},
+      "executor": info.get("executor"),
+      "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
+  }
+  for k, pt_values in enumerate(pt.points):
+    entry = {"values": pt_values, "acc": {s: acc[s][k].tolist() for s in SPLITS}, "mia": mia[k].tolist(),
+             "objective": obj_mean[k].tolist(), "feasible": feasible[k].tolist(), "finite": finite[k].tolist(),
+             "mean": {s: _mean(acc[s][k]) for s in SPLITS} | {"mia": _mean(mia[k]), "objective": _mean(obj_mean[k])},
+             "std": {s: _std(acc[s][k]) for s in SPLITS} | {"mia": _std(mia[k]), "objective": _std(obj_mean[k])}}
+    results["configs"].append(entry)
+  results["choice"] = {"index": best, "values": pt.points[best], "overrides": {k: str(v) for k, v in pt.points[best].items()}}
+  results["warnings"] = warnings + _health(pt, results["configs"][best], results["original"])
+  for w in results["warnings"]:
+    _log(cfg, f"  warning: {w}")
+  return results
+
+
+def _health(pt: PreparedTune, chosen: dict, original: dict) -> list[str]:
+  """The post-run checks of :mod:`jaxunlearn.health` on the chosen configuration's mean accuracies."""
+  try:
+    from jaxunlearn.health import model_warnings  # noqa: PLC0415
+  except ImportError:  # (arrives with the default-rule work)
+    return []
+  acc = {s: chosen["mean"][s] for s in ("retain", "forget", "test")}
+  orig = {s: original["mean"][s] for s in ("retain", "forget", "test")}
+  return model_warnings(f"{pt.cfg.method} (chosen)", acc, orig, heldout_acc=original["mean"]["heldout"],
+                        whole_class=pt.whole_class, n_forget=len(pt.run.split.forget),
+                        finite=all(chosen["finite"]))
+
+
+def _pm(mean: float, std: float) -> str:
+  if mean is None or std is None or not (math.isfinite(mean) and math.isfinite(std)):
+    return f"{'nan':>13}"
+  return f"{100 * mean:6.1f}±{100 * std:<5.1f}"[:13].rjust(13)
+
+
+def format_tune(results: dict, top: int = 10) -> str:
+  """Plain-text table: the original, the oracle and the ``top`` configurations by objective."""
+  names = list(results["grid"])
+  head = "".join(f"{n:>11}" for n in names)
+  rows = [f"{'':<10}{head}{'retain':>13}{'forget':>13}{'val':>13}{'test':>13}{'MIA':>13}{'objective':>13}"]
+  for label in ("original", "oracle"):
+    e = results[label]
+    rows.append(f"{label:<10}{'':>{11 * len(names)}}" + "".join(_pm(e["mean"][s], e["std"][s]) for s in
+                                                               ("retain", "forget", "val", "test", "mia")))
+  order = sorted(range(len(results["configs"])),
+                 key=lambda i: (lambda v: v if v is not None and math.isfinite(v) else math.inf)(
+                     results["configs"][i]["mean"]["objective"]))
+  for i in order[:top]:
+    c = results["configs"][i]
+    vals = "".join(f"{_fmt_value(c['values'][n]):>11}" for n in names)
+    mark = "*" if i == results["choice"]["index"] else " "
+    obj = c["mean"]["objective"]
+    rows.append(f"{mark}#{i:<8}{vals}" + "".join(_pm(c["mean"][s], c["std"][s]) for s in
+                                                 ("retain", "forget", "val", "test", "mia"))
+                + (f"{obj:8.4f}±{c['std']['objective']:.3f}" if obj is not None and math.isfinite(obj) else f"{'inf':>13}"))
+  rows.append(f"(accuracy and MIA in %, mean ± std over {results['seeds']} seed(s); * = chosen by --select "
+              f"{results['select']} on validation data; the test column is reported, never read by the choice; "
+              f"{len(results['configs'])} configurations, best {min(top, len(order))} shown)")
+  rows += [f"warning: {w}" for w in results.get("warnings", ())]
+  return "\n".join(rows)
+
+
+def _fmt_value(v) -> str:
+  return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def write_tune(out, results: dict) -> None:
+  """``OUT/results.json`` and ``OUT/sweep.png`` (objective and accuracies against every swept option)."""
+  from jaxunlearn import plotting  # noqa: PLC0415
+
+  write_json_atomic(out / "results.json", results)
+  numeric = [n for n in results["grid"] if all(isinstance(c["values"][n], (int, float)) for c in results["configs"])]
+  if not numeric:
+    return
+  cs = results["configs"]
+
+  def ms(split):
+    return (np.array([_nan(c["mean"][split]) for c in cs]), np.array([_nan(c["std"][split]) for c in cs]))
+
+  plotting.plot_sweep({n: [float(c["values"][n]) for c in cs] for n in numeric},
+                      {s: ms(s) for s in ("retain", "forget", "val")}, out / "sweep.png", objective=ms("objective"),
+                      chosen=results["choice"]["index"],
+                      title=f"{results['method']} on {results['dataset']} / forget {results['forget']}")
+
+
+def _nan(v) -> float:
+  return float("nan") if v is None else float(v)
+
+
+def run_tune(cfg: TuneConfig) -> dict:
+  """prepare + tune + write: ``OUT/results.json`` (every configuration x seed, the choice, the
+  objective) and ``OUT/sweep.png``."""
+  pt = prepare_tune(cfg)
+  results = execute_tune(pt)
+  write_tune(pt.run.out, results)
+  return results

@@ -1,0 +1,178 @@
+"""Grids and seeds as one program: grid parsing, sweep == single runs, selection never reads the test split, seed statistics."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxunlearn import cli
+from jaxunlearn import many
+from jaxunlearn import sweeps
+from jaxunlearn import train as jtrain
+from jaxunlearn import unlearn as jun
+from jaxunlearn.errors import ConfigError
+from jaxunlearn.run import RunConfig
+
+TINY_JOB = dict(dataset="digits", train_subset=300, test_subset=150, model="mlp", width=0.25, epochs=3,
+                batch_size=32, progress=False, executor="scan")
+
+
+def test_grid_values_lists_and_ranges():
+  assert sweeps.parse_values("1e-4, 5e-4,1e-3", "x") == ("1e-4", "5e-4", "1e-3")
+  np.testing.assert_allclose([float(v) for v in sweeps.parse_values("log:1e-4:1e-2:3", "x")], [1e-4, 1e-3, 1e-2])
+  np.testing.assert_allclose([float(v) for v in sweeps.parse_values("lin:0:1:5", "x")], [0, 0.25, 0.5, 0.75, 1])
+  for bad, needle in [("log:0:1:3", "LO > 0"), ("log:1:2", "log:LO:HI:N"), ("lin:a:1:2", "numbers"),
+                      ("", "no values"), ("1,1", "twice"), ("lin:0:1:0", "N >= 1")]:
+    with pytest.raises(ConfigError, match=needle):
+      sweeps.parse_values(bad, "m.lr")
+
+
+def test_grid_groups_static_options_and_batches_traced_ones():
+  grid = sweeps.parse_grid("scrub", ["scrub.lr=1e-4,1e-3", "epochs=2,3", "alpha=0.1,0.5"])
+  assert grid.size == 8
+  points, groups = sweeps.expand_grid(grid, jun.make_config("scrub"))
+  assert len(points) == 8 and points[0] == {"lr": 1e-4, "epochs": 2, "alpha": 0.1}
+  assert sorted(g.static["epochs"] for g in groups) == [2, 3]  # epochs is discrete: one program per value
+  for g in groups:
+    assert g.config.epochs == g.static["epochs"]
+    assert set(g.hparams) == {"lr", "alpha"}  # continuous options are data of one program
+    for j, i in enumerate(g.indices):
+      assert points[i]["epochs"] == g.static["epochs"]
+      assert g.hparams["lr"][j] == np.float32(points[i]["lr"]) and g.hparams["alpha"][j] == np.float32(points[i]["alpha"])
+  assert sorted(i for g in groups for i in g.indices) == list(range(8))
+  for entries, needle in [(["neggrad.lr=1"], "not the tuned method"), (["lr=1", "lr=2"], "given twice"),
+                          (["nonsense=1"], "has no option"), (["lr"], "expected")]:
+    with pytest.raises(ConfigError, match=needle):
+      sweeps.parse_grid("scrub", entries)
+  with pytest.raises(ConfigError, match="epochs"):
+    sweeps.expand_grid(sweeps.parse_grid("scrub", ["epochs=x"]), jun.make_config("scrub"))
+
+
+def test_sweep_of_configs_and_seeds_equals_single_runs(blobs, mlp_model):
+  """Model k * S + s of the one-program sweep == configuration k run alone on seed s's original."""
+  x, y, _, _ = blobs
+  tcfg = jtrain.TrainConfig(epochs=2, batch_size=16, lr=0.05)
+  root = jax.random.key(7)
+  seeds = 2
+  originals, _ = sweeps.train_originals(mlp_model, tcfg, x, y, seeds, root, executor="scan", progress=False)
+  retain, forget = np.flatnonzero(y != 0), np.flatnonzero(y == 0)
+  data = jun.UnlearnData.create(x, y, retain, forget, num_classes=4)
+  cfg = jun.make_config("finetune", {"epochs": "1", "batch_size": "16"})
+  lrs = np.array([0.01, 0.2], np.float32)
+  states = sweeps.run_grid("finetune", cfg, originals, data, root, seeds=seeds, hparams={"lr": lrs},
+                           executor="scan", progress=False)
+  assert many.num_models_of(states) == len(lrs) * seeds
+  for s in range(seeds):
+    single, _ = jtrain.train_model(mlp_model, tcfg, x, y, np.arange(len(y)), jax.random.fold_in(sweeps.original_key(root), s),
+                                   progress=False, executor="scan")
+    for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(many.take(originals, s).params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+    for k, lr in enumerate(lrs):
+      method = jun.make("finetune", jun.replace(cfg, lr=float(lr)))
+      one, _ = jax.jit(method)(many.take(originals, s), data, sweeps.seed_key(root, "finetune", s))
+      for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.take(states, k * seeds + s).params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+  # the two lrs give different models, the two seeds different originals (the test could fail)
+  assert not np.allclose(np.asarray(jax.tree.leaves(many.take(states, 0).params)[0]),
+                         np.asarray(jax.tree.leaves(many.take(states, seeds).params)[0]))
+  assert not np.allclose(np.asarray(jax.tree.leaves(many.take(originals, 0).params)[0]),
+                         np.asarray(jax.tree.leaves(many.take(originals, 1).params)[0]))
+
+
+def test_objectives_against_a_hand_computation():
+  acc = {"retain": np.array([[0.9, 0.8]]), "forget": np.array([[0.5, 0.2]]), "val": np.array([[0.7, 0.6]]),
+         "heldout": np.array([[0.45, 0.1]])}
+  oracle = {"retain": np.array([1.0, 0.9]), "forget": np.array([0.4, 0.4]), "val": np.array([0.7, 0.7])}
+  obj = sweeps.objective_oracle(acc, np.array([[0.6, 0.5]]), oracle, np.array([0.5, 0.5]))
+  np.testing.assert_allclose(obj, [[0.1 + 0.1 + 0.0 + 0.1, 0.1 + 0.2 + 0.1 + 0.0]])
+  obj, ok = sweeps.objective_no_oracle(acc, np.array([0.92, 0.9]), whole_class=False, retain_tolerance=0.05)
+  np.testing.assert_array_equal(ok, [[True, False]])  # 0.8 < 0.9 - 0.05
+  np.testing.assert_allclose(obj, [[0.05, np.inf]])
+  obj, _ = sweeps.objective_no_oracle(acc, np.array([0.92, 0.8]), whole_class=True, retain_tolerance=0.05)
+  np.testing.assert_allclose(obj, [[0.5, 0.2]])  # whole classes: the target is 0
+  assert sweeps.choose(np.array([[0.3, 0.3], [0.1, np.nan], [0.2, 0.25]])) == 2  # NaN is never best
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+  out = tmp_path_factory.mktemp("tune")
+  cfg = sweeps.TuneConfig(**TINY_JOB, method="finetune", forget="class:3", grid=("finetune.lr=0.0003,0.3",),
+                          seeds=2, out=str(out))
+  pt = sweeps.prepare_tune(cfg)
+  return pt, sweeps.execute_tune(pt)
+
+
+def test_tune_selection_never_reads_the_test_split(tuned):
+  pt, clean = tuned
+  ds = pt.run.ds
+  poisoned_ds = dataclasses.replace(ds, y_test=(ds.y_test + 1) % ds.num_classes)  # every test label wrong
+  poisoned = sweeps.execute_tune(dataclasses.replace(pt, run=dataclasses.replace(pt.run, ds=poisoned_ds)))
+  assert poisoned["choice"] == clean["choice"]
+  for a, b in zip(clean["configs"], poisoned["configs"]):
+    assert a["objective"] == b["objective"] and a["acc"]["val"] == b["acc"]["val"]
+    assert max(b["acc"]["test"]) < min(a["acc"]["test"])  # the test split was evaluated, and poisoned
+
+
+def test_tune_results_choose_the_forgetting_config_and_hold_every_seed(tuned):
+  pt, r = tuned
+  assert r["seeds"] == 2 and len(r["configs"]) == 2 and r["programs"] == 1
+  for c in r["configs"]:
+    assert len(c["acc"]["forget"]) == 2 and len(c["objective"]) == 2
+    assert c["std"]["forget"] == pytest.approx(np.std(c["acc"]["forget"]))
+    assert c["mean"]["objective"] == pytest.approx(np.mean(c["objective"]))
+  # class forgetting: the oracle never predicts class 3; lr 0.3 moves the model much further than 0.0003
+  assert r["oracle"]["mean"]["forget"] < 0.05
+  assert r["choice"]["index"] == int(np.argmin([c["mean"]["objective"] for c in r["configs"]]))
+  assert r["choice"]["values"] == {"lr": pytest.approx(0.3)} and r["configs"][1]["mean"]["forget"] < 0.1
+  # the validation split is carved from the training data: disjoint from what the models trained on
+  assert r["sizes"]["val"] == len(pt.val_y) and r["sizes"]["retain"] + r["sizes"]["forget"] + r["sizes"]["val"] == 300
+
+
+def test_tune_cli_writes_json_table_and_plot(tmp_path, capsys):
+  out = tmp_path / "t"
+  code = cli.main(["tune", "--dataset", "digits", "--train-subset", "300", "--test-subset", "150", "--model", "mlp",
+                   "--width", "0.25", "--epochs", "2", "--executor", "scan", "--method", "neggrad_plus",
+                   "--grid", "neggrad_plus.alpha=0.9,0.99", "--seeds", "1", "--select", "no-oracle",
+                   "--out", str(out), "--quiet"])
+  stdout = capsys.readouterr().out
+  assert code == 0
+  r = json.loads((out / "results.json").read_text())
+  assert r["select"] == "no-oracle" and [c["values"]["alpha"] for c in r["configs"]] == pytest.approx([0.9, 0.99])
+  assert "chosen: --set neggrad_plus.alpha=" in stdout and "objective" in stdout
+  assert (out / "sweep.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["tune", "--grid", "finetune.lr=log:0:1:3"], "LO > 0"),
+    (["tune", "--grid", "scrub.lr=1"], "not the tuned method"),
+    (["tune", "--seeds", "0"], "--seeds must be an int"),
+    (["tune", "--method", "retrain"], "nothing to tune"),
+    (["tune", "--val-fraction", "0.9"], "--val-fraction"),
+    (["run", "--seeds", "2", "--mask", "del:0.3"], "does not combine with --mask"),
+    (["run", "--seeds", "0"], "--seeds must be an int"),
+])
+def test_bad_sweep_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, needle):
+  out = tmp_path / "o"
+  code = cli.main(args + ["--out", str(out), "--quiet"])
+  err = capsys.readouterr().err
+  assert code == 2
+  lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+  assert len(lines) == 1 and needle in lines[0], err
+  assert not out.exists()
+
+
+def test_run_seeds_reports_mean_and_std_of_the_per_seed_values(tmp_path, capsys):
+  cfg = RunConfig(**TINY_JOB, methods=("finetune",), forget="class:3", seeds=3, out=str(tmp_path / "s"))
+  _, r = sweeps.run_job(cfg)
+  assert r["seeds"] == 3 and r["complete"] and set(r["models"]) == {"original", "retrain", "finetune"}
+  for name, e in r["models"].items():
+    for split in ("retain", "forget", "test"):
+      vals = e["acc_per_seed"][split]
+      assert len(vals) == 3
+      assert e["acc"][split] == pytest.approx(np.mean(vals)) and e["acc_std"][split] == pytest.approx(np.std(vals))
+  assert json.loads((tmp_path / "s" / "results.json").read_text())["models"]["finetune"]["acc_per_seed"] == \
+      r["models"]["finetune"]["acc_per_seed"]
+  table = sweeps.format_seeds(r)
+  assert "±" in table and "mean ± std over 3 seeds" in table
