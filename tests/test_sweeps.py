@@ -176,3 +176,18 @@ def test_run_seeds_reports_mean_and_std_of_the_per_seed_values(tmp_path, capsys)
       r["models"]["finetune"]["acc_per_seed"]
   table = sweeps.format_seeds(r)
   assert "±" in table and "mean ± std over 3 seeds" in table
+
+
+def test_run_tuned_runs_the_default_grid_first_and_uses_its_choice(tmp_path, capsys):
+  out = tmp_path / "r"
+  code = cli.main(["run", "--dataset", "digits", "--train-subset", "300", "--test-subset", "150", "--model", "mlp",
+                   "--width", "0.25", "--epochs", "2", "--executor", "scan", "--method", "finetune", "--tuned",
+                   "--forget", "class:3", "--out", str(out), "--quiet"])
+  capsys.readouterr()
+  assert code == 0
+  r = json.loads((out / "results.json").read_text())
+  tune = json.loads((out / "tune-finetune" / "results.json").read_text())
+  assert len(tune["configs"]) == 5 and list(tune["grid"]) == ["lr"]  # the default grid: 5 learning rates
+  chosen = tune["choice"]["values"]["lr"]
+  assert r["tuned"]["finetune"]["choice"]["values"]["lr"] == chosen
+  assert r["config"]["methods"]["finetune"]["optim"]["lr"] == pytest.approx(chosen)

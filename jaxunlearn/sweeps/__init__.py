@@ -32,6 +32,6 @@ from jaxunlearn.sweeps.tune import execute_tune
 __all__ = (
     "GRID_HELP", "SELECT_MODES", "EvalSet", "Evaluated", "Grid", "GridGroup", "TuneConfig", "choose", "default_grid",
     "evaluate_states", "expand_grid", "format_seeds", "format_tune", "mia_scores", "objective_no_oracle",
-    "objective_oracle", "original_key", "parse_grid", "parse_values", "prepare_tune", "run_grid", "run_job",
+    "objective_oracle", "original_key", "parse_grid", "parse_values", "prepare_tune", "run_grid", "run_job", "run_tune",
     "run_seeds", "seed_key", "train_originals", "execute_tune", "tuned_config",
 )

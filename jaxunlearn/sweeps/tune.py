@@ -20,7 +20,6 @@ import jax
 import numpy as np
 
 from jaxunlearn import data as jdata
-from jaxunlearn import unlearn as jun
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
