@@ -153,6 +153,19 @@ def prepare_tune(cfg: TuneConfig) -> PreparedTune:
   return PreparedTune(cfg, run_p, grid, points, groups, p.ds.x_train[val], p.ds.y_train[val], kind == "class")
 
 
+_PAIRS: dict = {}
+
+
+def _pair_fingerprint(pt: PreparedTune, data) -> tuple:
+  """What determines a tuning job's originals and oracles (everything but the tuned method)."""
+  from jaxunlearn.many.resume import sha  # noqa: PLC0415
+
+  p, cfg = pt.run, pt.cfg
+  return (repr(p.model), repr(p.train_cfg), repr(p.method_cfgs["retrain"]), cfg.seeds, cfg.seed, cfg.executor,
+          cfg.chunk_size, sha(np.asarray(data.x), np.asarray(data.y), np.asarray(data.retain), np.asarray(data.forget),
+                              np.asarray(data.x_val), np.asarray(data.y_val)))
+
+
 def _heldout_index(y_val: np.ndarray, split: jdata.ForgetSplit) -> np.ndarray:
   """Validation examples of the forget set's distribution: its classes for class-type specs, all
   otherwise (the same rule as ``jaxunlearn.evals.forget_validation_index`` on the test split)."""
@@ -213,8 +226,16 @@ def execute_tune(pt: PreparedTune) -> dict:
   _log(cfg, f"[tune] {name}: {k_count} configurations x {s_count} seeds in {len(pt.groups)} program(s); "
             f"{len(sp.retain)} retain / {len(sp.forget)} forget / {len(pt.val_y)} validation")
   t0 = time.perf_counter()
-  originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, s_count, root, **kw)
-  oracles = engine.run_grid("retrain", p.method_cfgs["retrain"], originals, data, root, seeds=s_count, **kw)
+  fp = _pair_fingerprint(pt, data)
+  if fp in _PAIRS:  # the same originals and oracles as an earlier tuning job of this process
+    originals, oracles, info = _PAIRS[fp]
+    _log(cfg, "[tune] originals and oracles: reused from an earlier tuning job of this process (same data, "
+              "model, training and seeds)")
+  else:
+    originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, s_count, root, **kw)
+    oracles = engine.run_grid("retrain", p.method_cfgs["retrain"], originals, data, root, seeds=s_count, **kw)
+    _PAIRS.clear()  # keep one pair: a process tuning several methods on one job reuses it
+    _PAIRS[fp] = (originals, oracles, info)
   t_pair = time.perf_counter() - t0
   ev_o, ev_r = engine.evaluate_states(originals, sets), engine.evaluate_states(oracles, sets)
   mia_o, mia_r = engine.mia_scores(ev_o, seed=cfg.seed), engine.mia_scores(ev_r, seed=cfg.seed)
