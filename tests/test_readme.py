@@ -13,6 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 SHRINK = {
     "run": ["--model", "mlp", "--width", "0.25", "--epochs", "1", "--train-subset", "300", "--test-subset", "100"],
+    "tune": ["--model", "mlp", "--width", "0.25", "--epochs", "1", "--train-subset", "300", "--test-subset", "100",
+             "--seeds", "2"],
     "lira": ["--models", "4", "--model", "mlp", "--width", "0.25", "--epochs", "1", "--train-subset", "200"],
     "challenge": ["--models", "3", "--model", "mlp", "--width", "0.25", "--epochs", "1", "--train-subset", "200"],
 }
@@ -34,10 +36,10 @@ def test_readme_opens_with_install_run_and_test_commands():
 
 def test_tour_has_the_advertised_commands():
   cmds = _tour_commands()
-  assert [c[0] for c in cmds] == ["run", "run", "run", "lira", "challenge"]
+  assert [c[0] for c in cmds] == ["run", "run", "run", "tune", "run", "lira", "challenge"]
 
 
-@pytest.mark.parametrize("i", range(5))
+@pytest.mark.parametrize("i", range(7))
 def test_tour_command_runs(i, tmp_path, capsys):
   args = _tour_commands()[i]
   args = [a for j, a in enumerate(args) if not (a == "--out" or (j > 0 and args[j - 1] == "--out"))]
