@@ -121,3 +121,26 @@ def test_bench_cpu_tiny_writes_both_executors(tmp_path, capsys):
     assert row[ex]["img_s"] == pytest.approx(2 * 4 * 8 / row[ex]["seconds"], rel=1e-12)
   assert "steps/scan" in capsys.readouterr().out
   assert _load("bench_cpu").main(["--batch", "0", "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_bench_sweep_tiny_writes_ratios_and_the_two_sides_agree(tmp_path, capsys):
+  out = tmp_path / "sweep.json"
+  assert _load("bench_sweep").main(["--tiny", "--out", str(out)]) == 0
+  r = json.loads(out.read_text())
+  assert r["all_agree"] is True and r["k"] == 2
+  for key in ("backend", "device_kind", "jax", "command", "env"):
+    assert key in r
+  assert "--tiny" in r["command"]
+  # mlp: auto = scan; cnn on CPU: auto = steps
+  assert [(row["model"], row["method"]) for row in r["rows"]] == [("mlp", "finetune"), ("cnn", "finetune")]
+  for row in r["rows"]:
+    assert row["agreement"]["ok"] and len(row["agreement"]["configs"]) == 2
+    assert row["executor"] in ("scan", "steps") and len(row["lrs"]) == 2
+    for side in ("loop", "sweep"):
+      s = row[side]
+      assert s["first_call_s"] > 0 and len(s["net_s"]) == row["repeats"] and s["min_s"] == min(s["net_s"])
+    # the ratios are the reported times' ratios (no timing comparison: tests never time)
+    assert row["ratio"] == pytest.approx(row["loop"]["min_s"] / row["sweep"]["min_s"], rel=1e-12)
+    assert row["sweep_configs_s"] == pytest.approx(2 / row["sweep"]["min_s"], rel=1e-12)
+  assert "ratio" in capsys.readouterr().out
+  assert _load("bench_sweep").main(["--k", "0", "--out", str(tmp_path / "x.json")]) == 2
