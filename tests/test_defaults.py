@@ -13,6 +13,7 @@ SMALL = jun.DataScale(n_retain=1294, n_forget=143, num_classes=10, retrain_epoch
                       whole_class=True)
 LARGE = jun.DataScale(n_retain=54000, n_forget=6000, num_classes=10, retrain_epochs=10, retrain_batch_size=128,
                       whole_class=True)
+MID = jun.DataScale(8991, 1009, 10, 10, 128, whole_class=True)  # a 10k subset of Fashion-MNIST
 BUILTIN = sorted(n for n, s in jun.METHODS.items() if s.impl.__module__.startswith("jaxunlearn."))
 
 
@@ -47,6 +48,10 @@ def test_scrub_uses_its_small_preset_only_near_its_published_scale_and_never_out
   # the digits: 10 epochs x 42 steps > retrain's 300 steps, so the epochs are cut (7 measured to forget)
   cfg, choice = jun.default_config("scrub", SMALL)
   assert cfg.epochs == 7 and "budget" in choice.rule
+  # large preset: the forget batch keeps ~10 max-steps an epoch (512 at full size, 100 on 10k examples)
+  assert jun.default_config("scrub", LARGE)[0].forget_batch_size == 512
+  cfg, choice = jun.default_config("scrub", MID)
+  assert (choice.preset, cfg.forget_batch_size) == ("large", 100) and "forget batch 100" in choice.rule
   # one retrain epoch: the budget cuts to 1 epoch and msteps follows
   tiny_budget = jun.DataScale(1294, 143, 10, retrain_epochs=1, retrain_batch_size=64, whole_class=True)
   cfg, _ = jun.default_config("scrub", tiny_budget)
@@ -63,7 +68,17 @@ def test_few_step_methods_take_at_least_a_minimum_of_steps_on_small_data():
   ngp_large, _ = jun.default_config("neggrad_plus", LARGE)
   assert ngp_small.epochs * jdef.steps(SMALL.n_retain, 128) >= jdef.NEGGRAD_PLUS_SMALL_STEPS
   assert ngp_large.epochs == 1 and ngp_large.alpha > ngp_small.alpha
+  ngp_mid, _ = jun.default_config("neggrad_plus", MID)  # 70 steps an epoch: 6 epochs for 400 steps
+  assert (ngp_mid.epochs, ngp_mid.alpha) == (6, ngp_large.alpha)
   assert ngp_small.optim.schedule == ngp_large.optim.schedule == "cosine"
+
+
+def test_lau_takes_a_few_head_updates_unless_whole_classes_are_forgotten():
+  assert jun.default_config("lau", LARGE)[0] == jun.make_config("lau")
+  for s in (SMALL, LARGE, MID):
+    rand = jun.DataScale(s.n_retain, s.n_forget, 10, 10, 128, whole_class=False)
+    cfg, _ = jun.default_config("lau", rand)
+    assert cfg.epochs == 1 and jdef.steps(s.n_forget, cfg.batch_size) <= jdef.LAU_MAX_UPDATES
 
 
 @pytest.mark.parametrize("name", ["finetune", "cf_k", "l1_sparse", "eu_k", "del", "random_label", "salun"])
