@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxunlearn import data as jdata
+from jaxunlearn import health
 from jaxunlearn import models as jmodels
 from jaxunlearn import unlearn as jun
 from jaxunlearn.atomic import jsonable
@@ -74,6 +75,7 @@ class Prepared:
   method_cfgs: dict[str, Any]
   out: Path
   original: ModelState | None = None
+  defaults: dict = dataclasses.field(default_factory=dict)  # {method: {preset, overrides, rule}}
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -135,6 +137,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
   if cfg.batch_size > len(split.retain):
     raise ConfigError(f"batch size {cfg.batch_size} is larger than the retain set ({len(split.retain)} examples)")
+  defaults = _scale_defaults(cfg, split, ds.num_classes, train_cfg, method_cfgs, presets)
   model = cfg.create_model(ds)
   n_blocks = len(model.block_names())
   for m, mc in method_cfgs.items():
@@ -144,7 +147,25 @@ def prepare(cfg: RunConfig) -> Prepared:
   if cfg.original is not None:
     with user_input():  # a checkpoint that does not load or holds NaN is bad input
       original = load_model(cfg.original, model)
-  return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out, original)
+  return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out, original, defaults)
+
+
+def _scale_defaults(cfg: RunConfig, split, num_classes: int, train_cfg: TrainConfig, method_cfgs: dict,
+                    presets: dict) -> dict:
+  """Replaces each method's config (not the oracle's) by :func:`jaxunlearn.unlearn.default_config`'s
+  at the data's scale (the user's preset and --set still win); prints and returns the rules applied."""
+  scale = jun.DataScale.of_split(split, num_classes, train_cfg.epochs, train_cfg.batch_size)
+  out = {}
+  for m in cfg.methods:
+    if m == "retrain":
+      continue
+    ov = {k: v for mm, k, v in cfg.overrides if mm == m}
+    with user_input():
+      method_cfgs[m], choice = jun.default_config(m, scale, preset=presets.get(m), overrides=ov)
+    out[m] = {"preset": choice.preset, "overrides": dict(choice.overrides), "rule": choice.rule}
+    if cfg.progress:
+      print(f"[defaults] {choice.rule}", file=sys.stderr, flush=True)
+  return out
 
 
 def _eval_sets(p: Prepared) -> dict:
@@ -178,7 +199,7 @@ def _checked_acc(results: dict, name: str, state: ModelState, acc: dict, progres
   accuracies are not finite (e.g. ``--lr`` far too large): an argmax over NaN logits is not a result."""
   if _finite_params(state) and all(math.isfinite(v) for v in acc.values()):
     return acc
-  _warn(results, f"{name}: weights became NaN/inf (lr too large?); its accuracies are not results", progress)
+  _warn(results, health.nonfinite_warning(name), progress)
   return {k: float("nan") for k in acc}
 
 
@@ -204,6 +225,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
                  "methods": {m: dataclasses.asdict(c) for m, c in p.method_cfgs.items()}},
       "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
       "executor": resolve_executor(cfg.executor, p.model),
+      "defaults": p.defaults,
   }
   if ds.notes:  # what the loader changed in the input (e.g. channels-first images transposed)
     results["notes"] = list(ds.notes)
@@ -232,6 +254,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
   _log(p, f"  original  {_fmt(acc)}  {hist['seconds']:.1f}s  {results['models']['original']['steps']} steps")
 
   val = forget_validation_index(ds, sp)
+  heldout = evaluate(original.model, original.params, original.batch_stats, ds.x_test[val], ds.y_test[val])["acc"]
   data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes,
                                 x_val=ds.x_test[val], y_val=ds.y_test[val])
   extra = EvalContext(p, sets["forget"][0], jax.random.fold_in(key, KEY_RANDOM_INIT))
@@ -249,6 +272,11 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
                                                          p.method_cfgs[name], use_mask, executor, cfg.progress)
     acc, ev = _evaluate_all(state, sets)
     acc = _checked_acc(results, name, state, acc, cfg.progress)
+    if name != "retrain":  # collapse / not forgotten (the NaN warning is _checked_acc's)
+      for w in health.model_warnings(name, acc, results["models"]["original"]["acc"], heldout_acc=heldout,
+                                     whole_class=sp.spec.strip().startswith("class:"), n_forget=len(sp.forget)):
+        if w not in results.get("warnings", ()):
+          _warn(results, w, cfg.progress)
     steps = counted.steps
     entry = {"acc": acc, "seconds": secs, "compile_seconds": compile_secs, "steps": steps}
     if not counted.exact:  # a step loop inside a traced lax.cond: its longer side was counted

@@ -51,6 +51,10 @@ from jaxunlearn.unlearn._blocks import cf_k
 from jaxunlearn.unlearn._blocks import eu_k
 from jaxunlearn.unlearn._lau import LauConfig
 from jaxunlearn.unlearn._lau import lau
+from jaxunlearn.unlearn.defaults import DataScale
+from jaxunlearn.unlearn.defaults import DefaultChoice
+from jaxunlearn.unlearn.defaults import choose_defaults
+from jaxunlearn.unlearn.defaults import default_config
 
 __all__ = (
     "OptimConfig", "masks", "UnlearnData", "check_finite_params", "METHODS", "Method", "MethodSpec",
@@ -59,5 +63,5 @@ __all__ = (
     "NegGradConfig", "NegGradPlusConfig", "neggrad", "neggrad_plus", "RandomLabelConfig", "random_label",
     "L1SparseConfig", "l1_sparse", "BadTeacherConfig", "bad_teacher", "ScrubConfig", "scrub", "scrub_rewind",
     "DelConfig", "SalunConfig", "del_unlearn", "salun", "CFkConfig", "EUkConfig", "cf_k", "eu_k",
-    "LauConfig", "lau",
+    "LauConfig", "lau", "DataScale", "DefaultChoice", "choose_defaults", "default_config",
 )
