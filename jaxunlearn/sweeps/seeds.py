@@ -19,6 +19,7 @@ from jaxunlearn import run as jrun
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.evals import forget_validation_index
+from jaxunlearn.health import model_warnings
 from jaxunlearn.sweeps import engine
 
 __all__ = ("check_seeds", "format_seeds", "run_job", "run_seeds", "tuned_config")
@@ -72,6 +73,7 @@ def run_seeds(p, on_model=None) -> dict:
                  "methods": {m: dataclasses.asdict(c) for m, c in p.method_cfgs.items()}},
       "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
       "timing": "seconds: the whole S-seed program of that model, compilation included",
+      "defaults": getattr(p, "defaults", {}),
   }
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / {len(ds.y_test)} test, "
           f"model {cfg.model}, forget {cfg.forget}, {seeds} seeds")
@@ -105,10 +107,6 @@ def _report(p, results: dict, name: str, health) -> None:
     _warn(p, results, f"{name}: weights became NaN/inf on {e['finite'].count(False)} of {len(e['finite'])} seeds "
                       "(lr too large?); its accuracies are not results")
   if health is None:
-    return
-  try:
-    from jaxunlearn.health import model_warnings  # noqa: PLC0415
-  except ImportError:  # (arrives with the default-rule work)
     return
   heldout_acc, sp = health
   kind = sp.spec.split(":", 1)[0]

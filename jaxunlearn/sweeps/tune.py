@@ -25,6 +25,7 @@ from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
+from jaxunlearn.health import model_warnings
 from jaxunlearn.sweeps import engine
 from jaxunlearn.sweeps.grid import Grid
 from jaxunlearn.sweeps.grid import expand_grid
@@ -281,7 +282,7 @@ def execute_tune(pt: PreparedTune) -> dict:
                 "heldout": int(len(held.y)), "retain_evaluated": int(len(sets["retain"].y)),
                 "test": int(len(ds.y_test))},
       "grid": {k: list(v) for k, v in pt.grid.axes}, "programs": len(pt.groups),
-      "base_config": dataclasses.asdict(p.method_cfgs[name]),
+      "base_config": dataclasses.asdict(p.method_cfgs[name]), "defaults": p.defaults.get(name),
       "original": _summary(ev_o, mia_o, np.arange(s_count)),
       "oracle": _summary(ev_r, mia_r, np.arange(s_count)),
       "configs": [],
@@ -305,10 +306,6 @@ def execute_tune(pt: PreparedTune) -> dict:
 
 def _health(pt: PreparedTune, chosen: dict, original: dict) -> list[str]:
   """The post-run checks of :mod:`jaxunlearn.health` on the chosen configuration's mean accuracies."""
-  try:
-    from jaxunlearn.health import model_warnings  # noqa: PLC0415
-  except ImportError:  # (arrives with the default-rule work)
-    return []
   acc = {s: chosen["mean"][s] for s in ("retain", "forget", "test")}
   orig = {s: original["mean"][s] for s in ("retain", "forget", "test")}
   return model_warnings(f"{pt.cfg.method} (chosen)", acc, orig, heldout_acc=original["mean"]["heldout"],
