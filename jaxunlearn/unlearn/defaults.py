@@ -36,9 +36,10 @@ Measured with ``--model mlp`` (see ``experiments/defaults.md``): on the embedded
 (1.3k retain) and full Fashion-MNIST (54k retain), class and random forget sets, every method keeps
 its retain accuracy within 5 points of the original's, and every class-forgetting method except
 Bad Teacher (whose random teacher leaves chance-level accuracy, ~10 %) brings a forgotten class's
-accuracy within 5 points of the oracle's. NegGrad+'s tiny-data rule follows the MLP: the digits
-CNN diverges at its 600 steps (fine at 300-400), and no step count served both; the post-run check
-(:mod:`jaxunlearn.health`) flags such a collapse.
+accuracy within 5 points of the oracle's (3k and 10k subsets: nearly so, see the note).
+NegGrad+'s tiny-data rule follows the MLP: the digits CNN diverges at its 600 steps (fine at
+300-400), and no step count served both; the post-run check (:mod:`jaxunlearn.health`) flags such a
+collapse.
 
 A user's ``--preset`` replaces the rule's preset and user overrides are applied on top
 (:func:`default_config`).
