@@ -48,6 +48,7 @@ def test_scrub_uses_its_small_preset_only_near_its_published_scale_and_never_out
   # the digits: 10 epochs x 42 steps > retrain's 300 steps, so the epochs are cut (7 measured to forget)
   cfg, choice = jun.default_config("scrub", SMALL)
   assert cfg.epochs == 7 and "budget" in choice.rule
+  assert cfg.optim.weight_decay == jdef.SCRUB_SMALL_WEIGHT_DECAY != jun.make_config("scrub").optim.weight_decay
   # large preset: the forget batch keeps ~10 max-steps an epoch (512 at full size, 100 on 10k examples)
   assert jun.default_config("scrub", LARGE)[0].forget_batch_size == 512
   cfg, choice = jun.default_config("scrub", MID)
