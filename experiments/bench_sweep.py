@@ -15,13 +15,15 @@ default ``class:3``) and, for each method, K learning rates log-spaced around th
   so the K calls share it); ``steps`` executor: the method called eagerly under ``use_executor("steps")``,
   every optimizer step one jitted call.
 * ``sweep``: ONE ``jaxunlearn.many.unlearn_many(original, data, key, name, hparams={"lr": lrs},
-  executor=...)`` call: the K runs ``vmap``-ed over the model axis (M = K models from one shared original).
+  executor=..., strategy=sweep_strategy(...))`` call, what ``jaxunlearn tune`` runs: the K runs
+  ``vmap``-ed over the model axis under ``scan`` (M = K models from one shared original), one after
+  another under ``steps`` (every model reusing the same compiled step programs).
 
 Compilation is measured with ``jax.monitoring`` (tracing + lowering + XLA compile durations during a call)
 and reported apart: ``loop s`` / ``sweep s`` are the wall time minus the compilation inside it (best of
 ``--repeats`` timed calls, each ended with ``block_until_ready``); the ``+compile`` columns are the first
-call's wall time, what a fresh process pays. Under the ``steps`` executor every call of a method compiles
-its step program again (the step function is rebuilt per call), so the loop pays K compilations.
+call's wall time, what a fresh process pays. Under the ``steps`` executor the step programs are cached
+by their traced structure (``jaxunlearn.train``), so the loop's K calls compile once.
 
 Before timing, the two sides are checked to agree: for a few configs (first, middle, last), the final
 parameters (max abs difference over the max abs value) and the test accuracy of the loop's run and of the
@@ -54,6 +56,7 @@ from jaxunlearn import many as jmany  # noqa: E402
 from jaxunlearn import models as jmodels  # noqa: E402
 from jaxunlearn import unlearn  # noqa: E402
 from jaxunlearn.atomic import write_json_atomic  # noqa: E402
+from jaxunlearn.sweeps.engine import sweep_strategy  # noqa: E402
 from jaxunlearn.train import TrainConfig  # noqa: E402
 from jaxunlearn.train import resolve_executor  # noqa: E402
 from jaxunlearn.train import train_model  # noqa: E402
@@ -125,7 +128,8 @@ def loop_runner(method, original, ud, key, lrs, executor: str):
 def sweep_runner(method, original, ud, key, lrs, executor: str):
   def run():
     st, _ = jmany.unlearn_many(original, ud, key, method, hparams={"lr": lrs}, num_models=len(lrs),
-                                  executor=executor, progress=False)
+                                  executor=executor, progress=False,
+                                  strategy=sweep_strategy(executor, original.model))
     return st.params, st.batch_stats
   return run
 

@@ -51,6 +51,12 @@ def main(argv=None):
              train_subset=a.train_subset)
   summary = {"command": " ".join(sys.argv), "job": job, "seeds": a.seeds, "methods": list(methods), "forget": {}}
   path = os.path.join(a.out, "summary.json")
+  if os.path.exists(path):  # another forget spec's earlier invocation: keep its entries
+    with open(path) as f:
+      old = json.load(f)
+    if old.get("job") == job and old.get("seeds") == a.seeds:
+      summary["forget"] = old["forget"]
+      summary["command"] = old["command"] + " ; " + summary["command"]
   for spec in a.forget or ["class:7", "random:0.1"]:
     tag = spec.replace(":", "_")
     t0 = time.perf_counter()

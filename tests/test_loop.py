@@ -142,6 +142,26 @@ def test_step_programs_are_reused_within_a_run_and_not_kept_forever():
     made.append(step)
     with jtrain.use_executor("steps"):
       jtrain.run_epochs(step, jnp.float32(0), jax.random.key(0), 2, lambda k, e: jnp.ones((3,)))
-    assert _loop._STEP_PROGRAMS[step] is _loop._step_program(step)  # same program on reuse
+    assert _loop._STEP_PROGRAMS[step] is _loop._step_program(step, None, None, None)  # same program on reuse
   assert len(_loop._STEP_PROGRAMS) == _loop._STEP_PROGRAMS_KEPT
   assert made[0] not in _loop._STEP_PROGRAMS and made[-1] in _loop._STEP_PROGRAMS
+
+
+def test_a_second_call_of_a_method_reuses_its_compiled_step_programs(trained, class_data):
+  """Under the steps executor the step programs are cached by their traced structure: a second call with
+  another learning rate (a new closure over new values) compiles nothing, and still gets its own result."""
+  from jaxunlearn import unlearn as jun
+  from jaxunlearn.train import _loop
+
+  method = jun.make("finetune", jun.make_config("finetune", {"epochs": "1", "batch_size": "32"}))
+  with jtrain.use_executor("steps"):
+    a, _ = method(trained, class_data, jax.random.key(0), {"lr": 0.01})
+    programs = dict(_loop._COMPILED)
+    sizes = {k: p._cache_size() for k, p in programs.items()}
+    b, _ = method(trained, class_data, jax.random.key(0), {"lr": 0.2})
+  assert set(_loop._COMPILED) == set(programs)  # no new step program
+  assert {k: p._cache_size() for k, p in programs.items()} == sizes  # and no new compilation of one
+  assert not np.allclose(np.asarray(jax.tree.leaves(a.params)[0]), np.asarray(jax.tree.leaves(b.params)[0]))
+  scan, _ = jax.jit(method)(trained, class_data, jax.random.key(0), {"lr": 0.2})
+  for p, q in zip(jax.tree.leaves(b.params), jax.tree.leaves(scan.params)):
+    np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=2e-4, atol=2e-5)

@@ -191,3 +191,16 @@ def test_run_tuned_runs_the_default_grid_first_and_uses_its_choice(tmp_path, cap
   chosen = tune["choice"]["values"]["lr"]
   assert r["tuned"]["finetune"]["choice"]["values"]["lr"] == chosen
   assert r["config"]["methods"]["finetune"]["optim"]["lr"] == pytest.approx(chosen)
+
+
+def test_steps_executor_sequential_sweep_equals_the_vmapped_one(trained, class_data):
+  """The CPU sweep path (steps executor, models one after another) == the lockstep (vmap) one."""
+  lrs = np.array([0.01, 0.2], np.float32)
+  cfg = jun.make_config("finetune", {"epochs": "1", "batch_size": "32"})
+  out = {s: many.unlearn_many(trained, class_data, jax.random.key(3), "finetune", cfg, hparams={"lr": lrs},
+                              num_models=2, executor="steps", strategy=s, progress=False)[0]
+         for s in ("sequential", "vmap")}
+  for p, q in zip(jax.tree.leaves(out["sequential"].params), jax.tree.leaves(out["vmap"].params)):
+    np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=2e-4, atol=2e-5)
+  assert sweeps.engine.sweep_strategy("steps", trained.model) == "sequential"
+  assert sweeps.engine.sweep_strategy("scan", trained.model) == "vmap"

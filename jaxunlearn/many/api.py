@@ -316,14 +316,14 @@ def run_settings(executor: str, strategy, model) -> tuple[str, object]:
   """``(executor, strategy)`` of a many-model run.
 
   ``executor`` resolves with :func:`jaxunlearn.train.resolve_executor` (``auto``: ``steps`` on CPU for
-  convolutional nets). The ``steps`` executor runs a chunk's models in lockstep (``vmap``): with it a
-  strategy ``auto`` becomes ``vmap`` without measuring; an explicit ``sequential`` / group strategy
-  keeps ``scan`` when the executor was ``auto`` and is refused with an explicit ``steps``.
+  convolutional nets). The ``steps`` executor runs a chunk's models in lockstep (``vmap``) or one after
+  another (``sequential``): with it a strategy ``auto`` becomes ``vmap`` without measuring; a group
+  strategy (an int) keeps ``scan`` when the executor was ``auto`` and is refused with an explicit ``steps``.
   """
   chosen = resolve_executor(executor, model)
-  if chosen == "steps" and strategy not in ("vmap", "auto"):
+  if chosen == "steps" and strategy not in ("vmap", "auto", "sequential"):
     if executor == "auto":
       return "scan", strategy
-    raise ConfigError(f"executor 'steps' runs the models of a chunk in lockstep (vmap); strategy {strategy!r} "
-                      "needs executor 'scan'")
-  return chosen, ("vmap" if chosen == "steps" else strategy)
+    raise ConfigError(f"executor 'steps' runs the models of a chunk in lockstep (vmap) or one after another "
+                      f"(sequential); strategy {strategy!r} needs executor 'scan'")
+  return chosen, ("vmap" if chosen == "steps" and strategy == "auto" else strategy)

@@ -21,22 +21,29 @@ from jaxunlearn.train import use_executor
 
 
 class HostStepped:
-  """A per-chunk program run eagerly under the ``steps`` executor: the chunk's models ``vmap``-ed in
-  lockstep, every training step one jitted call (see :func:`jaxunlearn.train.resolve_executor`)."""
+  """A per-chunk program run eagerly under the ``steps`` executor, every training step one jitted call
+  (see :func:`jaxunlearn.train.resolve_executor`): the chunk's models ``vmap``-ed in lockstep
+  (``strategy="vmap"``), or one after another (``"sequential"``: plain, unbatched kernels -- what a
+  CPU runs convolutions fastest with; every model reuses the same compiled step programs)."""
 
-  def __init__(self, fn: Callable):
-    self.fn = jax.vmap(fn, in_axes=(0, None))
+  def __init__(self, fn: Callable, strategy: str = "vmap"):
+    self.sequential = strategy == "sequential"
+    self.fn = fn if self.sequential else jax.vmap(fn, in_axes=(0, None))
 
   def __call__(self, pm, sh):
     with use_executor("steps"):
-      return self.fn(pm, sh)
+      if not self.sequential:
+        return self.fn(pm, sh)
+      c = jax.tree.leaves(pm)[0].shape[0]
+      outs = [self.fn(jax.tree.map(lambda a: a[j], pm), sh) for j in range(c)]
+      return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
 def compile_chunk_program(one: Callable, strategy: str, mesh: Mesh, executor: str = "scan"):
   """``one(per_model, shared)`` of one model mapped over a chunk: one jitted program whose model axis is
-  sharded over ``mesh`` (``scan``), or a :class:`HostStepped` program (``steps``; ``vmap`` only)."""
+  sharded over ``mesh`` (``scan``), or a :class:`HostStepped` program (``steps``; ``vmap`` or ``sequential``)."""
   if executor == "steps":
-    return HostStepped(one)
+    return HostStepped(one, strategy)
   fn = batch_over_models(one, strategy, mesh.size)
   return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
 

@@ -23,8 +23,16 @@ from jaxunlearn.run import KEY_ORIGINAL
 from jaxunlearn.run import method_key
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import TrainConfig
+from jaxunlearn.train import resolve_executor
 
 __all__ = ("EvalSet", "Evaluated", "evaluate_states", "original_key", "run_grid", "seed_key", "train_originals")
+
+
+def sweep_strategy(executor: str, model) -> str:
+  """How a sweep runs its models: one after another under the ``steps`` executor (a CPU runs a
+  convolution fastest unbatched; every model reuses the same compiled step programs, measured by
+  ``experiments/bench_sweep.py``), else all in lockstep (``vmap``)."""
+  return "sequential" if resolve_executor(executor, model) == "steps" else "vmap"
 
 
 def original_key(root) -> jax.Array:
@@ -43,7 +51,7 @@ def train_originals(model, train_cfg: TrainConfig, x, y, seeds: int, root, *, ex
   info: dict = {}
   states, _ = many.train_many(original_key(root), (x, y), np.ones((seeds, len(y)), bool), train_cfg, model=model,
                               executor=executor, progress=progress, desc="original", info=info,
-                              chunk_size=chunk_size)
+                              chunk_size=chunk_size, strategy=sweep_strategy(executor, model))
   return states, info
 
 
@@ -64,6 +72,7 @@ def run_grid(name: str, config, originals: ModelState, data, root, *, seeds: int
   hp = {n: np.repeat(np.asarray(v, np.float32), seeds) for n, v in hparams.items()}
   out, _ = many.unlearn_many(states, data, method_key(root, name), name, config, hparams=hp or None,
                              key_index=seed_of, executor=executor, progress=progress, chunk_size=chunk_size,
+                             strategy=sweep_strategy(executor, originals.model),
                              desc=f"{name} ({k} config{'s' if k > 1 else ''} x {seeds} seed{'s' if seeds > 1 else ''})",
                              mask=mask)
   return out

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxunlearn.train._config import steps_per_epoch
 
@@ -89,22 +90,59 @@ def _stepping(*trees) -> bool:
 
 _STEP_PROGRAMS: "collections.OrderedDict[Callable, Callable]" = collections.OrderedDict()
 _STEP_PROGRAMS_KEPT = 8  # a run's step functions are reused across its epochs; older ones are dropped
+_COMPILED: "collections.OrderedDict[tuple, Callable]" = collections.OrderedDict()
+_COMPILED_KEPT = 32      # jitted step programs by traced structure, shared by every call of a method
 
 
-def _step_program(step):
-  """``jit(carry, rows, i, k_steps) -> step(carry, rows[i], fold_in(k_steps, i))``, one per step function.
+def _step_program(step, carry, rows, k_steps):
+  """``prog(carry, rows, i, k_steps) -> step(carry, rows[i], fold_in(k_steps, i))`` as ONE jitted call.
 
-  Kept in a small LRU (not a weak dict: the jitted program closes over ``step``, which would keep every
-  key, and the data it closes over, alive).
+  The step is traced to a jaxpr whose closed-over arrays (data, hyperparameters, ...) become arguments,
+  and the jitted program is cached by the jaxpr's text and those arrays' types: a later call of the
+  same method (another learning rate, another seed, the next chunk of models) reuses the compiled
+  program instead of compiling its step again. Both caches are small LRUs (not weak dicts: a program
+  closes over its step, which would keep every key, and the data it closes over, alive).
   """
   prog = _STEP_PROGRAMS.pop(step, None)
   if prog is None:
-    def at(carry, rows, i, k_steps):
-      return step(carry, jax.tree.map(lambda a: a[i], rows), jax.random.fold_in(k_steps, i))
-    prog = jax.jit(at)
+    prog = _bind_step(step, carry, rows, k_steps)
   _STEP_PROGRAMS[step] = prog
   while len(_STEP_PROGRAMS) > _STEP_PROGRAMS_KEPT:
     _STEP_PROGRAMS.popitem(last=False)
+  return prog
+
+
+def _bind_step(step, carry, rows, k_steps):
+  from jax.extend import core as jex  # noqa: PLC0415
+
+  def at(carry, rows, i, k_steps):
+    return step(carry, jax.tree.map(lambda a: a[i], rows), jax.random.fold_in(k_steps, i))
+
+  args = (carry, rows, jnp.int32(0), k_steps)
+  flat, in_tree = jax.tree.flatten(args)
+
+  def flat_at(*xs):
+    return at(*jax.tree.unflatten(in_tree, xs))
+
+  closed, out_shape = jax.make_jaxpr(flat_at, return_shape=True)(*flat)
+  out_tree = jax.tree.structure(out_shape)
+  consts = [jnp.asarray(c) if isinstance(c, np.ndarray) else c for c in closed.consts]
+  sig = (str(closed.jaxpr), in_tree, out_tree, tuple(str(jax.typeof(c)) for c in consts))
+  compiled = _COMPILED.pop(sig, None)
+  if compiled is None:
+    jaxpr = closed.jaxpr
+
+    def run(consts, *xs):
+      return jax.tree.unflatten(out_tree, jex.jaxpr_as_fun(jex.ClosedJaxpr(jaxpr, consts))(*xs))
+
+    compiled = jax.jit(run)
+  _COMPILED[sig] = compiled
+  while len(_COMPILED) > _COMPILED_KEPT:
+    _COMPILED.popitem(last=False)
+
+  def prog(carry, rows, i, k_steps):
+    return compiled(consts, *jax.tree.leaves((carry, rows, i, k_steps)))
+
   return prog
 
 
@@ -211,7 +249,7 @@ def scan_steps(step: Step, carry, rows, k_steps: jax.Array):
   """
   n = jax.tree.leaves(rows)[0].shape[0]
   if _stepping(carry, rows, k_steps):
-    prog, on_step = _step_program(step), _LOCAL.executor[1]
+    prog, on_step = _step_program(step, carry, rows, k_steps), _LOCAL.executor[1]
     outs = []
     for i in range(n):
       carry, m = prog(carry, rows, jnp.int32(i), k_steps)
