@@ -15,7 +15,8 @@ default ``class:3``) and, for each method, K learning rates log-spaced around th
   so the K calls share it); ``steps`` executor: the method called eagerly under ``use_executor("steps")``,
   every optimizer step one jitted call.
 * ``sweep``: ONE ``jaxunlearn.many.unlearn_many(original, data, key, name, hparams={"lr": lrs},
-  executor=..., strategy=sweep_strategy(...))`` call, what ``jaxunlearn tune`` runs: the K runs
+  executor=..., strategy=sweep_strategy(...), chunk_size=sweep_chunk(None))`` call, what ``jaxunlearn tune``
+  runs (chunks of 8 models on a CPU): the K runs
   ``vmap``-ed over the model axis under ``scan`` (M = K models from one shared original), one after
   another under ``steps`` (every model reusing the same compiled step programs).
 
@@ -56,6 +57,7 @@ from jaxunlearn import many as jmany  # noqa: E402
 from jaxunlearn import models as jmodels  # noqa: E402
 from jaxunlearn import unlearn  # noqa: E402
 from jaxunlearn.atomic import write_json_atomic  # noqa: E402
+from jaxunlearn.sweeps.engine import sweep_chunk  # noqa: E402
 from jaxunlearn.sweeps.engine import sweep_strategy  # noqa: E402
 from jaxunlearn.train import TrainConfig  # noqa: E402
 from jaxunlearn.train import resolve_executor  # noqa: E402
@@ -129,7 +131,7 @@ def sweep_runner(method, original, ud, key, lrs, executor: str):
   def run():
     st, _ = jmany.unlearn_many(original, ud, key, method, hparams={"lr": lrs}, num_models=len(lrs),
                                   executor=executor, progress=False,
-                                  strategy=sweep_strategy(executor, original.model))
+                                  strategy=sweep_strategy(executor, original.model), chunk_size=sweep_chunk(None))
     return st.params, st.batch_stats
   return run
 

@@ -35,6 +35,17 @@ def sweep_strategy(executor: str, model) -> str:
   return "sequential" if resolve_executor(executor, model) == "steps" else "vmap"
 
 
+CPU_CHUNK = 8  # models per call on a CPU: 32 MLPs vmapped at once ran 0.8x the loop's speed, chunks of 8 1.0x
+
+
+def sweep_chunk(chunk_size: int | None) -> int | None:
+  """Models per compiled call of a sweep: the user's ``chunk_size``; else all of them on an accelerator
+  and :data:`CPU_CHUNK` on a CPU (wider batched kernels do not pay there; ``experiments/bench_sweep.py``)."""
+  if chunk_size is not None:
+    return chunk_size
+  return CPU_CHUNK if jax.default_backend() == "cpu" else None
+
+
 def original_key(root) -> jax.Array:
   """Key whose ``fold_in(., s)`` trains seed s's original (``train_many`` model s)."""
   return jax.random.fold_in(root, KEY_ORIGINAL)
@@ -51,7 +62,7 @@ def train_originals(model, train_cfg: TrainConfig, x, y, seeds: int, root, *, ex
   info: dict = {}
   states, _ = many.train_many(original_key(root), (x, y), np.ones((seeds, len(y)), bool), train_cfg, model=model,
                               executor=executor, progress=progress, desc="original", info=info,
-                              chunk_size=chunk_size, strategy=sweep_strategy(executor, model))
+                              chunk_size=sweep_chunk(chunk_size), strategy=sweep_strategy(executor, model))
   return states, info
 
 
@@ -71,7 +82,8 @@ def run_grid(name: str, config, originals: ModelState, data, root, *, seeds: int
                       originals.model)
   hp = {n: np.repeat(np.asarray(v, np.float32), seeds) for n, v in hparams.items()}
   out, _ = many.unlearn_many(states, data, method_key(root, name), name, config, hparams=hp or None,
-                             key_index=seed_of, executor=executor, progress=progress, chunk_size=chunk_size,
+                             key_index=seed_of, executor=executor, progress=progress,
+                             chunk_size=sweep_chunk(chunk_size),
                              strategy=sweep_strategy(executor, originals.model),
                              desc=f"{name} ({k} config{'s' if k > 1 else ''} x {seeds} seed{'s' if seeds > 1 else ''})",
                              mask=mask)
