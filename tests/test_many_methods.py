@@ -67,11 +67,14 @@ def test_train_many_executors_agree_with_single_runs(blobs, tiny_model):
       np.testing.assert_allclose(np.asarray(b), np.asarray(c), rtol=1e-5, atol=1e-6)
 
 
-def test_steps_executor_refuses_non_lockstep_strategies(blobs, tiny_model):
+def test_steps_executor_refuses_group_strategies(blobs, tiny_model):
+  """Under steps a chunk's models run in lockstep (vmap) or one after another (sequential); a group size
+  needs the scan executor: refused when asked for explicitly, scan when the executor was auto."""
   from jaxunlearn.errors import ConfigError
   x, y, _, _ = blobs
   keep = np.ones((2, len(y)), bool)
   with pytest.raises(ConfigError, match="executor 'steps' runs the models of a chunk in lockstep"):
-    jmany.train_many(KEY, (x, y), keep, jtrain.TrainConfig(epochs=1), model=tiny_model, strategy="sequential",
+    jmany.train_many(KEY, (x, y), keep, jtrain.TrainConfig(epochs=1), model=tiny_model, strategy=2,
                      executor="steps", progress=False)
-  assert jmany.run_settings("auto", "sequential", tiny_model)[0] == "scan"
+  assert jmany.run_settings("auto", 2, tiny_model) == ("scan", 2)
+  assert jmany.run_settings("steps", "sequential", tiny_model) == ("steps", "sequential")
