@@ -38,8 +38,12 @@ def images(x: jax.Array, key: jax.Array, augment: bool, flip: bool = True) -> ja
   return random_crop_flip(key, x, flip=flip) if augment else x
 
 
-def ce_loss(model, data: UnlearnData, augment: bool, sign: float = 1.0):
-  """Mean cross-entropy (times ``sign``) on ``row = {"idx": [B]}`` or ``{"idx", "y"}`` in train mode.
+def ce_loss(model, data: UnlearnData, augment: bool, sign: float = 1.0, *, train: bool = True, anchor=None):
+  """Mean cross-entropy (times ``sign``) on ``row = {"idx": [B]}`` or ``{"idx", "y"}``.
+
+  ``train``: the model in train mode (BatchNorm batch statistics, updated) or eval mode (running
+  statistics, unchanged). ``anchor = (coef, params0)`` adds ``coef * ||params - params0||^2`` (a pull
+  to the original weights; :func:`anchor_penalty`).
 
   Returns ``loss_fn(params, batch_stats, row, key) -> (loss, (new_batch_stats, {"loss", "ce", "acc"}))``.
   """
@@ -47,12 +51,23 @@ def ce_loss(model, data: UnlearnData, augment: bool, sign: float = 1.0):
   def loss_fn(params, stats, row, key):
     idx = row["idx"]
     y = row["y"] if "y" in row else data.y[idx]
-    logits, new_stats = model.apply(params, stats, images(data.x[idx], key, augment, model.flip_ok), train=True)
+    logits, new_stats = model.apply(params, stats, images(data.x[idx], key, augment, model.flip_ok), train=train)
     ce = jnp.mean(cross_entropy(logits, y))
     acc = jnp.mean(jnp.argmax(logits, -1) == y)
-    return sign * ce, (new_stats, {"loss": sign * ce, "ce": ce, "acc": acc})
+    loss = sign * ce + anchor_penalty(params, anchor)
+    return loss, (new_stats, {"loss": loss, "ce": ce, "acc": acc})
 
   return loss_fn
+
+
+def anchor_penalty(params, anchor):
+  """``coef * sum ||params - params0||^2`` for ``anchor = (coef, params0)``; 0.0 for ``None``. With
+  ``coef`` 0 the loss and its gradient are unchanged exactly (adding 0.0)."""
+  if anchor is None:
+    return 0.0
+  coef, params0 = anchor
+  sq = sum(jnp.sum(jnp.square(a - b)) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params0)))
+  return coef * sq
 
 
 def drive(state: ModelState, key: jax.Array, config, hparams: Mapping, loss_fn, plan, spe: int, *,

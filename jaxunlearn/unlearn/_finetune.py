@@ -8,6 +8,9 @@ import jax
 
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import OptimConfig
+from jaxunlearn.train import check_bool
+from jaxunlearn.train import check_real
+from jaxunlearn.train import hparam
 from jaxunlearn.train import epoch_batches
 from jaxunlearn.train import steps_per_epoch
 from jaxunlearn.unlearn._base import ce_loss
@@ -20,16 +23,29 @@ from jaxunlearn.unlearn._registry import register
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
   """Finetune on the retain set: 10 epochs of SGD at lr 0.01 (our defaults add momentum 0.9, weight
-  decay 5e-4 and a cosine schedule; preset ``scrub`` is the SCRUB notebooks' plain constant-lr SGD,
-  preset ``challenge`` the NeurIPS-2023 starting kit's 1 epoch at lr 1e-3)."""
+  decay 5e-4 and a cosine schedule; preset ``scrub`` is the SCRUB notebooks' large-scale plain
+  constant-lr SGD, ``scrub_small`` their small-scale variant (the same SGD plus ``anchor`` 0.05 -- the
+  notebooks' ``0.5 * weight_decay * ||w - w_orig||^2`` with weight decay 0.1 -- and the model in eval
+  mode), ``challenge`` the NeurIPS-2023 starting kit's 1 epoch at lr 1e-3).
+
+  Attributes:
+    anchor: coefficient of a pull ``anchor * ||w - w_original||^2`` to the original weights
+      (hyperparameter; 0: none).
+    train_mode: the model in train mode (BatchNorm on batch statistics, updated); False: eval mode, as
+      the SCRUB small-scale notebooks run their baselines.
+  """
 
   epochs: int = 10
   batch_size: int = 128
   optim: OptimConfig = OptimConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine")
   augment: bool = False
+  anchor: float = hparam(0.0)
+  train_mode: bool = True
 
   def __post_init__(self):
     check_loop_fields(self)
+    check_real(self, "anchor", lo=0.0)
+    check_bool(self, "train_mode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +79,9 @@ def train_on(state: ModelState, data: UnlearnData, index: jax.Array, key: jax.Ar
     "challenge": dict(epochs=1, lr=1e-3, weight_decay=5e-4),
     # the SCRUB repository's notebooks: plain SGD, constant lr 0.01, 10 epochs
     "scrub": dict(epochs=10, lr=0.01, momentum=0.0, weight_decay=0.0, schedule="constant", batch_size=128),
+    # their small-scale notebooks: the same SGD, a pull to the original weights, the model in eval mode
+    "scrub_small": dict(epochs=10, lr=0.01, momentum=0.0, weight_decay=0.0, schedule="constant", batch_size=128,
+                        anchor=0.05, train_mode=False),
 })
 def finetune(state: ModelState, data: UnlearnData, key: jax.Array, config: FinetuneConfig, hparams, *,
              mask=None) -> tuple[ModelState, dict]:
@@ -71,7 +90,9 @@ def finetune(state: ModelState, data: UnlearnData, key: jax.Array, config: Finet
   Returns:
     ``(unlearned state, {"loss": [epochs], "acc": [epochs]})``.
   """
-  return train_on(state, data, data.retain, key, config, hparams, mask=mask)
+  loss_fn = ce_loss(state.model, data, config.augment, train=config.train_mode,
+                    anchor=(hparams["anchor"], state.params))
+  return train_on(state, data, data.retain, key, config, hparams, mask=mask, loss_fn=loss_fn)
 
 
 @register("retrain", RetrainConfig, supports_mask=False)

@@ -1,0 +1,58 @@
+"""Issue 13's reference variants: the SCRUB small-scale notebooks' pull to the original weights and eval-mode
+baselines, and the presets named after their source."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxunlearn import unlearn as jun
+from jaxunlearn.unlearn import replace as _cfg
+from jaxunlearn.unlearn._base import anchor_penalty
+from jaxunlearn.unlearn._finetune import train_on
+
+
+def _dist(a, b):
+  return float(sum(np.sum((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2)
+                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+
+
+def test_anchor_penalty_against_numpy(trained):
+  p0 = trained.params
+  p1 = jax.tree.map(lambda a: a + 0.1 * np.sign(np.asarray(a) + 1e-3), p0)
+  assert float(anchor_penalty(p1, (0.05, p0))) == pytest.approx(0.05 * _dist(p1, p0), rel=1e-4)
+  assert anchor_penalty(p1, None) == 0.0
+
+
+@pytest.mark.parametrize("name", ["finetune", "neggrad_plus"])
+def test_anchor_pulls_towards_the_original_and_zero_changes_nothing(name, trained, class_data):
+  base = _cfg(jun.make_config(name), epochs=3, batch_size=32, lr=0.05)
+  method = jax.jit(jun.make(name, base))
+  key = jax.random.key(0)
+  free, _ = method(trained, class_data, key, {"anchor": 0.0})
+  pulled, _ = method(trained, class_data, key, {"anchor": 5.0})
+  assert _dist(pulled.params, trained.params) < 0.5 * _dist(free.params, trained.params)
+  if name == "finetune":  # anchor 0 is exactly the plain retain-set training of before
+    plain, _ = jax.jit(lambda s, d, k: train_on(s, d, d.retain, k, base, jun.make(name, base).hparams))(
+        trained, class_data, key)
+    for a, b in zip(jax.tree.leaves(free.params), jax.tree.leaves(plain.params)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("name", ["finetune", "neggrad_plus"])
+def test_eval_mode_keeps_the_batch_statistics(name, trained, class_data):
+  assert jax.tree.leaves(trained.batch_stats), "the fixture model must have BatchNorm"
+  cfg = _cfg(jun.make_config(name), epochs=1, batch_size=32)
+  for train_mode in (True, False):
+    st, _ = jax.jit(jun.make(name, _cfg(cfg, train_mode=train_mode)))(trained, class_data, jax.random.key(1))
+    same = all(np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(jax.tree.leaves(st.batch_stats), jax.tree.leaves(trained.batch_stats)))
+    assert same == (not train_mode)
+
+
+def test_presets_of_the_scrub_notebooks():
+  small = jun.make_config("neggrad_plus", preset="small")
+  assert (small.anchor, small.train_mode, small.alpha, small.forget_batch_size) == (0.05, False, 0.95, 64)
+  assert jun.make_config("neggrad_plus", preset="large").forget_batch_size == 32
+  fs = jun.make_config("finetune", preset="scrub_small")
+  assert (fs.anchor, fs.train_mode, fs.optim.momentum, fs.optim.schedule) == (0.05, False, 0.0, "constant")
+  assert jun.make_config("finetune").anchor == 0.0 and jun.make_config("finetune").train_mode
