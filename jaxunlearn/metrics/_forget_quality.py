@@ -16,6 +16,13 @@ single thresholds, the peakier side's minimum for intervals). This changes nothi
 arithmetic, resolves the rule/data ties the reference leaves to float rounding as exact
 arithmetic would, and makes the result exactly invariant to adding a constant to both sides
 whenever that addition is exact in float64.
+
+Against the reference's own outputs (tests/test_forget_quality.py, golden values from
+``metric.py``) the per-example epsilons agree to ~1e-6 and the scores exactly, except where we
+differ on purpose: the reference's float32 single thresholds (quantised at large offsets) and
+its float ``linspace`` interval left ends (an ulp either side of a data value that exact
+arithmetic puts them on); and for two equal constant samples, where the reference raises, the
+epsilon here is 0 (identical distributions).
 """
 
 from __future__ import annotations
@@ -119,8 +126,17 @@ def _example_epsilon(u: np.ndarray, r: np.ndarray, log_rate: np.ndarray, log_com
   neg_diff = neg[-1] - neg[0]
   largest = max(pos_diff, neg_diff)
   smallest = min(pos_diff, neg_diff)
-  if largest == 0.0 or smallest / largest < _MIN_RANGE_RATIO:
-    # One side is (nearly) constant: the reference returns the cap to be safe.
+  if largest == 0.0:
+    # Both sides constant. Equal constants are two identical distributions: no rule can tell
+    # them apart, so epsilon is 0 (as for any two identical samples). The reference computes
+    # 0 / 0 = NaN here, so its range-ratio test is False and its sweep runs; every rule then has
+    # exactly one error rate 0 and is discarded, and it raises instead of returning a value.
+    # Different constants are separated perfectly by a single threshold (FPR = FNR = 0), which
+    # gives the cap in the reference too.
+    return 0.0 if pos[0] == neg[0] else EPSILON_CAP
+  if smallest / largest < _MIN_RANGE_RATIO:
+    # One side is (nearly) constant and the other is not: the reference returns the cap to be
+    # safe.
     return EPSILON_CAP
 
   # (i) Single thresholds t over [lo, hi] of the pooled values, predicting positive iff
@@ -172,8 +188,11 @@ def forget_quality(unlearned, retrained, *, delta: float = 1e-5) -> ForgetQualit
   For each forget example s, with ``u = unlearned[:, s]`` and ``r = retrained[:, s]``:
 
   1. The positive side is the one (``u`` or ``r``) with the larger median.
-  2. If ``min(range) / max(range) < 0.01`` for the two samples' ranges (max - min), or both are
-     constant, ``eps_s = 50`` (the cap).
+  2. If both samples are constant, ``eps_s = 0`` when the two constants are equal (identical
+     distributions) and 50 (the cap) when they differ (perfectly separable). Otherwise, if
+     ``min(range) / max(range) < 0.01`` for the two samples' ranges (max - min), ``eps_s = 50``.
+     (The reference caps the second case, and the first case's different constants through its
+     rule sweep; it raises on equal constants, where it computes 0 / 0.)
   3. Decision rules: (i) single thresholds ``t``, 100 per unit over [min, max] of the pooled
      values (at least 2), predicting positive iff ``value >= t``; (ii) interval rules that
      predict the peakier side (smaller range, width ``w``) inside ``[l, r]``: right ends from
