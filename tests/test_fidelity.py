@@ -56,3 +56,27 @@ def test_presets_of_the_scrub_notebooks():
   fs = jun.make_config("finetune", preset="scrub_small")
   assert (fs.anchor, fs.train_mode, fs.optim.momentum, fs.optim.schedule) == (0.05, False, 0.0, "constant")
   assert jun.make_config("finetune").anchor == 0.0 and jun.make_config("finetune").train_mode
+
+
+def test_salun_labels_include_the_true_class_ours_never(class_data):
+  from jaxunlearn.unlearn import _random_label
+
+  forget = np.asarray(class_data.forget)
+  y = np.asarray(class_data.y)[forget]
+  for exclude, expect_true in ((True, False), (False, True)):
+    draws = np.stack([np.asarray(_random_label.random_label_targets(jax.random.key(i), class_data, exclude))[forget]
+                      for i in range(40)])
+    assert (draws == y).any() == expect_true
+    assert set(np.unique(draws)) <= set(range(class_data.num_classes))
+  frac = np.mean(np.stack([np.asarray(_random_label.random_label_targets(jax.random.key(i), class_data, False))[forget]
+                           for i in range(200)]) == y)
+  assert abs(frac - 1 / class_data.num_classes) < 0.05  # uniform over all C classes: 1 in C is the true one
+
+
+def test_presets_named_after_their_source():
+  ng = jun.make_config("neggrad", preset="salun_paper")
+  assert (ng.optim.lr, ng.batch_size) == (1e-4, 256)
+  s = jun.make_config("salun", preset="salun_paper")
+  assert (s.optim.lr, s.batch_size, s.exclude_true) == (0.013, 256, False)
+  assert not jun.make_config("random_label", preset="salun_paper").exclude_true
+  assert jun.make_config("random_label").exclude_true and jun.make_config("salun").exclude_true

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import OptimConfig
+from jaxunlearn.train import check_bool
 from jaxunlearn.train import check_real
 from jaxunlearn.unlearn import masks
 from jaxunlearn.unlearn._base import check_loop_fields
@@ -111,6 +112,9 @@ class SalunConfig:
     optim: SGD lr 0.01, momentum 0.9, weight decay 5e-4, constant rate (as ``random_label``'s).
     augment: random crop + flip (off).
     score_batch_size: forget batch size for the saliency gradients.
+    exclude_true: as ``random_label``'s (False: SalUn's code, labels over all classes).
+
+  Preset ``salun_paper``: SalUn's CIFAR-10 settings (lr 0.013, batch 256, labels over all classes).
   """
 
   fraction: float = 0.5
@@ -119,13 +123,15 @@ class SalunConfig:
   optim: OptimConfig = OptimConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="constant")
   augment: bool = False
   score_batch_size: int = 128
+  exclude_true: bool = True
 
   def __post_init__(self):
     check_loop_fields(self, "score_batch_size")
     check_real(self, "fraction", lo=0.0, hi=1.0)
+    check_bool(self, "exclude_true")
 
 
-@register("salun", SalunConfig)
+@register("salun", SalunConfig, presets={"salun_paper": dict(lr=0.013, batch_size=256, exclude_true=False)})
 def salun(state: ModelState, data: UnlearnData, key: jax.Array, config: SalunConfig, hparams, *,
           mask=None) -> tuple[ModelState, dict]:
   """SalUn: :func:`~jaxunlearn.unlearn.random_label` restricted to the saliency mask.

@@ -34,7 +34,8 @@ class NegGradConfig:
 
   These are our defaults (the SGD settings of the finetune baseline, constant rate, 5 epochs); the
   SCRUB and Unlearn-Sparse (Jia et al., NeurIPS 2023) code bases tune the learning rate and epochs per
-  setting (gradient ascent diverges if run long with a large learning rate).
+  setting (gradient ascent diverges if run long with a large learning rate). Preset ``salun_paper``:
+  SalUn's GA (lr 1e-4, batch 256).
 
   Attributes:
     epochs: passes over the forget set.
@@ -52,7 +53,7 @@ class NegGradConfig:
     check_loop_fields(self)
 
 
-@register("neggrad", NegGradConfig)
+@register("neggrad", NegGradConfig, presets={"salun_paper": dict(lr=1e-4, batch_size=256)})
 def neggrad(state: ModelState, data: UnlearnData, key: jax.Array, config: NegGradConfig, hparams, *,
             mask=None) -> tuple[ModelState, dict]:
   """NegGrad: minimises ``-CE`` on forget batches (gradient ascent on the forget loss).

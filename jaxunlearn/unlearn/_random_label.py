@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import OptimConfig
+from jaxunlearn.train import check_bool
 from jaxunlearn.train import epoch_batches
 from jaxunlearn.train import steps_per_epoch
 from jaxunlearn.unlearn._base import ce_loss
@@ -32,22 +33,28 @@ class RandomLabelConfig:
     batch_size: batch size over the union.
     optim: optimizer (see ``OptimConfig``).
     augment: random crop + flip.
+    exclude_true: draw a forget example's random label from the OTHER classes (ours: every draw is a
+      wrong label); False draws over all C classes, the true one included, as SalUn's code does
+      (preset ``salun_paper``; with 10 classes 1 draw in 10 keeps the true label).
   """
 
   epochs: int = 10
   batch_size: int = 128
   optim: OptimConfig = OptimConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="constant")
   augment: bool = False
+  exclude_true: bool = True
 
   def __post_init__(self):
     check_loop_fields(self)
+    check_bool(self, "exclude_true")
 
 
-def random_label_targets(key: jax.Array, data: UnlearnData) -> jax.Array:
+def random_label_targets(key: jax.Array, data: UnlearnData, exclude_true: bool = True) -> jax.Array:
   """Labels ``int32 [N]``: ``data.y`` with every forget example's label replaced by a wrong one drawn
-  uniformly from the other ``num_classes - 1`` classes (``(y + U{1..C-1}) mod C``)."""
+  uniformly from the other ``num_classes - 1`` classes (``(y + U{1..C-1}) mod C``), or, with
+  ``exclude_true=False``, by one drawn uniformly from all ``num_classes`` (``(y + U{0..C-1}) mod C``)."""
   n, c = data.y.shape[0], data.num_classes
-  shift = jax.random.randint(key, (n,), 1, c)
+  shift = jax.random.randint(key, (n,), 1 if exclude_true else 0, c)
   is_forget = jnp.zeros((n,), bool).at[data.forget].set(True)
   return jnp.where(is_forget, (data.y + shift) % c, data.y).astype(jnp.int32)
 
@@ -64,14 +71,17 @@ def relabel_run(state: ModelState, data: UnlearnData, key: jax.Array, config, hp
 
   def plan(k, e):
     kp, kl = jax.random.split(k)
-    labels = random_label_targets(kl, data)
+    labels = random_label_targets(kl, data, getattr(config, "exclude_true", True))
     idx = epoch_batches(kp, union, config.batch_size)
     return {"idx": idx, "y": labels[idx]}
 
   return drive(state, key, config, hparams, ce_loss(state.model, data, config.augment), plan, spe, mask=mask)
 
 
-@register("random_label", RandomLabelConfig)
+@register("random_label", RandomLabelConfig, presets={
+    # SalUn's code (Fan et al., ICLR 2024): labels drawn over all classes, the true one included
+    "salun_paper": dict(exclude_true=False),
+})
 def random_label(state: ModelState, data: UnlearnData, key: jax.Array, config: RandomLabelConfig, hparams, *,
                  mask=None) -> tuple[ModelState, dict]:
   """Random Label: supervised training on retain + forget, forget labels replaced by wrong ones.
