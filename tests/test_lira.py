@@ -262,3 +262,20 @@ def test_lira_conventions_bad_input():
     mia.lira(np.zeros(2), shadow, keep, convention="paper")
   with pytest.raises(ValueError, match="statistic"):
     mia.ulira(np.zeros(2), shadow, keep, statistic="mode")
+
+
+@pytest.mark.parametrize("m,p", [(7, 0.5), (10, 0.25), (5, 0.5), (10, 0.29), (8, 0.5), (100, 0.29)])
+def test_keep_mask_reference_convention_floors(m, p):
+  ref = jdata.keep_mask(jax.random.key(4), m, 300, balance="examples", p=p, convention="reference")
+  ours = jdata.keep_mask(jax.random.key(4), m, 300, balance="examples", p=p)
+  np.testing.assert_array_equal(ref.sum(0), int(p * m))  # train.py: order < int(pkeep * M)
+  np.testing.assert_array_equal(ours.sum(0), math.ceil(round(p * m, 9)))
+  assert (ref.sum(0)[0] < ours.sum(0)[0]) == (p * m != round(p * m))  # differ iff p*M not integral
+  assert np.all(ref <= ours)  # the same draw: the reference's k models are ours' first k
+
+
+def test_keep_mask_convention_bad_input():
+  with pytest.raises(ValueError, match="convention"):
+    jdata.keep_mask(0, 8, 100, balance="examples", convention="floor")
+  with pytest.raises(ValueError, match="balance='examples'"):
+    jdata.keep_mask(0, 8, 100, convention="reference")
