@@ -255,22 +255,24 @@ def ulira(target_scores, shadow_scores, shadow_unlearned, *, online: bool = True
                offline_mode=offline_mode, convention=convention, statistic=statistic)
 
 
-def evaluate_attack(scores, is_member) -> dict[str, float]:
+def evaluate_attack(scores, is_member, *, strict: bool = False) -> dict[str, float]:
   """Standard membership-inference summary of an attack's scores.
 
   Args:
     scores: ``[N]`` attack scores, higher = more likely a member.
     is_member: ``bool [N]`` ground truth (both classes present).
+    strict: read the TPRs at FPR ``< target`` (the LiRA reference's read-out) instead of our
+      default FPR ``<= target`` (see ``jaxunlearn.metrics.tpr_at_fpr``).
 
   Returns:
     ``{"auc", "tpr@0.1%", "tpr@1%", "best_accuracy"}``: ROC AUC, TPR at FPR <= 0.001 and
-    <= 0.01 (see ``jaxunlearn.metrics.tpr_at_fpr``) and the best balanced accuracy over
-    thresholds, as Python floats.
+    <= 0.01 (``strict``: < 0.001 and < 0.01) and the best balanced accuracy over thresholds, as
+    Python floats.
   """
   fpr, tpr, _ = roc_curve(scores, is_member)
   return {
       "auc": auc(fpr, tpr),
-      "tpr@0.1%": tpr_at_fpr(scores, is_member, 0.001),
-      "tpr@1%": tpr_at_fpr(scores, is_member, 0.01),
+      "tpr@0.1%": tpr_at_fpr(scores, is_member, 0.001, strict=strict),
+      "tpr@1%": tpr_at_fpr(scores, is_member, 0.01, strict=strict),
       "best_accuracy": best_threshold_accuracy(scores, is_member),
   }
