@@ -279,3 +279,41 @@ def test_keep_mask_convention_bad_input():
     jdata.keep_mask(0, 8, 100, balance="examples", convention="floor")
   with pytest.raises(ValueError, match="balance='examples'"):
     jdata.keep_mask(0, 8, 100, convention="reference")
+
+
+def test_ulira_mean_statistic_matches_plain_computation():
+  rng = np.random.default_rng(11)
+  m, n, a = 9, 25, 2
+  unlearned = rng.random((m, n)) < 0.5
+  unlearned[0], unlearned[1] = True, False
+  shadow = rng.exponential(size=(m, n, a)) + 1.0 * unlearned[:, :, None]  # skewed: mean != median
+  target = rng.normal(size=(n, a))
+  for online in (True, False):
+    expected = np.zeros(n)
+    for j in range(n):
+      for aug in range(a):
+        ins = [shadow[i, j, aug] for i in range(m) if unlearned[i, j]]
+        outs = [shadow[i, j, aug] for i in range(m) if not unlearned[i, j]]
+        lp_out = stats.norm.logpdf(target[j, aug], np.mean(outs), np.std(outs) + 1e-30)
+        if online:
+          lp_in = stats.norm.logpdf(target[j, aug], np.mean(ins), np.std(ins) + 1e-30)
+          expected[j] += (lp_in - lp_out) / a
+        else:
+          expected[j] += stats.norm.cdf(target[j, aug], np.mean(outs), np.std(outs) + 1e-30) / a
+    got = mia.ulira(target, shadow, unlearned, online=online, statistic="mean")
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    median = mia.ulira(target, shadow, unlearned, online=online)
+    assert np.max(np.abs(median - expected)) > 1e-3
+
+
+def test_ulira_mean_and_median_agree_on_symmetric_scores():
+  rng = np.random.default_rng(12)
+  n = 20
+  unlearned = np.array([[1] * n, [1] * n, [0] * n, [0] * n, [0] * n], bool)
+  centre_in, centre_out = rng.normal(size=n) + 1.0, rng.normal(size=n)
+  d_in, d_out = rng.random(n), rng.random(n)
+  shadow = np.stack([centre_in + d_in, centre_in - d_in, centre_out - d_out, centre_out,
+                     centre_out + d_out])  # each side symmetric about its centre
+  target = rng.normal(size=n)
+  np.testing.assert_allclose(mia.ulira(target, shadow, unlearned, statistic="mean"),
+                             mia.ulira(target, shadow, unlearned), rtol=1e-9)
