@@ -228,13 +228,14 @@ def ulira(target_scores, shadow_scores, shadow_unlearned, *, online: bool = True
   unlearned.
 
   ``statistic``: our default centres each Gaussian at the MEDIAN of its shadow scores (as LiRA's
-  reference code); DeepUnlearn's ``consolidate_predictions.py`` (the U-LiRA code of Hayes et al.)
-  uses MEANS: pass ``statistic="mean"``. The two agree exactly when every example's IN and OUT
-  scores are symmetric about their centre (e.g. two models per side). Sigma is the population
-  std about the mean either way. DeepUnlearn also scores in-sample (the scored model's own
-  output is among those the Gaussians are fitted on); this function never excludes anything
-  itself, so in-sample scoring is had by passing shadow scores that include the target model
-  (``jaxunlearn.mia.lira_attacks`` is leave-one-out instead).
+  reference code); DeepUnlearn's ``consolidate_predictions.py`` uses MEANS: pass
+  ``statistic="mean"``. The two agree exactly when every example's IN and OUT scores are
+  symmetric about their centre (e.g. two models per side). Sigma is the population std about
+  the mean either way. DeepUnlearn also scores in-sample (as we read its description: the scored
+  model's own output is among the scores the Gaussians are fitted on); this function never
+  excludes anything itself, so in-sample scoring is had by passing shadow scores that include
+  the target model (``jaxunlearn.mia.lira_attacks`` is leave-one-out instead). Not reproduced
+  beyond these two points.
 
   Args:
     target_scores: ``[N]`` or ``[N, A]`` logit confidences of the target model.
