@@ -159,3 +159,161 @@ def test_evaluate_attack_hand_case():
   # Members score 10, 9, 7, 6, 4 and non-members 8, 5, 3, 2, 1: 5 + 5 + 4 + 4 + 3 = 21 of the 25
   # member/non-member pairs are ordered correctly, so AUC = 21 / 25 (no ties).
   assert res["auc"] == pytest.approx(0.84, abs=1e-12)
+
+
+def _reference_plot_py(target, shadow, keep, *, online, fixed_variance):
+  """plot.py's LiRA from its description, plainly, per example: target [N, A], shadow [M, N, A]."""
+  m, n, a = shadow.shape
+  ins = [[shadow[i, j] for i in range(m) if keep[i, j]] for j in range(n)]  # model order
+  outs = [[shadow[i, j] for i in range(m) if not keep[i, j]] for j in range(n)]
+  k_in = min(len(v) for v in ins)
+  k_out = min(len(v) for v in outs)
+  ins = np.array([v[:k_in] for v in ins])  # [N, k_in, A]
+  outs = np.array([v[:k_out] for v in outs])
+  scores = np.zeros(n)
+  for j in range(n):
+    total = 0.0
+    for aug in range(a):
+      x = target[j, aug]
+      mu_out = np.median(outs[j, :, aug])
+      if online:
+        mu_in = np.median(ins[j, :, aug])
+        if fixed_variance:
+          sd_in = sd_out = np.std(ins)  # the IN pool's sigma on both sides
+        else:
+          sd_in, sd_out = np.std(ins[j, :, aug]), np.std(outs[j, :, aug])
+        total += (stats.norm.logpdf(x, mu_in, sd_in + 1e-30)
+                  - stats.norm.logpdf(x, mu_out, sd_out + 1e-30))
+      else:
+        sd_out = np.std(outs) if fixed_variance else np.std(outs[j, :, aug])
+        total += -stats.norm.logpdf(x, mu_out, sd_out + 1e-30)
+    scores[j] = total / a
+  return scores
+
+
+@pytest.mark.parametrize("online,fixed_variance", [(True, False), (True, True), (False, False),
+                                                   (False, True)])
+def test_lira_reference_convention_matches_plain_reimplementation(online, fixed_variance):
+  rng = np.random.default_rng(5)
+  m, n, a = 11, 40, 2
+  keep = rng.random((m, n)) < 0.5  # uneven membership: counts differ between examples
+  keep[0, :] = True
+  keep[1, :] = False
+  keep[2, :] = True
+  keep[3, :] = False
+  shadow = rng.normal(size=(m, n, a)) + 2.0 * keep[:, :, None] + rng.normal(size=(1, n, 1))
+  target = rng.normal(size=(n, a)) + rng.normal(size=(n, 1))
+  assert len(set(keep.sum(0))) > 2
+  expected = _reference_plot_py(target, shadow, keep, online=online,
+                                fixed_variance=fixed_variance)
+  got = mia.lira(target, shadow, keep, online=online, fixed_variance=fixed_variance,
+                 convention="reference")
+  np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+  # ours uses every model: different scores on uneven membership
+  ours = mia.lira(target, shadow, keep, online=online, fixed_variance=fixed_variance,
+                  offline_mode="neg_logpdf")
+  assert np.max(np.abs(ours - expected)) > 1e-3
+
+
+def test_lira_reference_convention_on_even_membership():
+  # every example in exactly half the models: only the fixed-variance online sigma and the
+  # offline default differ
+  target, shadow, keep, _ = _synthetic(2.0, n_models=8, n_examples=30, n_aug=2)
+  np.testing.assert_array_equal(keep.sum(0), 4)
+  for kw in (dict(online=True), dict(online=False, offline_mode="neg_logpdf"),
+             dict(online=False, offline_mode="cdf"),
+             dict(online=False, fixed_variance=True, offline_mode="neg_logpdf")):
+    np.testing.assert_allclose(mia.lira(target, shadow, keep, convention="reference", **kw),
+                               mia.lira(target, shadow, keep, **kw), rtol=1e-12)
+  ref_fixed = mia.lira(target, shadow, keep, fixed_variance=True, convention="reference")
+  ours_fixed = mia.lira(target, shadow, keep, fixed_variance=True)
+  assert np.max(np.abs(ref_fixed - ours_fixed)) > 1e-3
+  # the reference's fixed sigma is the IN pool's on both sides
+  sd = np.std(shadow[keep])
+  mu_in = np.stack([np.median(shadow[keep[:, j], j], 0) for j in range(30)])
+  mu_out = np.stack([np.median(shadow[~keep[:, j], j], 0) for j in range(30)])
+  expected = np.mean(stats.norm.logpdf(target, mu_in, sd) - stats.norm.logpdf(target, mu_out, sd), -1)
+  np.testing.assert_allclose(ref_fixed, expected, rtol=1e-12)
+  # offline default: reference = negative log-likelihood under OUT, ours = the one-sided cdf
+  np.testing.assert_allclose(mia.lira(target, shadow, keep, online=False, convention="reference"),
+                             mia.lira(target, shadow, keep, online=False, offline_mode="neg_logpdf"),
+                             rtol=1e-12)
+  np.testing.assert_allclose(mia.lira(target, shadow, keep, online=False),
+                             mia.lira(target, shadow, keep, online=False, offline_mode="cdf"),
+                             rtol=1e-12)
+
+
+def test_lira_reference_convention_hand_case():
+  # OUT counts: example 0 has 3 OUT models, example 1 has 2 -> the reference keeps the first 2.
+  shadow = np.array([[5.0, 0.0], [0.0, 7.0], [2.0, 9.0], [4.0, 1.0], [9.0, 3.0]])
+  keep = np.array([[1, 0], [0, 1], [0, 1], [0, 1], [1, 0]], bool)
+  x = np.array([1.0, 1.0])
+  ref = mia.lira(x, shadow, keep, online=False, convention="reference")
+  # example 0: OUT {0, 2} (not 4): median 1, std 1 -> -log N(1; 1, 1)
+  assert ref[0] == pytest.approx(0.5 * math.log(2 * math.pi), rel=1e-12)
+  ours = mia.lira(x, shadow, keep, online=False, offline_mode="neg_logpdf")
+  assert ours[0] == pytest.approx(-stats.norm.logpdf(1.0, 2.0, np.std([0.0, 2.0, 4.0])), rel=1e-12)
+
+
+def test_lira_conventions_bad_input():
+  shadow = np.arange(8.0).reshape(4, 2)
+  keep = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], bool)
+  with pytest.raises(ValueError, match="convention"):
+    mia.lira(np.zeros(2), shadow, keep, convention="paper")
+  with pytest.raises(ValueError, match="statistic"):
+    mia.ulira(np.zeros(2), shadow, keep, statistic="mode")
+
+
+@pytest.mark.parametrize("m,p", [(7, 0.5), (10, 0.25), (5, 0.5), (10, 0.29), (8, 0.5), (100, 0.29)])
+def test_keep_mask_reference_convention_floors(m, p):
+  ref = jdata.keep_mask(jax.random.key(4), m, 300, balance="examples", p=p, convention="reference")
+  ours = jdata.keep_mask(jax.random.key(4), m, 300, balance="examples", p=p)
+  np.testing.assert_array_equal(ref.sum(0), int(p * m))  # train.py: order < int(pkeep * M)
+  np.testing.assert_array_equal(ours.sum(0), math.ceil(round(p * m, 9)))
+  assert (ref.sum(0)[0] < ours.sum(0)[0]) == (p * m != round(p * m))  # differ iff p*M not integral
+  assert np.all(ref <= ours)  # the same draw: the reference's k models are ours' first k
+
+
+def test_keep_mask_convention_bad_input():
+  with pytest.raises(ValueError, match="convention"):
+    jdata.keep_mask(0, 8, 100, balance="examples", convention="floor")
+  with pytest.raises(ValueError, match="balance='examples'"):
+    jdata.keep_mask(0, 8, 100, convention="reference")
+
+
+def test_ulira_mean_statistic_matches_plain_computation():
+  rng = np.random.default_rng(11)
+  m, n, a = 9, 25, 2
+  unlearned = rng.random((m, n)) < 0.5
+  unlearned[0], unlearned[1] = True, False
+  shadow = rng.exponential(size=(m, n, a)) + 1.0 * unlearned[:, :, None]  # skewed: mean != median
+  target = rng.normal(size=(n, a))
+  for online in (True, False):
+    expected = np.zeros(n)
+    for j in range(n):
+      for aug in range(a):
+        ins = [shadow[i, j, aug] for i in range(m) if unlearned[i, j]]
+        outs = [shadow[i, j, aug] for i in range(m) if not unlearned[i, j]]
+        lp_out = stats.norm.logpdf(target[j, aug], np.mean(outs), np.std(outs) + 1e-30)
+        if online:
+          lp_in = stats.norm.logpdf(target[j, aug], np.mean(ins), np.std(ins) + 1e-30)
+          expected[j] += (lp_in - lp_out) / a
+        else:
+          expected[j] += stats.norm.cdf(target[j, aug], np.mean(outs), np.std(outs) + 1e-30) / a
+    got = mia.ulira(target, shadow, unlearned, online=online, statistic="mean")
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    median = mia.ulira(target, shadow, unlearned, online=online)
+    assert np.max(np.abs(median - expected)) > 1e-3
+
+
+def test_ulira_mean_and_median_agree_on_symmetric_scores():
+  rng = np.random.default_rng(12)
+  n = 20
+  unlearned = np.array([[1] * n, [1] * n, [0] * n, [0] * n, [0] * n], bool)
+  centre_in, centre_out = rng.normal(size=n) + 1.0, rng.normal(size=n)
+  d_in, d_out = rng.random(n), rng.random(n)
+  shadow = np.stack([centre_in + d_in, centre_in - d_in, centre_out - d_out, centre_out,
+                     centre_out + d_out])  # each side symmetric about its centre
+  target = rng.normal(size=n)
+  np.testing.assert_allclose(mia.ulira(target, shadow, unlearned, statistic="mean"),
+                             mia.ulira(target, shadow, unlearned), rtol=1e-9)

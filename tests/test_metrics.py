@@ -7,6 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from jaxunlearn import metrics
+from jaxunlearn import mia
 
 
 # ----------------------------------------------------------------------------- accuracy, ToW
@@ -183,6 +184,27 @@ def test_tpr_at_fpr_and_best_accuracy_hand_case():
   assert metrics.best_threshold_accuracy(scores, y) == pytest.approx(0.8)
   assert metrics.auc(*metrics.roc_curve(scores, y)[:2]) == pytest.approx(
       skm.roc_auc_score(y, scores))
+
+
+def test_tpr_at_fpr_strict_reads_below_the_target():
+  # 10 members, 1000 non-members; exactly one false positive (FPR 1/1000) before the last 5 members.
+  scores = np.concatenate([np.full(5, 3.0), [2.0], np.full(5, 1.0), np.zeros(999)])
+  y = np.concatenate([np.ones(5), [0], np.ones(5), np.zeros(999)]).astype(bool)
+  assert metrics.tpr_at_fpr(scores, y, 0.001) == pytest.approx(1.0)  # FPR <= 0.1 %
+  assert metrics.tpr_at_fpr(scores, y, 0.001, strict=True) == pytest.approx(0.5)  # FPR < 0.1 %
+  assert mia.evaluate_attack(scores, y)["tpr@0.1%"] == pytest.approx(1.0)
+  assert mia.evaluate_attack(scores, y, strict=True)["tpr@0.1%"] == pytest.approx(0.5)
+  # the LiRA reference's read-out, tpr[where(fpr < target)[-1]] on sklearn's curve, on random data
+  rng = np.random.default_rng(7)
+  for _ in range(20):
+    yr = rng.random(3000) < 0.4
+    s = np.round(rng.normal(size=3000) + yr, 1)  # ties
+    fpr, tpr, _ = skm.roc_curve(yr, s)
+    for target in (0.001, 0.01, 0.1):
+      want = tpr[np.where(fpr < target)[0][-1]]
+      assert metrics.tpr_at_fpr(s, yr, target, strict=True) == pytest.approx(want, abs=1e-15)
+  with pytest.raises(ValueError, match="strict"):
+    metrics.tpr_at_fpr(scores, y, 0.0, strict=True)
 
 
 def test_best_threshold_accuracy_matches_brute_force():

@@ -51,6 +51,10 @@ def test_lira_smoke(tmp_path, monkeypatch):
   assert disk["targets"] == 6 and disk["augmentations"] == 1 and disk["pooled_examples"] > 6 * 30
   assert set(disk["accuracy"]) == {"train_mean", "heldout_mean", "test_mean"}
   assert disk["attacks"] == res["attacks"]
+  # the table states its read-out and convention, in the JSON and under the printed table
+  assert disk["tpr_readout"] == "fpr <= target" and disk["lira_convention"] == "ours"
+  text = studies.format_result(disk)
+  assert "TPR read-out: FPR <= target" in text and "convention 'ours'" in text
   _png(out / disk["plots"]["roc"])
   assert not list(out.glob("*.tmp"))
 
@@ -68,6 +72,8 @@ def test_ulira_smoke(tmp_path):
     assert all(set(a) == ATTACK_KEYS for a in disk[key].values())
   assert set(disk["accuracy"]) == {"original", "unlearned"}
   assert set(disk["accuracy"]["unlearned"]) == {"retain", "forget", "test"}
+  assert disk["tpr_readout"] == "fpr <= target" and disk["lira_convention"] == "ours"
+  assert "TPR read-out: FPR <= target" in studies.format_result(disk)
   _png(out / disk["plots"]["roc"])
   _png(out / disk["plots"]["roc_original"])
 

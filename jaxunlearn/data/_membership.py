@@ -36,7 +36,7 @@ def _check_count(name: str, v, low: int) -> None:
 
 
 def keep_mask(key, num_models: int, num_examples: int, *, balance: str = "models", p: float = 0.5,
-              pool=None, paired: bool = False) -> np.ndarray:
+              pool=None, paired: bool = False, convention: str = "ours") -> np.ndarray:
   """Which of ``num_models`` models trains on which of ``num_examples`` examples: ``bool [M, N]``.
 
   ``balance="models"`` (default; what :func:`jaxunlearn.many.train_many` needs, every row the
@@ -52,8 +52,14 @@ def keep_mask(key, num_models: int, num_examples: int, *, balance: str = "models
   examples (U-LiRA's forget candidates) and ``(N - len(pool)) // 2`` others. Needs ``p = 0.5``.
 
   ``balance="examples"`` (the reference LiRA code's masks): ``u = uniform(key, (M, N));
-  keep = u.argsort(0) < p * M``, so every example is in exactly ``k = ceil(p * M)`` models and
-  each model holds about ``p * N`` examples (rows differ in size).
+  keep = u.argsort(0) < k``, so every example is in exactly ``k`` models and each model holds
+  about ``k / M * N`` examples (rows differ in size). ``convention="ours"`` (default):
+  ``k = ceil(p * M)`` (up to 1e-9), the fraction p rounded up (``p = 0.5`` with odd M puts every
+  example in (M + 1) / 2 models).
+  ``convention="reference"``: ``k = int(p * M)``, the plain Python floor of the float product, as
+  the reference ``train.py`` of tensorflow/privacy ``research/mi_lira_2021`` (including its float
+  artifacts, e.g. ``int(0.29 * 100) = 28``). Both agree whenever ``p * M`` is an integer (in floats).
+  ``"reference"`` needs ``balance="examples"`` (the reference's masks).
 
   Args:
     key: a typed ``jax.random.key``, a legacy ``uint32 [2]`` key, or an int seed.
@@ -62,6 +68,7 @@ def keep_mask(key, num_models: int, num_examples: int, *, balance: str = "models
     balance: ``"models"`` or ``"examples"`` (see above).
     p: fraction of models that train on each example (``"examples"``), in [0, 1].
     pool, paired: ``"models"`` only (see above).
+    convention: ``"ours"`` (ceil) or ``"reference"`` (floor): the count k for ``"examples"``.
 
   Returns:
     ``bool [M, N]`` numpy array; ``keep[m, n]`` is True iff model m trains on example n.
@@ -73,18 +80,25 @@ def keep_mask(key, num_models: int, num_examples: int, *, balance: str = "models
   p = float(p)
   if not 0.0 <= p <= 1.0:
     raise ValueError(f"p must be in [0, 1], got {p!r}")
+  if convention not in ("ours", "reference"):
+    raise ValueError(f"convention must be 'ours' or 'reference', got {convention!r}")
   key = as_key(key)
   if balance == "examples":
     if pool is not None or paired:
       raise ValueError("pool and paired need balance='models'")
-    return _balanced_examples(key, num_models, num_examples, p)
+    return _balanced_examples(key, num_models, num_examples, p, convention)
+  if convention != "ours":
+    raise ValueError(f"convention={convention!r} needs balance='examples' (the reference's masks)")
   if p != 0.5:
     raise ValueError(f"balance='models' keeps half of the examples (p=0.5), got p={p!r}")
   return _balanced_models(key, num_models, num_examples, pool, paired)
 
 
-def _balanced_examples(key, num_models: int, num_examples: int, p: float) -> np.ndarray:
-  k = int(np.ceil(p * num_models - 1e-9))  # the reference's count of orders < p * M
+def _balanced_examples(key, num_models: int, num_examples: int, p: float, convention: str) -> np.ndarray:
+  if convention == "reference":
+    k = int(p * num_models)  # train.py: order < int(pkeep * num_experiments)
+  else:
+    k = int(np.ceil(p * num_models - 1e-9))
   u = np.asarray(jax.random.uniform(key, (num_models, num_examples)))
   order = np.argsort(u, axis=0, kind="stable")
   return order < k

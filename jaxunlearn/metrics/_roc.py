@@ -109,17 +109,22 @@ def auc(fpr, tpr) -> float:
   return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 
-def tpr_at_fpr(scores, is_member, fpr: float) -> float:
+def tpr_at_fpr(scores, is_member, fpr: float, *, strict: bool = False) -> float:
   """True-positive rate at a fixed low false-positive rate.
 
   Returns the TPR of the lowest threshold (= the ROC point with the largest
-  FPR) whose FPR is still ``<= fpr``; i.e. the best TPR attainable without
-  exceeding the target FPR. Typical targets: 0.001 (0.1 %) and 0.01 (1 %).
+  FPR) whose FPR is still ``<= fpr`` (default); i.e. the best TPR attainable
+  without exceeding the target FPR. With ``strict=True`` the FPR must be
+  ``< fpr``, the read-out of the LiRA reference code (tensorflow/privacy
+  ``research/mi_lira_2021/plot.py``): the two differ when a ROC point lands
+  exactly on the target, e.g. one false positive among 1000 non-members at
+  ``fpr=0.001``. Typical targets: 0.001 (0.1 %) and 0.01 (1 %).
 
   Args:
     scores: [N] real scores, higher = more likely a member.
     is_member: [N] bool ground truth.
-    fpr: target false-positive rate in [0, 1].
+    fpr: target false-positive rate in [0, 1] (``(0, 1]`` when ``strict``).
+    strict: read at FPR ``< fpr`` instead of ``<= fpr``.
 
   Returns:
     The TPR as a Python float.
@@ -127,9 +132,11 @@ def tpr_at_fpr(scores, is_member, fpr: float) -> float:
   fpr_target = float(fpr)
   if not 0.0 <= fpr_target <= 1.0:
     raise ValueError(f"fpr must be in [0, 1], got {fpr!r}")
+  if strict and fpr_target == 0.0:
+    raise ValueError(f"fpr must be > 0 with strict=True (no ROC point has FPR < 0), got {fpr!r}")
   fprs, tprs, _ = roc_curve(scores, is_member)
   # fprs is non-decreasing and fprs[0] == 0, so the index always exists.
-  idx = np.searchsorted(fprs, fpr_target, side="right") - 1
+  idx = np.searchsorted(fprs, fpr_target, side="left" if strict else "right") - 1
   return float(tprs[idx])
 
 

@@ -1,7 +1,8 @@
 """LiRA (Carlini et al., 2022) and U-LiRA (Hayes et al., 2024) per-example membership attacks.
 
 Plain numpy / scipy in float64, outside jit. Follows the reference LiRA code
-(tensorflow/privacy ``research/mi_lira_2021/plot.py``): per example, the shadow models'
+(tensorflow/privacy ``research/mi_lira_2021/plot.py``; ``convention="reference"`` reproduces it
+where our default differs, see :func:`lira`): per example, the shadow models'
 logit confidences (see ``jaxunlearn.metrics.logit_confidence``) on the example are split by
 whether the model trained on it ("in") or not ("out"); each side is summarised by its *median*
 and (population) standard deviation per augmentation, and the target model's confidence is
@@ -24,6 +25,8 @@ __all__ = ("evaluate_attack", "lira", "ulira")
 
 _SIGMA_EPS = 1e-30
 _OFFLINE_MODES = ("cdf", "neg_logpdf")
+_CONVENTIONS = ("ours", "reference")
+_STATISTICS = ("median", "mean")
 
 
 def _as_float(x, name: str) -> np.ndarray:
@@ -50,8 +53,9 @@ def _as_mask(x, name: str, shape: tuple[int, ...]) -> np.ndarray:
   return x
 
 
-def _masked_median_std(scores: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Median and population std over the models axis of ``scores`` [M, N, A] where ``sel`` [M, N].
+def _masked_center_std(scores: np.ndarray, sel: np.ndarray, statistic: str = "median"
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """Median (or mean) and population std over the models axis of ``scores`` [M, N, A] where ``sel`` [M, N].
 
   Every column must have at least one selected model. Returns two [N, A] arrays.
   """
@@ -63,11 +67,22 @@ def _masked_median_std(scores: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray,
   median = (lo + hi) / 2.0
   mean = np.sum(np.where(sel3, scores, 0.0), axis=0) / n
   var = np.sum(np.where(sel3, (scores - mean[None]) ** 2, 0.0), axis=0) / n
-  return median, np.sqrt(var)
+  return (median if statistic == "median" else mean), np.sqrt(var)
+
+
+def _first_k(sel: np.ndarray, k: int) -> np.ndarray:
+  """``sel`` [M, N] keeping, per column, only its first ``k`` True entries in model order."""
+  return sel & (np.cumsum(sel, axis=0) <= k)
 
 
 def _lira(target_scores, shadow_scores, member, valid, *, member_name, online, fixed_variance,
-          offline_mode) -> np.ndarray:
+          offline_mode, convention, statistic) -> np.ndarray:
+  if convention not in _CONVENTIONS:
+    raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}")
+  if statistic not in _STATISTICS:
+    raise ValueError(f"statistic must be one of {_STATISTICS}, got {statistic!r}")
+  if offline_mode is None:
+    offline_mode = "cdf" if convention == "ours" else "neg_logpdf"
   if offline_mode not in _OFFLINE_MODES:
     raise ValueError(f"offline_mode must be one of {_OFFLINE_MODES}, got {offline_mode!r}")
   target = _as_float(target_scores, "target_scores")
@@ -95,17 +110,24 @@ def _lira(target_scores, shadow_scores, member, valid, *, member_name, online, f
     j = int(np.flatnonzero(n_out == 0)[0])
     raise ValueError(f"example {j} is in every shadow model per {member_name} (no OUT model); "
                      "LiRA needs at least one OUT model per example")
-  mu_out, sd_out = _masked_median_std(shadow, sel_out)
-  if fixed_variance:
-    sd_out = np.full_like(sd_out, np.std(shadow[sel_out]))
-  sd_out = sd_out + _SIGMA_EPS
   if online:
     n_in = sel_in.sum(axis=0)
     if (n_in == 0).any():
       j = int(np.flatnonzero(n_in == 0)[0])
       raise ValueError(f"example {j} is in no shadow model per {member_name} (no IN model); "
                        "online LiRA needs at least one IN model per example")
-    mu_in, sd_in = _masked_median_std(shadow, sel_in)
+  reference = convention == "reference"
+  if reference:  # plot.py: the first min-count OUT (and, online, IN) models of every example
+    sel_out = _first_k(sel_out, int(n_out.min()))
+    if online:
+      sel_in = _first_k(sel_in, int(n_in.min()))
+  mu_out, sd_out = _masked_center_std(shadow, sel_out, statistic)
+  if fixed_variance:  # plot.py online: the IN pool's sigma on both sides
+    pool = sel_in if (reference and online) else sel_out
+    sd_out = np.full_like(sd_out, np.std(shadow[pool]))
+  sd_out = sd_out + _SIGMA_EPS
+  if online:
+    mu_in, sd_in = _masked_center_std(shadow, sel_in, statistic)
     if fixed_variance:
       sd_in = np.full_like(sd_in, np.std(shadow[sel_in]))
     sd_in = sd_in + _SIGMA_EPS
@@ -119,23 +141,51 @@ def _lira(target_scores, shadow_scores, member, valid, *, member_name, online, f
 
 
 def lira(target_scores, shadow_scores, shadow_in, *, online: bool = True,
-         fixed_variance: bool = False, offline_mode: str = "cdf", shadow_valid=None
-         ) -> np.ndarray:
+         fixed_variance: bool = False, offline_mode: str | None = None, shadow_valid=None,
+         convention: str = "ours", statistic: str = "median") -> np.ndarray:
   """LiRA membership scores of a target model's examples (Carlini et al., 2022).
 
-  Per example n (and augmentation a): ``mu_in``, ``mu_out`` are the MEDIANS of the shadow
-  scores of the models that were / were not trained on n, ``sigma_in``, ``sigma_out`` their
-  (population, ddof=0) standard deviations plus 1e-30. With ``fixed_variance`` each side uses
-  one global sigma: the std of all its scores pooled over models, examples and augmentations.
+  Per example n (and augmentation a): ``mu_in``, ``mu_out`` are the MEDIANS (``statistic="mean"``:
+  means) of the shadow scores of the models that were / were not trained on n, ``sigma_in``,
+  ``sigma_out`` their (population, ddof=0, about the mean) standard deviations plus 1e-30. With
+  ``fixed_variance`` each side uses one global sigma: the std of all its scores pooled over models,
+  examples and augmentations.
 
   * online: ``log N(x; mu_in, sigma_in) - log N(x; mu_out, sigma_out)``.
-  * offline, ``offline_mode="cdf"``: the one-sided test of the LiRA paper,
-    ``Pr[Z < x]`` for ``Z ~ N(mu_out, sigma_out)``.
-  * offline, ``offline_mode="neg_logpdf"``: ``-log N(x; mu_out, sigma_out)``, the score the
-    reference code ranks by (two-sided: far from "out" on either side).
+  * offline, ``offline_mode="cdf"`` (default of ``convention="ours"``): the one-sided test of the
+    LiRA paper, ``Pr[Z < x]`` for ``Z ~ N(mu_out, sigma_out)``.
+  * offline, ``offline_mode="neg_logpdf"`` (default of ``convention="reference"``):
+    ``-log N(x; mu_out, sigma_out)``, the negative log-likelihood under the OUT Gaussian that the
+    reference code ranks by (two-sided: large when x is far from "out" on either side).
 
   The per-augmentation scores are averaged over the A augmentations. Higher = more likely a
   member.
+
+  ``convention="reference"`` reproduces ``research/mi_lira_2021/plot.py`` of tensorflow/privacy
+  (written from its description, not its code). When every example is in the same number of
+  shadow models (e.g. exactly half, as the reference's masks) both conventions give identical
+  scores for the same ``offline_mode``, except online with ``fixed_variance``. They differ in
+  four points, and ``"ours"`` (the default) is kept where it is the better estimator:
+
+  1. Uneven membership: the reference keeps, per example, only the first ``k_in`` IN and the first
+     ``k_out`` OUT models in model order, ``k_in`` / ``k_out`` the minimum over examples of the
+     IN / OUT counts (offline: OUT only). Ours uses all of them (more data per example, but not
+     comparable to the reference's numbers when counts differ).
+  2. Fixed variance, online: the reference uses the std of the pooled IN scores for BOTH sides
+     (``sigma_out = sigma_in``); ours pools each side separately (OUT sigma from OUT scores).
+     Offline the reference pools the OUT scores, as ours does (assumption: its offline variant
+     has no IN side).
+  3. Offline default: the reference ranks by ``-log N(x; mu_out, sigma_out)``; ours by the paper's
+     one-sided ``"cdf"`` test (a member scores *above* "out"; being far *below* it is not evidence
+     of membership). An explicit ``offline_mode`` overrides either default.
+  4. The keep mask: see ``jaxunlearn.data.keep_mask(..., convention=...)`` (floor vs ceil of p*M).
+
+  Both conventions use the median for ``mu`` and the population std about the mean for ``sigma``
+  (as the reference does); ``statistic="mean"`` changes ``mu`` only. Assumptions of the
+  "reference" convention: the selection is made after ``shadow_valid`` (the reference has no
+  validity mask), model order is the order of axis 0 of ``shadow_scores``, and the pooled fixed
+  sigma is the std about the global mean of the selected scores over models, examples and
+  augmentations. Examples with no OUT (online: no IN) model raise instead of yielding NaN.
 
   Args:
     target_scores: ``[N]`` or ``[N, A]`` logit confidences of the target model (A augmented
@@ -145,23 +195,27 @@ def lira(target_scores, shadow_scores, shadow_in, *, online: bool = True,
     shadow_in: ``bool [M, N]``, True where shadow model m was trained on example n.
     online: use the IN models too (likelihood ratio); else the offline test.
     fixed_variance: one global sigma per side instead of per-example sigmas.
-    offline_mode: ``"cdf"`` or ``"neg_logpdf"``, the offline score (ignored when online).
+    offline_mode: ``"cdf"`` or ``"neg_logpdf"``, the offline score (ignored when online);
+      default None: ``"cdf"`` for ``convention="ours"``, ``"neg_logpdf"`` for ``"reference"``.
     shadow_valid: optional ``bool [M, N]``; False excludes model m from example n's statistics.
+    convention: ``"ours"`` (default) or ``"reference"`` (see above).
+    statistic: ``"median"`` (default, as the reference) or ``"mean"``, the centre ``mu``.
 
   Returns:
     ``float64 [N]`` membership scores.
 
   Raises:
-    ValueError: on shape mismatches, NaN/inf scores, an example with no OUT model, or (online)
-      no IN model.
+    ValueError: on shape mismatches, NaN/inf scores, an unknown ``offline_mode`` /
+      ``convention`` / ``statistic``, an example with no OUT model, or (online) no IN model.
   """
   return _lira(target_scores, shadow_scores, shadow_in, shadow_valid, member_name="shadow_in",
-               online=online, fixed_variance=fixed_variance, offline_mode=offline_mode)
+               online=online, fixed_variance=fixed_variance, offline_mode=offline_mode,
+               convention=convention, statistic=statistic)
 
 
 def ulira(target_scores, shadow_scores, shadow_unlearned, *, online: bool = True,
-          fixed_variance: bool = False, offline_mode: str = "cdf", shadow_valid=None
-          ) -> np.ndarray:
+          fixed_variance: bool = False, offline_mode: str | None = None, shadow_valid=None,
+          statistic: str = "median", convention: str = "ours") -> np.ndarray:
   """U-LiRA: the per-example LiRA test for unlearning (Hayes et al., 2024).
 
   Identical to :func:`lira` except for what "in" means: the "in" distribution of example n is
@@ -173,6 +227,16 @@ def ulira(target_scores, shadow_scores, shadow_unlearned, *, online: bool = True
   with :func:`evaluate_attack` against the ground truth of which target examples were
   unlearned.
 
+  ``statistic``: our default centres each Gaussian at the MEDIAN of its shadow scores (as LiRA's
+  reference code); DeepUnlearn's ``consolidate_predictions.py`` uses MEANS: pass
+  ``statistic="mean"``. The two agree exactly when every example's IN and OUT scores are
+  symmetric about their centre (e.g. two models per side). Sigma is the population std about
+  the mean either way. DeepUnlearn also scores in-sample (as we read its description: the scored
+  model's own output is among the scores the Gaussians are fitted on); this function never
+  excludes anything itself, so in-sample scoring is had by passing shadow scores that include
+  the target model (``jaxunlearn.mia.lira_attacks`` is leave-one-out instead). Not reproduced
+  beyond these two points.
+
   Args:
     target_scores: ``[N]`` or ``[N, A]`` logit confidences of the target model.
     shadow_scores: ``[M, N]`` or ``[M, N, A]`` logit confidences of M shadow models.
@@ -181,31 +245,35 @@ def ulira(target_scores, shadow_scores, shadow_unlearned, *, online: bool = True
     fixed_variance: one global sigma per side instead of per-example sigmas.
     offline_mode: ``"cdf"`` or ``"neg_logpdf"`` (see :func:`lira`).
     shadow_valid: optional ``bool [M, N]``; False excludes model m from example n's statistics.
+    statistic: ``"median"`` (default) or ``"mean"`` (DeepUnlearn), the centre of each Gaussian.
+    convention: ``"ours"`` or ``"reference"`` (LiRA's reference code, see :func:`lira`).
 
   Returns:
     ``float64 [N]`` scores; higher = more likely unlearned (rather than never trained on).
   """
   return _lira(target_scores, shadow_scores, shadow_unlearned, shadow_valid,
                member_name="shadow_unlearned", online=online, fixed_variance=fixed_variance,
-               offline_mode=offline_mode)
+               offline_mode=offline_mode, convention=convention, statistic=statistic)
 
 
-def evaluate_attack(scores, is_member) -> dict[str, float]:
+def evaluate_attack(scores, is_member, *, strict: bool = False) -> dict[str, float]:
   """Standard membership-inference summary of an attack's scores.
 
   Args:
     scores: ``[N]`` attack scores, higher = more likely a member.
     is_member: ``bool [N]`` ground truth (both classes present).
+    strict: read the TPRs at FPR ``< target`` (the LiRA reference's read-out) instead of our
+      default FPR ``<= target`` (see ``jaxunlearn.metrics.tpr_at_fpr``).
 
   Returns:
     ``{"auc", "tpr@0.1%", "tpr@1%", "best_accuracy"}``: ROC AUC, TPR at FPR <= 0.001 and
-    <= 0.01 (see ``jaxunlearn.metrics.tpr_at_fpr``) and the best balanced accuracy over
-    thresholds, as Python floats.
+    <= 0.01 (``strict``: < 0.001 and < 0.01) and the best balanced accuracy over thresholds, as
+    Python floats.
   """
   fpr, tpr, _ = roc_curve(scores, is_member)
   return {
       "auc": auc(fpr, tpr),
-      "tpr@0.1%": tpr_at_fpr(scores, is_member, 0.001),
-      "tpr@1%": tpr_at_fpr(scores, is_member, 0.01),
+      "tpr@0.1%": tpr_at_fpr(scores, is_member, 0.001, strict=strict),
+      "tpr@1%": tpr_at_fpr(scores, is_member, 0.01, strict=strict),
       "best_accuracy": best_threshold_accuracy(scores, is_member),
   }

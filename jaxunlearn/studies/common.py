@@ -111,6 +111,22 @@ def versions() -> dict:
           "processes": jax.process_count()}
 
 
+# How the lira / ulira studies read their tables (written into every results.json, printed under
+# every table): TPR at FPR <= target (``metrics.tpr_at_fpr``, strict=False; the LiRA reference reads
+# FPR < target) and LiRA's "ours" convention (``mia.lira``: all shadow models, per-side pooled
+# fixed sigma, one-sided cdf offline test, median centres).
+TPR_READOUT = "fpr <= target"
+LIRA_CONVENTION = "ours"
+
+
+def readout_line(results: dict) -> str:
+  """The line printed under a lira / ulira table: which TPR read-out and LiRA convention it uses."""
+  readout = results.get("tpr_readout", TPR_READOUT)  # results written before the field: <=
+  conv = results.get("lira_convention", LIRA_CONVENTION)
+  return (f"TPR read-out: FPR {readout.removeprefix('fpr ')} (the LiRA reference reads FPR < target); "
+          f"LiRA convention {conv!r}: all shadow models, pooled OUT sigma, one-sided cdf offline")
+
+
 def summarise(attacks: dict, out: Path, title: str) -> tuple[dict, str]:
   """Per attack ``{auc, tpr@0.1%, tpr@1%, best_accuracy}``, and their ROC curves in ``out/roc.png``."""
   from jaxunlearn import metrics
@@ -140,7 +156,7 @@ def format_attacks(summary: dict) -> str:
 def format_result(results: dict) -> str:
   """The plain-text summary the command line prints for a study's results."""
   if results["study"] in ("lira", "ulira"):
-    lines = [format_attacks(results["attacks"])]
+    lines = [format_attacks(results["attacks"]), readout_line(results)]
     if results["study"] == "ulira":
       a = results["accuracy"]
       lines.append("accuracy  " + "  ".join(f"{k}: retain {100 * v['retain']:.1f}% forget {100 * v['forget']:.1f}% "

@@ -54,11 +54,14 @@ def run_lira(cfg: LiraConfig) -> dict:
 
     {"study": "lira", "config", "dataset", "model", "num_models", "num_examples", "targets",
      "augmentations", "attacks": {attack: {"auc", "tpr@0.1%", "tpr@1%", "best_accuracy"}},
+     "tpr_readout": "fpr <= target", "lira_convention": "ours",
      "accuracy": {"train_mean", "heldout_mean", "test_mean"}, "seconds": {...},
      "models_per_second", "strategy_used", "plots": {"roc": "roc.png"}, "versions"}
 
   with attacks ``online``, ``online_fixed_variance``, ``offline``, ``offline_fixed_variance``
-  (LiRA) and ``global_threshold`` (the target's confidence itself).
+  (LiRA) and ``global_threshold`` (the target's confidence itself). ``tpr_readout``: the TPRs are
+  read at FPR <= 0.1 % / 1 % (``metrics.tpr_at_fpr``; the LiRA reference reads FPR < target);
+  ``lira_convention``: :func:`jaxunlearn.mia.lira`'s default ``"ours"``.
   """
   tcfg, out, ds, model = _prepare(cfg)
   t0 = time.perf_counter()
@@ -88,6 +91,7 @@ def run_lira(cfg: LiraConfig) -> dict:
       "num_models": m_total, "num_examples": n, "targets": len(targets),
       "augmentations": int(conf.shape[-1]), "pooled_examples": int(attacks["online"][1].size),
       "attacks": summary,
+      "tpr_readout": C.TPR_READOUT, "lira_convention": C.LIRA_CONVENTION,
       "accuracy": {"train_mean": float(correct[keep].mean()), "heldout_mean": float(correct[~keep].mean()),
                    "test_mean": float(test_acc.mean())},
       "seconds": {"train": t_train, "total": total}, "models_per_second": m_total / t_train,

@@ -79,6 +79,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
     {"study": "ulira", "config", "method", "method_config", "num_models", "pool_size",
      "forget_per_model", "retain_per_model", "targets", "attacks": {...U-LiRA...},
      "original_attacks": {...LiRA on the originals over the same candidates...},
+     "tpr_readout": "fpr <= target", "lira_convention": "ours" (as in run_lira),
      "accuracy": {"original": {"retain", "forget", "test"}, "unlearned": {...}},
      "seconds", "models_per_second", "strategy_used", "plots": {"roc", "roc_original"}, "versions"}
   """
@@ -140,6 +141,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
       "retain_per_model": int(retain.shape[1]), "targets": len(targets),
       "pooled_examples": int(u_att["online"][1].size),
       "attacks": summary, "original_attacks": o_summary,
+      "tpr_readout": C.TPR_READOUT, "lira_convention": C.LIRA_CONVENTION,
       "accuracy": {"original": accs(originals), "unlearned": accs(unlearned)},
       "seconds": {"train": t_train, "unlearn": t_unlearn, "total": total},
       "models_per_second": {"train": m_total / t_train, "unlearn": m_total / t_unlearn},
