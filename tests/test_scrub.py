@@ -198,17 +198,38 @@ def test_rewind_returns_checkpoint_selected_by_rule(trained, blobs, class_split)
   last = cfg.epochs - 1
   val = jtrain.evaluate(model, pick(snaps.params, last), pick(snaps.batch_stats, last), x_val, y_val)
   assert float(m["val_error"]) == pytest.approx(1.0 - val["acc"], abs=1e-6)
-  # the rule, computed here (np.argmin: first on ties), and the returned checkpoint
-  want = int(np.argmin(np.abs(fe - float(m["val_error"]))))
-  assert int(m["chosen_index"]) == want and int(m["chosen_epoch"]) == want + 1
+  # the rule, computed here (np.argmin: first on ties) over the candidates [model before unlearning,
+  # student after epoch 1, ..., after epoch E], and the returned candidate
+  e0 = 1.0 - jtrain.evaluate(model, trained.params, trained.batch_stats, xf, yf)["acc"]
+  assert float(m["forget_error_original"]) == pytest.approx(e0, abs=1e-6)
+  cand = np.concatenate([[float(m["forget_error_original"])], fe])
+  want = int(np.argmin(np.abs(cand - float(m["val_error"]))))
+  assert int(m["chosen_index"]) == want and int(m["chosen_epoch"]) == want
   for a, b in zip(jax.tree.leaves((state.params, state.batch_stats)),
-                  jax.tree.leaves((pick(snaps.params, want), pick(snaps.batch_stats, want)))):
+                  jax.tree.leaves((pick(snaps.params, want - 1), pick(snaps.batch_stats, want - 1)))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-6)
-  # the scenario really rewinds (here: forget error 0, ~0.4, 1, 1 against a validation error of 1, so the
-  # first epoch at 1 wins the tie): returning the final student, or the first, would fail the checks above
-  assert 0 < want < last, (fe, float(m["val_error"]))
+  # the scenario really rewinds (here: forget error 0 before unlearning, then 0, ~0.4, 1, 1 against a
+  # validation error of 1, so the first epoch at 1 wins the tie): returning the final student, the first
+  # student or the original would fail the checks above
+  assert 1 < want < cfg.epochs, (cand, float(m["val_error"]))
   assert any(not np.allclose(np.asarray(a), np.asarray(b), atol=1e-6)
              for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(pick(snaps.params, last))))
+
+
+def test_rewind_returns_the_model_before_unlearning_when_it_has_nothing_to_forget(blobs, tiny_model, class_split):
+  """A model that never saw the forget class errs on it like on unseen examples of that class: the
+  model before unlearning is among the candidates and wins (as the SCRUB notebook intends)."""
+  x, y, xt, yt = blobs
+  retain, forget = class_split
+  never_saw, _ = jtrain.train_model(tiny_model, jtrain.TrainConfig(epochs=6, batch_size=32, lr=0.05), x, y, retain,
+                                    jax.random.key(2), progress=False)
+  data = jun.UnlearnData.create(x, y, retain, forget, num_classes=4, x_val=xt[yt == 0], y_val=yt[yt == 0])
+  state, m = jax.jit(jun.scrub_rewind, static_argnames="config")(never_saw, data, jax.random.key(5),
+                                                                 _cfg(FAST, epochs=2, msteps=1, lr=2e-3))
+  assert float(m["forget_error_original"]) == pytest.approx(1.0) and float(m["val_error"]) == pytest.approx(1.0)
+  assert int(m["chosen_index"]) == 0
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(never_saw.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_rewind_select_rule_on_given_metrics():

@@ -340,21 +340,37 @@ def rewind_select(snapshots: ModelState, metrics: dict) -> tuple[ModelState, dic
 @register("scrub_rewind", ScrubConfig, presets=SCRUB_PRESETS)
 def scrub_rewind(state: ModelState, data: UnlearnData, key: jax.Array, config: ScrubConfig, hparams, *,
                  mask=None) -> tuple[ModelState, dict]:
-  """SCRUB+Rewind (user privacy): SCRUB, then rewind to the epoch whose forget error best matches the
+  """SCRUB+Rewind (user privacy): SCRUB, then rewind to the candidate whose forget error best matches the
   held-out forget-validation error.
 
   A well-unlearned model should err on the forget set about as often as on unseen examples of the same
   distribution; SCRUB can overshoot (forget error above that reference, itself a membership signal), so
-  the student of epoch ``argmin_i |forget_error_i - val_error|`` is returned, where ``forget_error_i``
-  is the eval-mode error on ``data.forget`` after epoch ``i`` and ``val_error`` the *final* student's
-  error on ``data.x_val``. The paper uses the ``privacy`` preset (``--preset scrub_rewind=privacy``).
+  the candidate ``argmin_i |forget_error_i - val_error|`` is returned. The candidates are the model
+  before unlearning (epoch 0, as the SCRUB notebook intends: when the original already errs on the
+  forget set like on unseen data there is nothing to undo) and the student after every epoch;
+  ``forget_error_i`` is a candidate's eval-mode error on ``data.forget`` and ``val_error`` the *final*
+  student's error on ``data.x_val``. The paper uses the ``privacy`` preset
+  (``--preset scrub_rewind=privacy``).
+
+  Where the forget-validation set comes from is the caller's choice: ``jaxunlearn tune`` passes held-out
+  TRAINING examples of the forget distribution (its validation split), as the SCRUB code does;
+  ``jaxunlearn run`` passes test examples of that distribution (its original trains on the whole training
+  split, so it has no held-out training data).
 
   Returns:
-    ``(chosen student, metrics)``: :func:`scrub`'s per-epoch metrics plus ``forget_error [epochs]``,
-    ``val_error``, ``chosen_index`` (0-based) and ``chosen_epoch`` (1-based).
+    ``(chosen model, metrics)``: :func:`scrub`'s per-epoch metrics plus ``forget_error [epochs]``,
+    ``forget_error_original``, ``val_error``, ``chosen_index`` (0 = the model before unlearning, i = the
+    student after epoch i) and ``chosen_epoch`` (the same number).
 
   Raises:
     ValueError: if ``data.x_val`` is None.
   """
   snaps, hist = scrub_checkpoints(state, data, key, config, hparams, mask=mask)
-  return rewind_select(snaps, hist)
+  xf, yf = data.x[data.forget], data.y[data.forget]
+  e0 = error_rate(state.model, state.params, state.batch_stats, xf, yf)
+  first = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b])  # noqa: E731
+  cands = ModelState(jax.tree.map(first, state.params, snaps.params),
+                     jax.tree.map(first, state.batch_stats, snaps.batch_stats), state.model)
+  chosen, m = rewind_select(cands, {**hist, "forget_error": first(e0, hist["forget_error"])})
+  return chosen, {**m, "forget_error": hist["forget_error"], "forget_error_original": e0,
+                  "chosen_epoch": m["chosen_index"]}
