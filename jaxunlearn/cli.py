@@ -95,6 +95,9 @@ def _add_run(sub, fmt) -> None:
                  help="save every model (original, retrain, methods) with orbax under DIR/NAME")
   r.add_argument("--original", default=d.original, metavar="CKPT",
                  help="reuse an original model saved with --save-models (DIR/original) instead of training")
+  r.add_argument("--holdout", type=float, default=d.holdout,
+                 help="hold out this share of the training split (never trained on); SCRUB+Rewind validates on its "
+                      "examples of the forget distribution, as the SCRUB code does (0: on test examples)")
   r.add_argument("--seeds", type=int, default=d.seeds,
                  help="run every model for S seeds (one compiled program per model); the table shows mean ± std")
   r.add_argument("--tuned", action="store_true", default=d.tuned,

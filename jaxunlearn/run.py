@@ -63,6 +63,8 @@ class RunConfig(JobConfig):
   original: str | None = None      # checkpoint of an original model (from --save-models) to reuse
   seeds: int = 1                   # > 1: every model for this many seeds (jaxunlearn.sweeps.run_seeds)
   tuned: bool = False              # tune every method's default grid first (jaxunlearn.sweeps.tuned_config)
+  holdout: float = 0.0             # > 0: this share of the training split is never trained on; SCRUB+Rewind
+                                   # validates on its forget-distribution examples (else on test examples)
 
 
 @dataclasses.dataclass
@@ -76,6 +78,7 @@ class Prepared:
   out: Path
   original: ModelState | None = None
   defaults: dict = dataclasses.field(default_factory=dict)  # {method: {preset, overrides, rule}}
+  holdout: tuple | None = None  # (x, y) of the held-out training examples (--holdout)
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -132,7 +135,16 @@ def prepare(cfg: RunConfig) -> Prepared:
     check_out_dir(cfg.save_models)
   if cfg.original is not None:
     check_original(cfg)
+  if isinstance(cfg.holdout, bool) or not (isinstance(cfg.holdout, (int, float)) and 0.0 <= cfg.holdout <= 0.5):
+    raise ConfigError(f"--holdout must lie in [0, 0.5], got {cfg.holdout!r}")
   ds = cfg.load_data()
+  holdout = None
+  if cfg.holdout > 0:
+    full = ds
+    ds, held = jdata.carve_holdout(full, cfg.holdout, cfg.seed)
+    if held.size < 10:
+      raise ConfigError(f"--holdout {cfg.holdout} holds out only {held.size} training examples (need >= 10)")
+    holdout = (full.x_train[held], full.y_train[held])
   with user_input():
     split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
   if cfg.batch_size > len(split.retain):
@@ -147,7 +159,7 @@ def prepare(cfg: RunConfig) -> Prepared:
   if cfg.original is not None:
     with user_input():  # a checkpoint that does not load or holds NaN is bad input
       original = load_model(cfg.original, model)
-  return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out, original, defaults)
+  return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out, original, defaults, holdout)
 
 
 def _scale_defaults(cfg: RunConfig, split, num_classes: int, train_cfg: TrainConfig, method_cfgs: dict,
@@ -166,6 +178,22 @@ def _scale_defaults(cfg: RunConfig, split, num_classes: int, train_cfg: TrainCon
     if cfg.progress:
       print(f"[defaults] {choice.rule}", file=sys.stderr, flush=True)
   return out
+
+
+def forget_validation_set(p: Prepared) -> tuple[np.ndarray, np.ndarray, str]:
+  """``(x_val, y_val, source)``: the held-out examples of the forget set's distribution that SCRUB+Rewind
+  validates on: from the held-out TRAINING examples with ``--holdout`` (as the SCRUB code does), else
+  from the test split (:func:`jaxunlearn.evals.forget_validation_index`)."""
+  if p.holdout is None:
+    val = forget_validation_index(p.ds, p.split)
+    return p.ds.x_test[val], p.ds.y_test[val], f"test split ({len(val)} examples of the forget distribution)"
+  x, y = p.holdout
+  sp = p.split
+  idx = np.arange(len(y))
+  if sp.classes and not sp.spec.startswith("confuse:"):
+    cls = np.flatnonzero(np.isin(y, sp.classes))
+    idx = cls if cls.size >= 10 else idx
+  return x[idx], y[idx], f"held-out training examples (--holdout; {len(idx)} of the forget distribution)"
 
 
 def _eval_sets(p: Prepared) -> dict:
@@ -219,7 +247,8 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
   all_idx = np.arange(len(ds.y_train))
   results: dict[str, Any] = {
       "dataset": cfg.dataset, "model": cfg.model, "forget": cfg.forget, "seed": cfg.seed,
-      "sizes": {"retain": int(len(sp.retain)), "forget": int(len(sp.forget)), "test": int(len(ds.y_test))},
+      "sizes": {"retain": int(len(sp.retain)), "forget": int(len(sp.forget)), "test": int(len(ds.y_test)),
+                **({"holdout": int(len(p.holdout[1]))} if p.holdout is not None else {})},
       "models": {},
       "config": {"train": dataclasses.asdict(p.train_cfg), "width": cfg.width, "mask": cfg.mask,
                  "methods": {m: dataclasses.asdict(c) for m, c in p.method_cfgs.items()}},
@@ -255,8 +284,9 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
 
   val = forget_validation_index(ds, sp)
   heldout = evaluate(original.model, original.params, original.batch_stats, ds.x_test[val], ds.y_test[val])["acc"]
+  x_val, y_val, results["forget_validation"] = forget_validation_set(p)
   data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes,
-                                x_val=ds.x_test[val], y_val=ds.y_test[val])
+                                x_val=x_val, y_val=y_val)
   extra = EvalContext(p, sets["forget"][0], jax.random.fold_in(key, KEY_RANDOM_INIT))
   results["models"]["original"].update(extra(ev, None))
   if on_model is not None:

@@ -80,3 +80,23 @@ def test_presets_named_after_their_source():
   assert (s.optim.lr, s.batch_size, s.exclude_true) == (0.013, 256, False)
   assert not jun.make_config("random_label", preset="salun_paper").exclude_true
   assert jun.make_config("random_label").exclude_true and jun.make_config("salun").exclude_true
+
+
+def test_run_holdout_trains_without_it_and_rewind_validates_on_it(tmp_path, capsys):
+  import json
+
+  from jaxunlearn import cli
+
+  args = ["run", "--dataset", "digits", "--train-subset", "300", "--test-subset", "100", "--model", "mlp", "--width",
+          "0.25", "--epochs", "2", "--executor", "scan", "--method", "scrub_rewind", "--forget", "class:3", "--quiet"]
+  assert cli.main(args + ["--holdout", "0.2", "--out", str(tmp_path / "h")]) == 0
+  r = json.loads((tmp_path / "h" / "results.json").read_text())
+  sz = r["sizes"]  # about 20 % (rounded per class) never trained on
+  assert abs(sz["holdout"] - 60) <= 5 and sz["retain"] + sz["forget"] + sz["holdout"] == 300
+  assert r["forget_validation"].startswith("held-out training examples")
+  assert cli.main(args + ["--out", str(tmp_path / "t")]) == 0
+  t = json.loads((tmp_path / "t" / "results.json").read_text())
+  assert "holdout" not in t["sizes"] and t["forget_validation"].startswith("test split")
+  capsys.readouterr()
+  assert cli.main(args + ["--holdout", "0.7", "--out", str(tmp_path / "bad")]) == 2
+  assert "--holdout must lie in [0, 0.5]" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -382,3 +382,17 @@ def load_dataset(name: str, *, data_dir: str | None = None, download: bool = Fal
     raise ValueError(f"unknown dataset {name!r}: use digits, npz:PATH or a tfds name such as "
                      f"{', '.join(TFDS_NAMES)}")
   return load_tfds(name, data_dir=data_dir, download=download)
+
+
+def carve_holdout(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, np.ndarray]:
+  """``(ds without the held-out examples, their indices in ds's train split)``: a stratified
+  ``fraction`` of every class of the train split (rounded per class), drawn with ``seed``; the test
+  split is untouched. ``jaxunlearn tune``'s validation split and ``jaxunlearn run --holdout``."""
+  rng = np.random.default_rng([seed, 0x7A1])
+  held = [np.zeros(0, np.int64)]
+  for c in np.unique(ds.y_train):
+    idx = np.flatnonzero(ds.y_train == c)
+    held.append(rng.permutation(idx)[:int(round(fraction * idx.size))])
+  held = np.sort(np.concatenate(held))
+  keep = np.setdiff1d(np.arange(len(ds.y_train)), held)
+  return dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep]), held

@@ -63,7 +63,8 @@ def run_seeds(p, on_model=None) -> dict:
   sets = {"retain": engine.EvalSet(ds.x_train[sp.retain], sp.y_train[sp.retain]),
           "forget": engine.EvalSet(ds.x_train[sp.forget], sp.y_train[sp.forget]),
           "test": engine.EvalSet(ds.x_test, ds.y_test)}
-  data = engine.unlearn_data(ds.x_train, sp.y_train, sp.retain, sp.forget, ds.num_classes, ds.x_test[val], ds.y_test[val])
+  x_val, y_val, source = jrun.forget_validation_set(p)
+  data = engine.unlearn_data(ds.x_train, sp.y_train, sp.retain, sp.forget, ds.num_classes, x_val, y_val)
   results: dict[str, Any] = {
       "dataset": cfg.dataset, "model": cfg.model, "forget": cfg.forget, "seed": cfg.seed, "seeds": seeds,
       "std": "population standard deviation over seeds (ddof 0)",
@@ -73,6 +74,7 @@ def run_seeds(p, on_model=None) -> dict:
                  "methods": {m: dataclasses.asdict(c) for m, c in p.method_cfgs.items()}},
       "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
       "timing": "seconds: the whole S-seed program of that model, compilation included",
+      "forget_validation": source,
       "defaults": getattr(p, "defaults", {}),
   }
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / {len(ds.y_test)} test, "

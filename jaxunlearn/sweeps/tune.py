@@ -100,20 +100,6 @@ class PreparedTune:
   whole_class: bool
 
 
-def _carve_validation(ds: jdata.Dataset, fraction: float, seed: int) -> tuple[jdata.Dataset, np.ndarray]:
-  """``(ds without the validation examples, their indices in ds's train split)``: a stratified
-  ``fraction`` of every class, drawn with ``seed``."""
-  rng = np.random.default_rng([seed, 0x7A1])
-  val = []
-  for c in np.unique(ds.y_train):
-    idx = np.flatnonzero(ds.y_train == c)
-    n = int(round(fraction * idx.size))
-    val.append(rng.permutation(idx)[:n])
-  val = np.sort(np.concatenate(val))
-  keep = np.setdiff1d(np.arange(len(ds.y_train)), val)
-  return dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep]), val
-
-
 def prepare_tune(cfg: TuneConfig) -> PreparedTune:
   """Validates every input and loads the data; compiles and writes nothing.
 
@@ -142,7 +128,7 @@ def prepare_tune(cfg: TuneConfig) -> PreparedTune:
   p = jrun.prepare(rc)  # every shared check, the method's default-rule config, the data
   grid = parse_grid(cfg.method, cfg.grid or default_grid(cfg.method, p.method_cfgs[cfg.method]))
   points, groups = expand_grid(grid, p.method_cfgs[cfg.method])
-  ds, val = _carve_validation(p.ds, cfg.val_fraction, cfg.seed)
+  ds, val = jdata.carve_holdout(p.ds, cfg.val_fraction, cfg.seed)
   if val.size < 10:
     raise ConfigError(f"--val-fraction {cfg.val_fraction} leaves only {val.size} validation examples (need >= 10)")
   with user_input():
