@@ -100,3 +100,17 @@ def test_run_holdout_trains_without_it_and_rewind_validates_on_it(tmp_path, caps
   capsys.readouterr()
   assert cli.main(args + ["--holdout", "0.7", "--out", str(tmp_path / "bad")]) == 2
   assert "--holdout must lie in [0, 0.5]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("name", ["cf_k", "eu_k"])
+def test_scrub_paper_block_baselines_keep_the_head_frozen(name, trained, class_data):
+  cfg = _cfg(jun.make_config(name, preset="scrub_paper"), epochs=1, batch_size=32)
+  assert (cfg.k, cfg.train_head, cfg.optim.momentum) == (2, False, 0.0)
+  st, _ = jax.jit(jun.make(name, cfg))(trained, class_data, jax.random.key(0))
+  before = trained.model.block_names()[-2]
+  for a, b in zip(jax.tree.leaves(st.params["head"]), jax.tree.leaves(trained.params["head"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the head: bit-identical
+  assert any(not np.array_equal(np.asarray(a), np.asarray(b))  # the block before it: trained
+             for a, b in zip(jax.tree.leaves(st.params[before]), jax.tree.leaves(trained.params[before])))
+  with pytest.raises(ValueError, match="leaves no group to train"):
+    jun.make(name, _cfg(cfg, k=1))(trained, class_data, jax.random.key(0))

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import OptimConfig
+from jaxunlearn.train import check_bool
 from jaxunlearn.train import check_int
 from jaxunlearn.unlearn._base import ce_loss
 from jaxunlearn.unlearn._base import check_loop_fields
@@ -46,6 +47,9 @@ class CFkConfig:
     k: number of trailing parameter groups of ``model.block_names()`` to train, head included
       (``k=2``: the last block before the head and the head).
     epochs, batch_size, optim, augment: training settings.
+    train_head: train the head among the last k groups (ours); False keeps it frozen, as the SCRUB
+      notebooks train ResNet's ``layer4`` alone (preset ``scrub_paper``: k 2 with the head frozen, plain
+      SGD at lr 0.01, 10 epochs).
   """
 
   k: int = 2
@@ -53,10 +57,12 @@ class CFkConfig:
   batch_size: int = 128
   optim: OptimConfig = OptimConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine")
   augment: bool = False
+  train_head: bool = True
 
   def __post_init__(self):
     check_loop_fields(self)
     check_int(self, "k", lo=1)
+    check_bool(self, "train_head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +74,10 @@ class EUkConfig:
     k: number of trailing parameter groups of ``model.block_names()`` to re-initialise and train,
       head included (``k=2``: the last block before the head and the head).
     epochs, batch_size, optim, augment: training settings.
+    train_head: re-initialise and train the head among the last k groups (ours); False keeps the
+      original head frozen, as the SCRUB notebooks do (preset ``scrub_paper``: k 2 with the head frozen,
+      plain SGD at lr 0.01, 10 epochs). They reset the block to the original's SAVED initialisation; a
+      method has no access to it here, so ours resets it to a fresh one (``fold_in(key, 0)``).
   """
 
   k: int = 2
@@ -75,19 +85,25 @@ class EUkConfig:
   batch_size: int = 128
   optim: OptimConfig = OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
   augment: bool = False
+  train_head: bool = True
 
   def __post_init__(self):
     check_loop_fields(self)
     check_int(self, "k", lo=1)
+    check_bool(self, "train_head")
 
 
-def last_blocks(model, k: int) -> tuple[str, ...]:
-  """The last ``k`` names of ``model.block_names()`` (head included); ValueError if k is out of range."""
+def last_blocks(model, k: int, train_head: bool = True) -> tuple[str, ...]:
+  """The last ``k`` names of ``model.block_names()`` (head included; without it when ``train_head`` is
+  False); ValueError if k is out of range or nothing is left to train."""
   names = tuple(model.block_names())
   if not (isinstance(k, int) and 1 <= k <= len(names)):
     raise ValueError(f"k must be an int in [1, {len(names)}] for model {model.name!r} "
                      f"(blocks {', '.join(names)}), got {k!r}")
-  return names[-k:]
+  groups = names[-k:] if train_head else tuple(g for g in names[-k:] if g != "head")
+  if not groups:
+    raise ValueError(f"k={k} with train_head=False leaves no group to train (use k >= 2)")
+  return groups
 
 
 def block_mask(params, groups) -> dict:
@@ -138,7 +154,10 @@ def train_blocks(state: ModelState, data: UnlearnData, key: jax.Array, cfg, hpar
                   params=params, batch_stats=batch_stats, loss_fn=loss_fn)
 
 
-@register("cf_k", CFkConfig)
+_SCRUB_PAPER = dict(k=2, train_head=False, epochs=10, lr=0.01, momentum=0.0, weight_decay=0.0, schedule="constant")
+
+
+@register("cf_k", CFkConfig, presets={"scrub_paper": _SCRUB_PAPER})
 def cf_k(state: ModelState, data: UnlearnData, key: jax.Array, config: CFkConfig, hparams, *,
          mask=None) -> tuple[ModelState, dict]:
   """CF-k: finetune only the last ``config.k`` parameter groups on the retain set.
@@ -149,12 +168,12 @@ def cf_k(state: ModelState, data: UnlearnData, key: jax.Array, config: CFkConfig
     ``(unlearned state, {"loss": [epochs], "acc": [epochs]})``; all other parameters and their
     BatchNorm statistics are bit-identical to ``state``'s.
   """
-  groups = last_blocks(state.model, config.k)
+  groups = last_blocks(state.model, config.k, config.train_head)
   return train_blocks(state, data, key, config, hparams, groups, params=state.params,
                       batch_stats=state.batch_stats, mask=mask)
 
 
-@register("eu_k", EUkConfig)
+@register("eu_k", EUkConfig, presets={"scrub_paper": _SCRUB_PAPER})
 def eu_k(state: ModelState, data: UnlearnData, key: jax.Array, config: EUkConfig, hparams, *,
          mask=None) -> tuple[ModelState, dict]:
   """EU-k: re-initialise the last ``config.k`` parameter groups and train them on the retain set.
@@ -168,7 +187,7 @@ def eu_k(state: ModelState, data: UnlearnData, key: jax.Array, config: EUkConfig
     ``(unlearned state, {"loss": [epochs], "acc": [epochs]})``; all other parameters and their
     BatchNorm statistics are bit-identical to ``state``'s.
   """
-  groups = last_blocks(state.model, config.k)
+  groups = last_blocks(state.model, config.k, config.train_head)
   fresh_params, fresh_stats = state.model.init(jax.random.fold_in(key, 0))
   if mask is None:
     params = _replace_groups(state.params, fresh_params, groups)
