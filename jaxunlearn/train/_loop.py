@@ -91,7 +91,7 @@ def _stepping(*trees) -> bool:
 _STEP_PROGRAMS: "collections.OrderedDict[Callable, Callable]" = collections.OrderedDict()
 _STEP_PROGRAMS_KEPT = 8  # a run's step functions are reused across its epochs; older ones are dropped
 _COMPILED: "collections.OrderedDict[tuple, Callable]" = collections.OrderedDict()
-_COMPILED_KEPT = 32      # jitted step programs by traced structure, shared by every call of a method
+_COMPILED_KEPT = 8       # jitted step programs by traced structure, shared by every call of a method
 
 
 def _step_program(step, carry, rows, k_steps):
