@@ -10,18 +10,25 @@ import numpy as np
 from jaxunlearn import data as jdata
 from jaxunlearn.train import evaluate
 
-__all__ = ("EVALS", "Eval", "EvalContext", "eval_options", "forget_validation_index", "register_eval")
+__all__ = ("EVALS", "Eval", "EvalContext", "eval_options", "forget_distribution_index", "forget_validation_index",
+           "register_eval")
+
+
+def forget_distribution_index(y: np.ndarray, sp: jdata.ForgetSplit, min_count: int = 1) -> np.ndarray:
+  """Indices of the held-out examples (labels ``y``) of the forget set's distribution: those of the forget
+  classes for class-type specs, all of them for ``random:`` and ``confuse:`` -- and all of them when
+  fewer than ``min_count`` belong to those classes."""
+  if sp.classes and not sp.spec.startswith("confuse:"):
+    keep = np.flatnonzero(np.isin(y, sp.classes))
+    if keep.size >= max(1, min_count):
+      return keep
+  return np.arange(len(y))
 
 
 def forget_validation_index(ds: jdata.Dataset, sp: jdata.ForgetSplit) -> np.ndarray:
   """Indices into the test split of held-out examples of the forget set's distribution (SCRUB+Rewind's
-  forget-validation set, the simple MIA's reference): the forget classes' test examples for
-  class-type specs, all test examples for ``random:`` and ``confuse:``."""
-  if sp.classes and not sp.spec.startswith("confuse:"):
-    keep = np.flatnonzero(np.isin(ds.y_test, sp.classes))
-    if keep.size:
-      return keep
-  return np.arange(len(ds.y_test))
+  forget-validation set, the original's held-out reference accuracy; :func:`forget_distribution_index`)."""
+  return forget_distribution_index(ds.y_test, sp)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +70,8 @@ class EvalContext:
   def __init__(self, p, x_forget, key):
     self.p, self.x_forget, self.key = p, x_forget, key
     self._random_logits = None
-    self.mia_ref = forget_validation_index(p.ds, p.split)
-    if len(self.mia_ref) < 10:  # too few held-out examples of those classes for a 10-split attack
-      self.mia_ref = np.arange(len(p.ds.y_test))
+    # too few held-out examples of those classes for a 10-split attack: all test examples
+    self.mia_ref = forget_distribution_index(p.ds.y_test, p.split, min_count=10)
 
   @property
   def random_logits(self):

@@ -35,6 +35,7 @@ from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
 from jaxunlearn.evals import EvalContext
 from jaxunlearn.evals import eval_options
+from jaxunlearn.evals import forget_distribution_index
 from jaxunlearn.evals import forget_validation_index
 from jaxunlearn.train import ModelState
 from jaxunlearn.train import TrainConfig
@@ -188,11 +189,7 @@ def forget_validation_set(p: Prepared) -> tuple[np.ndarray, np.ndarray, str]:
     val = forget_validation_index(p.ds, p.split)
     return p.ds.x_test[val], p.ds.y_test[val], f"test split ({len(val)} examples of the forget distribution)"
   x, y = p.holdout
-  sp = p.split
-  idx = np.arange(len(y))
-  if sp.classes and not sp.spec.startswith("confuse:"):
-    cls = np.flatnonzero(np.isin(y, sp.classes))
-    idx = cls if cls.size >= 10 else idx
+  idx = forget_distribution_index(y, p.split, min_count=10)
   return x[idx], y[idx], f"held-out training examples (--holdout; {len(idx)} of the forget distribution)"
 
 
@@ -304,7 +301,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
     acc = _checked_acc(results, name, state, acc, cfg.progress)
     if name != "retrain":  # collapse / not forgotten (the NaN warning is _checked_acc's)
       for w in health.model_warnings(name, acc, results["models"]["original"]["acc"], heldout_acc=heldout,
-                                     whole_class=sp.spec.strip().startswith("class:"), n_forget=len(sp.forget)):
+                                     whole_class=sp.whole_class, n_forget=len(sp.forget)):
         if w not in results.get("warnings", ()):
           _warn(results, w, cfg.progress)
     steps = counted.steps

@@ -27,6 +27,12 @@ class ForgetSplit:
   y_train: np.ndarray
   classes: tuple[int, ...] = ()
 
+  @property
+  def whole_class(self) -> bool:
+    """Whether the forget set is every example of one or more classes (a ``class:`` spec): a model
+    that never saw them does not predict them, so their reference forget accuracy is 0."""
+    return self.spec.strip().startswith("class:")
+
 
 SPEC_HELP = ("random:FRAC | class:C[,C2..] | subclass:C:FRAC | biased:C:FRAC | "
              "noniid:C1,C2:FRAC | confuse:A,B:N")
@@ -98,6 +104,12 @@ def make_forget_split(spec: str, y_train: np.ndarray, *, num_classes: int, seed:
   rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
   y_out = y.copy()
   classes: tuple[int, ...] = ()
+
+  @property
+  def whole_class(self) -> bool:
+    """Whether the forget set is every example of one or more classes (a ``class:`` spec): a model
+    that never saw them does not predict them, so their reference forget accuracy is 0."""
+    return self.spec.strip().startswith("class:")
 
   def check_classes(cs):
     for c in cs:

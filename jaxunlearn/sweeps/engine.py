@@ -90,6 +90,19 @@ def run_grid(name: str, config, originals: ModelState, data, root, *, seeds: int
   return out
 
 
+def seed_mean(a) -> float:
+  """Mean over seeds in float64; NaN when any seed's value is not finite (a NaN model is not a result)."""
+  a = np.asarray(a, np.float64)
+  return float(a.mean()) if np.isfinite(a).all() else float("nan")
+
+
+def seed_std(a) -> float:
+  """Population standard deviation over seeds (ddof 0, the convention results.json states); NaN as
+  :func:`seed_mean`."""
+  a = np.asarray(a, np.float64)
+  return float(a.std()) if np.isfinite(a).all() else float("nan")
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
   """Images and labels of one evaluation split."""

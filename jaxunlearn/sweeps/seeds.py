@@ -45,8 +45,8 @@ def _log(p, msg: str) -> None:
 
 def _entry(ev: engine.Evaluated, seconds: float) -> dict:
   acc = {s: np.where(ev.finite, ev.acc[s], np.nan) for s in SPLITS}
-  mean = {s: float(a.mean()) if np.isfinite(a).all() else float("nan") for s, a in acc.items()}
-  std = {s: float(a.std()) if np.isfinite(a).all() else float("nan") for s, a in acc.items()}
+  mean = {s: engine.seed_mean(a) for s, a in acc.items()}
+  std = {s: engine.seed_std(a) for s, a in acc.items()}
   return {"acc": mean, "acc_std": std, "acc_per_seed": {s: a.tolist() for s, a in acc.items()},
           "finite": ev.finite.tolist(), "seconds": seconds}
 
@@ -111,9 +111,8 @@ def _report(p, results: dict, name: str, health) -> None:
   if health is None:
     return
   heldout_acc, sp = health
-  kind = sp.spec.split(":", 1)[0]
   for w in model_warnings(name, e["acc"], results["models"]["original"]["acc"], heldout_acc=heldout_acc,
-                          whole_class=kind == "class", n_forget=len(sp.forget), finite=all(e["finite"])):
+                          whole_class=sp.whole_class, n_forget=len(sp.forget), finite=all(e["finite"])):
     _warn(p, results, w)
 
 

@@ -25,6 +25,7 @@ from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
+from jaxunlearn.evals import forget_distribution_index
 from jaxunlearn.health import model_warnings
 from jaxunlearn.sweeps import engine
 from jaxunlearn.sweeps.grid import Grid
@@ -97,7 +98,6 @@ class PreparedTune:
   groups: list
   val_x: np.ndarray
   val_y: np.ndarray
-  whole_class: bool
 
 
 def prepare_tune(cfg: TuneConfig) -> PreparedTune:
@@ -135,9 +135,8 @@ def prepare_tune(cfg: TuneConfig) -> PreparedTune:
     split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
   if cfg.batch_size > len(split.retain):
     raise ConfigError(f"batch size {cfg.batch_size} is larger than the retain set ({len(split.retain)} examples)")
-  kind, _ = jdata.parse_forget_spec(cfg.forget)
   run_p = dataclasses.replace(p, ds=ds, split=split)
-  return PreparedTune(cfg, run_p, grid, points, groups, p.ds.x_train[val], p.ds.y_train[val], kind == "class")
+  return PreparedTune(cfg, run_p, grid, points, groups, p.ds.x_train[val], p.ds.y_train[val])
 
 
 _PAIRS: dict = {}
@@ -153,22 +152,12 @@ def _pair_fingerprint(pt: PreparedTune, data) -> tuple:
                               np.asarray(data.x_val), np.asarray(data.y_val)))
 
 
-def _heldout_index(y_val: np.ndarray, split: jdata.ForgetSplit) -> np.ndarray:
-  """Validation examples of the forget set's distribution: its classes for class-type specs, all
-  otherwise (the same rule as ``jaxunlearn.evals.forget_validation_index`` on the test split)."""
-  if split.classes and not split.spec.startswith("confuse:"):
-    idx = np.flatnonzero(np.isin(y_val, split.classes))
-    if idx.size >= 10:
-      return idx
-  return np.arange(len(y_val))
-
-
 def _sets(pt: PreparedTune) -> dict:
   p, cfg = pt.run, pt.cfg
   ds, sp = p.ds, p.split
   rng = np.random.default_rng([cfg.seed, 0xE7A])
   retain = sp.retain if len(sp.retain) <= cfg.max_eval else np.sort(rng.permutation(sp.retain)[:cfg.max_eval])
-  held = _heldout_index(pt.val_y, sp)
+  held = forget_distribution_index(pt.val_y, sp, min_count=10)
   return {"retain": engine.EvalSet(ds.x_train[retain], sp.y_train[retain]),
           "forget": engine.EvalSet(ds.x_train[sp.forget], sp.y_train[sp.forget]),
           "val": engine.EvalSet(pt.val_x, pt.val_y),
@@ -185,19 +174,13 @@ def _summary(ev: engine.Evaluated, mia: np.ndarray, rows: np.ndarray) -> dict:
   """Per-seed lists and mean/std of accuracies and MIA of the models ``rows`` (one per seed)."""
   out = {"acc": {s: ev.acc[s][rows].tolist() for s in SPLITS}, "mia": mia[rows].tolist(),
          "finite": ev.finite[rows].tolist()}
-  out["mean"] = {s: _mean(ev.acc[s][rows]) for s in SPLITS} | {"mia": _mean(mia[rows])}
-  out["std"] = {s: _std(ev.acc[s][rows]) for s in SPLITS} | {"mia": _std(mia[rows])}
+  out["mean"], out["std"] = _mean_std({**{s: ev.acc[s][rows] for s in SPLITS}, "mia": mia[rows]})
   return out
 
 
-def _mean(a) -> float:
-  a = np.asarray(a, np.float64)
-  return float(a.mean()) if np.isfinite(a).all() else float("nan")
-
-
-def _std(a) -> float:  # population std over seeds (ddof 0), the convention results.json states
-  a = np.asarray(a, np.float64)
-  return float(a.std()) if np.isfinite(a).all() else float("nan")
+def _mean_std(values: dict) -> tuple[dict, dict]:
+  """``({name: mean over seeds}, {name: std over seeds})`` of ``{name: [S] values}``."""
+  return {n: engine.seed_mean(v) for n, v in values.items()}, {n: engine.seed_std(v) for n, v in values.items()}
 
 
 def execute_tune(pt: PreparedTune) -> dict:
@@ -245,7 +228,7 @@ def execute_tune(pt: PreparedTune) -> dict:
     objective = objective_oracle(acc, mia, ev_r.acc, mia_r)
     feasible = np.isfinite(objective)
   else:
-    objective, feasible = objective_no_oracle(acc, ev_o.acc["retain"], whole_class=pt.whole_class,
+    objective, feasible = objective_no_oracle(acc, ev_o.acc["retain"], whole_class=pt.run.split.whole_class,
                                               retain_tolerance=cfg.retain_tolerance)
   objective = np.where(finite, objective, np.inf)
   best = choose(objective)
@@ -261,7 +244,7 @@ def execute_tune(pt: PreparedTune) -> dict:
       "selection_reads": ["retain", "forget", "val", "heldout", "mia(forget vs heldout)"],
       "objective": ("sum of |retain|, |forget|, |val| accuracy gaps and |MIA| gap to the same seed's oracle"
                     if cfg.select == "oracle" else
-                    f"|forget - {'0' if pt.whole_class else 'heldout'} accuracy| among configurations keeping retain "
+                    f"|forget - {'0' if pt.run.split.whole_class else 'heldout'} accuracy| among configurations keeping retain "
                     f"within {cfg.retain_tolerance:g} of the original's"),
       "std": "population standard deviation over seeds (ddof 0)",
       "sizes": {"retain": int(len(sp.retain)), "forget": int(len(sp.forget)), "val": int(len(pt.val_y)),
@@ -280,8 +263,8 @@ def execute_tune(pt: PreparedTune) -> dict:
   for k, pt_values in enumerate(pt.points):
     entry = {"values": pt_values, "acc": {s: acc[s][k].tolist() for s in SPLITS}, "mia": mia[k].tolist(),
              "objective": obj_mean[k].tolist(), "feasible": feasible[k].tolist(), "finite": finite[k].tolist(),
-             "mean": {s: _mean(acc[s][k]) for s in SPLITS} | {"mia": _mean(mia[k]), "objective": _mean(obj_mean[k])},
-             "std": {s: _std(acc[s][k]) for s in SPLITS} | {"mia": _std(mia[k]), "objective": _std(obj_mean[k])}}
+             }
+    entry["mean"], entry["std"] = _mean_std({**{s: acc[s][k] for s in SPLITS}, "mia": mia[k], "objective": obj_mean[k]})
     results["configs"].append(entry)
   results["choice"] = {"index": best, "values": pt.points[best], "overrides": {k: str(v) for k, v in pt.points[best].items()}}
   results["warnings"] = warnings + _health(pt, results["configs"][best], results["original"])
@@ -295,7 +278,7 @@ def _health(pt: PreparedTune, chosen: dict, original: dict) -> list[str]:
   acc = {s: chosen["mean"][s] for s in ("retain", "forget", "test")}
   orig = {s: original["mean"][s] for s in ("retain", "forget", "test")}
   return model_warnings(f"{pt.cfg.method} (chosen)", acc, orig, heldout_acc=original["mean"]["heldout"],
-                        whole_class=pt.whole_class, n_forget=len(pt.run.split.forget),
+                        whole_class=pt.run.split.whole_class, n_forget=len(pt.run.split.forget),
                         finite=all(chosen["finite"]))
 
 

@@ -96,7 +96,7 @@ class DataScale:
   def of_split(cls, split, num_classes: int, retrain_epochs: int, retrain_batch_size: int) -> DataScale:
     """The scale of a :class:`jaxunlearn.data.ForgetSplit` (``class:`` specs are whole-class)."""
     return cls(int(len(split.retain)), int(len(split.forget)), int(num_classes), int(retrain_epochs),
-               int(retrain_batch_size), whole_class=split.spec.strip().startswith("class:"))
+               int(retrain_batch_size), whole_class=split.whole_class)
 
   @property
   def retrain_steps(self) -> int:
