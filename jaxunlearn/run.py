@@ -435,18 +435,21 @@ def write_outputs(p: Prepared, results: dict) -> None:
                                 title=f"{results['dataset']} / {results['model']} / forget {results['forget']}")
 
 
-def execute_and_write(p: Prepared, extra: dict | None = None) -> dict:
+def execute_and_write(p: Prepared, extra: dict | None = None, *, execute_fn: Callable = execute,
+                      write_fn: Callable = write_outputs) -> dict:
   """:func:`execute` + :func:`write_outputs`, rewriting ``OUT/results.json`` (atomically) after every
   model with ``"complete": false``, so a killed run keeps the numbers of every model it finished;
-  the final file has ``"complete": true`` and the plot. ``extra`` entries are added to the results."""
+  the final file has ``"complete": true`` and the plot. ``extra`` entries are added to the results.
+  ``execute_fn(p, on_model=)`` / ``write_fn(p, results)`` replace the two (``--seeds``:
+  ``jaxunlearn.sweeps.run_seeds`` / ``write_seeds``)."""
 
   def partial(results):
     write_json_atomic(p.out / "results.json", {**results, **(extra or {}), "complete": False})
 
-  results = execute(p, on_model=partial)
+  results = execute_fn(p, on_model=partial)
   results.update(extra or {})
   results["complete"] = True
-  write_outputs(p, results)
+  write_fn(p, results)
   return results
 
 

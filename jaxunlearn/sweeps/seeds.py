@@ -184,16 +184,5 @@ def run_job(cfg) -> tuple[Any, dict]:
     jrun.prepare(cfg)  # every input checked before the tuning runs
     cfg, tuned = tuned_config(cfg)
   p = jrun.prepare(cfg)
-  if cfg.seeds == 1:
-    results = jrun.execute_and_write(p, extra={"tuned": tuned} if tuned else None)
-    return p, results
-
-  def partial(results):
-    write_json_atomic(p.out / "results.json", {**results, "complete": False})
-
-  results = run_seeds(p, on_model=partial)
-  if tuned:
-    results["tuned"] = tuned
-  results["complete"] = True
-  write_seeds(p, results)
-  return p, results
+  many_seeds = {} if cfg.seeds == 1 else {"execute_fn": run_seeds, "write_fn": write_seeds}
+  return p, jrun.execute_and_write(p, extra={"tuned": tuned} if tuned else None, **many_seeds)
