@@ -60,8 +60,8 @@ def random_label_targets(key: jax.Array, data: UnlearnData, exclude_true: bool =
 
 
 def relabel_run(state: ModelState, data: UnlearnData, key: jax.Array, config, hparams, *, mask=None):
-  """The Random Label run of any config with ``epochs``, ``batch_size``, ``optim``, ``augment``
-  (shared by :func:`random_label` and SalUn).
+  """The Random Label run of any config with ``epochs``, ``batch_size``, ``optim``, ``augment`` and
+  ``exclude_true`` (shared by :func:`random_label` and SalUn).
 
   Each epoch draws fresh labels with :func:`random_label_targets` and a permutation of the concatenated
   retain and forget indices (both from the epoch's ``k_perm``), cut into batches.
@@ -71,7 +71,7 @@ def relabel_run(state: ModelState, data: UnlearnData, key: jax.Array, config, hp
 
   def plan(k, e):
     kp, kl = jax.random.split(k)
-    labels = random_label_targets(kl, data, getattr(config, "exclude_true", True))
+    labels = random_label_targets(kl, data, config.exclude_true)
     idx = epoch_batches(kp, union, config.batch_size)
     return {"idx": idx, "y": labels[idx]}
 
