@@ -79,8 +79,26 @@ def test_run_writes_results_json_with_schema(tmp_path, capsys):
     (["--epochs", "-1"], "epochs must be"),
 ])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, needle):
+  _expect_bad_input(["run"] + args, needle, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["tune", "--grid", "finetune.lr=log:0:1:3"], "LO > 0"),
+    (["tune", "--grid", "scrub.lr=1"], "not the tuned method"),
+    (["tune", "--seeds", "0"], "--seeds must be an int"),
+    (["tune", "--method", "retrain"], "nothing to tune"),
+    (["tune", "--val-fraction", "0.9"], "--val-fraction"),
+    (["run", "--seeds", "2", "--mask", "del:0.3"], "does not combine with --mask"),
+    (["run", "--seeds", "0"], "--seeds must be an int"),
+])
+def test_bad_sweep_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, argv, needle):
+  _expect_bad_input(argv, needle, tmp_path, capsys)
+
+
+def _expect_bad_input(argv, needle, tmp_path, capsys):
+  """``jaxunlearn ARGV --out DIR --quiet``: exit 2, one stderr line naming ``needle``, no traceback, no DIR."""
   out = tmp_path / "o"
-  code, stdout, err = _run(["run", "--out", str(out), "--quiet"] + args, capsys)
+  code, stdout, err = _run(argv + ["--out", str(out), "--quiet"], capsys)
   assert code == 2
   lines = [l for l in err.strip().splitlines() if l.strip()]
   assert len(lines) == 1, err
