@@ -335,16 +335,17 @@ def test_every_model_reports_its_steps_and_slow_methods_get_a_note(tmp_path, cap
 
   monkeypatch.setattr(run, "_unlearn", timed)
   out = tmp_path / "o"
-  # 180 retain examples: 2 steps an epoch at batch 64 (retrain: 1 epoch), 1 at finetune's batch 128 (30 epochs)
+  # 200 train / 180 retain examples with the last partial batch kept: the original 4 steps at batch 64,
+  # retrain 3 (1 epoch), finetune 2 an epoch at its batch 128 (30 epochs)
   code, stdout, _ = _run(["run", "--epochs", "1", "--executor", executor, "--out", str(out)] + _TINY[:-1]
                          + ["finetune.epochs=30"], capsys)
   assert code == 0
   r = json.loads((out / "results.json").read_text())
   m = r["models"]
-  assert (m["original"]["steps"], m["retrain"]["steps"], m["finetune"]["steps"]) == (3, 2, 30)
+  assert (m["original"]["steps"], m["retrain"]["steps"], m["finetune"]["steps"]) == (4, 3, 60)
   assert "steps" in stdout.splitlines()[0]
   assert m["finetune"]["speedup_vs_retrain"] == 0.5
-  assert r["timing_notes"] == ["finetune: took longer than retraining (speed-up 0.50x; 30 optimizer steps vs retrain's 2)"]
+  assert r["timing_notes"] == ["finetune: took longer than retraining (speed-up 0.50x; 60 optimizer steps vs retrain's 3)"]
   assert "notes" not in r  # the deterministic notes stay free of wall-clock verdicts
   assert "note: finetune: took longer than retraining" in stdout
 

@@ -135,16 +135,17 @@ def test_step_programs_are_reused_within_a_run_and_not_kept_forever():
   long session does not keep every run's closures (and the data they hold) alive."""
   from jaxunlearn.train import _loop
 
-  made = []
+  made, rows = [], jnp.ones((3,))
+  cache_key = lambda step: (step, jax.tree.structure(rows), ((3,),))  # noqa: E731  (function, row shapes)
   for _ in range(_loop._STEP_PROGRAMS_KEPT + 3):
     def step(c, row, k):
       return c + row, {}
     made.append(step)
     with jtrain.use_executor("steps"):
-      jtrain.run_epochs(step, jnp.float32(0), jax.random.key(0), 2, lambda k, e: jnp.ones((3,)))
-    assert _loop._STEP_PROGRAMS[step] is _loop._step_program(step, None, None, None)  # same program on reuse
+      jtrain.run_epochs(step, jnp.float32(0), jax.random.key(0), 2, lambda k, e: rows)
+    assert _loop._STEP_PROGRAMS[cache_key(step)] is _loop._step_program(step, None, rows, None)  # reused
   assert len(_loop._STEP_PROGRAMS) == _loop._STEP_PROGRAMS_KEPT
-  assert made[0] not in _loop._STEP_PROGRAMS and made[-1] in _loop._STEP_PROGRAMS
+  assert cache_key(made[0]) not in _loop._STEP_PROGRAMS and cache_key(made[-1]) in _loop._STEP_PROGRAMS
 
 
 def test_a_second_call_of_a_method_reuses_its_compiled_step_programs(trained, class_data):
@@ -165,3 +166,71 @@ def test_a_second_call_of_a_method_reuses_its_compiled_step_programs(trained, cl
   scan, _ = jax.jit(method)(trained, class_data, jax.random.key(0), {"lr": 0.2})
   for p, q in zip(jax.tree.leaves(b.params), jax.tree.leaves(scan.params)):
     np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=2e-4, atol=2e-5)
+
+
+def test_a_pass_keeps_its_last_partial_batch_like_a_pytorch_loader(trained, class_data):
+  """finetune (plain SGD, BatchNorm net) equals a hand-written DataLoader-style loop: each epoch's
+  permutation cut into batches of 32, 32, 32 and the last 24 (120 retain examples), every batch one
+  SGD step on its mean cross-entropy with BatchNorm statistics of exactly its examples."""
+  from jaxunlearn import unlearn as jun
+
+  cfg = jun.make_config("finetune", {"epochs": "2", "batch_size": "32", "lr": "0.05", "momentum": "0",
+                                     "weight_decay": "0", "schedule": "constant"})
+  key = jax.random.key(3)
+  got, _ = jax.jit(jun.make("finetune", cfg))(trained, class_data, key)
+
+  model, x, y = trained.model, class_data.x, class_data.y
+  retain = np.asarray(class_data.retain)
+
+  def loss(p, s, idx):
+    logits, s = model.apply(p, s, x[idx], train=True)
+    return jnp.mean(jtrain.cross_entropy(logits, y[idx])), s
+
+  grad = jax.jit(jax.grad(loss, has_aux=True))
+  params, stats, sizes = trained.params, trained.batch_stats, []
+  for e in range(2):
+    perm = np.asarray(jax.random.permutation(jtrain.epoch_keys(key, e)[0], jnp.asarray(retain)))
+    for start in range(0, len(perm), 32):
+      idx = perm[start:start + 32]
+      sizes.append(len(idx))
+      g, stats = grad(params, stats, jnp.asarray(idx))
+      params = jax.tree.map(lambda p, d: p - 0.05 * d, params, g)
+  assert sizes == [32, 32, 32, 24] * 2
+  for a, b in zip(jax.tree.leaves((got.params, got.batch_stats)), jax.tree.leaves((params, stats))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_the_last_partial_batch_is_one_more_step_under_both_executors():
+  """A Batches pass runs its rest as step ``num_full`` (its own key), counted, under scan and steps alike;
+  the scan and steps executors see the same rows and keys."""
+  index = jnp.arange(10)
+  b = jtrain.epoch_batches(jax.random.key(0), index, 4)
+  assert b.full.shape == (2, 4) and b.rest.shape == (2,)
+
+  def step(c, row, k):
+    return c + jnp.sum(row), {"n": jnp.int32(row.shape[0]), "k": jax.random.key_data(k)}
+
+  k_steps = jax.random.key(5)
+  with jtrain.count_steps() as counted:
+    total, m = jax.jit(lambda: jtrain.scan_steps(step, jnp.int32(0), b, k_steps))()
+  assert counted.steps == 3 and int(total) == 45  # every example once
+  np.testing.assert_array_equal(m["n"], [4, 4, 2])
+  expect = np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(k_steps, i))) for i in range(3)])
+  np.testing.assert_array_equal(m["k"], expect)
+  with jtrain.count_steps() as counted, jtrain.use_executor("steps"):
+    total2, m2 = jtrain.scan_steps(step, jnp.int32(0), b, k_steps)
+  assert counted.steps == 3 and int(total2) == 45
+  np.testing.assert_array_equal(m2["k"], expect)
+  np.testing.assert_array_equal(m2["n"], [4, 4, 2])
+
+
+def test_scrub_takes_a_max_step_for_the_forget_sets_last_partial_batch(trained, class_data):
+  """40 forget examples at forget batch 16 are three max-steps (16, 16, 8), 120 retain examples at
+  batch 32 four min-steps (32, 32, 32, 24): msteps 1 and 2 epochs take 3 + 2 x 4 = 11 steps (7 before
+  the last partial batches were kept)."""
+  from jaxunlearn import unlearn as jun
+
+  cfg = jun.make_config("scrub", {"epochs": "2", "msteps": "1", "batch_size": "32", "forget_batch_size": "16"})
+  with jtrain.count_steps() as counted, jtrain.use_executor("steps"):
+    jun.make("scrub", cfg)(trained, class_data, jax.random.key(0))
+  assert (counted.steps, counted.exact) == (11, True)

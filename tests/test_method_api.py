@@ -130,8 +130,11 @@ def test_steps_executor_equals_scan(name, mlp_trained, class_data):
   with jtrain.use_executor("steps", on_step=lambda: calls.append(1)):
     b, mb = m(mlp_trained, class_data, jax.random.key(8))
   assert calls, f"{name}: no host step ran"
-  # one step program per pass for the whole run (a new closure per epoch would recompile every epoch)
-  assert len(_loop._STEP_PROGRAMS) == (2 if name.startswith("scrub") else 1), name
+  # one step function per pass for the whole run (a new closure per epoch would recompile every epoch),
+  # bound at most twice: for the full batches and for the last partial batch
+  passes = 2 if name.startswith("scrub") else 1
+  assert len({k[0] for k in _loop._STEP_PROGRAMS}) == passes, name
+  assert passes <= len(_loop._STEP_PROGRAMS) <= 2 * passes, name
   for p, q in zip(_leaves(a), _leaves(b)):
     np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6, err_msg=name)
   for k in ma:

@@ -30,11 +30,17 @@ def test_train_step_is_pure_and_reduces_loss(tiny_model, blobs):
 def test_epoch_batches_is_a_permutation_of_the_index():
   idx = jnp.arange(10, 30)
   b = jt.epoch_batches(jax.random.key(0), idx, 6)
-  assert b.shape == (3, 6)
-  vals = np.asarray(b).ravel()
-  assert len(set(vals.tolist())) == 18 and set(vals.tolist()) <= set(range(10, 30))
+  assert b.full.shape == (3, 6) and b.rest.shape == (2,)  # the last partial batch is kept
+  vals = np.concatenate([np.asarray(b.full).ravel(), np.asarray(b.rest)])
+  assert sorted(vals.tolist()) == list(range(10, 30))  # every example exactly once
+  assert b.num_steps == 4 == jt.steps_per_epoch(20, 6)
+  dropped = jt.epoch_batches(jax.random.key(0), idx, 6, drop_last=True)
+  assert dropped.rest is None and dropped.num_steps == 3 == jt.steps_per_epoch(20, 6, drop_last=True)
+  np.testing.assert_array_equal(dropped.full, b.full)
+  even = jt.epoch_batches(jax.random.key(0), jnp.arange(12), 6)
+  assert even.rest is None and even.full.shape == (2, 6)
   small = jt.epoch_batches(jax.random.key(0), jnp.arange(4), 64)  # batch clamped to the set
-  assert small.shape == (1, 4)
+  assert small.full.shape == (1, 4) and small.rest is None
 
 
 def test_step_schedule_follows_decay_rule():

@@ -164,7 +164,7 @@ class AirbenchConfig:
 def schedule_steps(cfg: AirbenchConfig, num_examples: int) -> tuple[int, int, int]:
   """``(batch_size, steps_per_epoch, total_steps)`` of a run on ``num_examples`` examples."""
   bs = max(1, min(cfg.batch_size, num_examples))
-  spe = steps_per_epoch(num_examples, bs)
+  spe = steps_per_epoch(num_examples, bs, drop_last=True)  # its loader drops the last batch
   return bs, spe, max(1, math.ceil(cfg.epochs * spe - 1e-9))
 
 

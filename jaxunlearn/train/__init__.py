@@ -17,6 +17,7 @@ from jaxunlearn.train._fit import train_model
 from jaxunlearn.train._loop import EXECUTORS
 from jaxunlearn.train._loop import branch
 from jaxunlearn.train._loop import current_executor
+from jaxunlearn.train._loop import Batches
 from jaxunlearn.train._loop import cycled_batches
 from jaxunlearn.train._loop import epoch_batches
 from jaxunlearn.train._loop import epoch_keys
@@ -47,7 +48,7 @@ __all__ = (
     "TrainConfig", "steps_per_epoch", "evaluate", "map_batches", "predict",
     "check_training_set", "make_epoch", "make_fit", "train_model",
     "EXECUTORS", "branch", "count_steps", "current_executor", "resolve_executor", "use_executor",
-    "cycled_batches", "epoch_batches", "epoch_keys", "pass_keys", "run_epochs", "scan_epochs", "scan_steps",
+    "Batches", "cycled_batches", "epoch_batches", "epoch_keys", "pass_keys", "run_epochs", "scan_epochs", "scan_steps",
     "OPTIMIZERS", "SCHEDULES", "OptimConfig", "as_hparams", "hparam", "hparam_fields", "make_optimizer",
     "make_schedule", "ModelState", "TrainState", "cross_entropy", "make_step", "make_train_step",
     "supervised_loss",

@@ -56,6 +56,8 @@ class TrainConfig:
     return OptimConfig(**{k: getattr(self, k) for k in names})
 
 
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-  """Full batches per epoch (the last partial batch is dropped; a set smaller than a batch is one)."""
-  return max(1, num_examples // max(1, min(batch_size, num_examples)))
+def steps_per_epoch(num_examples: int, batch_size: int, *, drop_last: bool = False) -> int:
+  """Steps per epoch: every batch, the last partial one included, as PyTorch's ``DataLoader`` does
+  (``drop_last``: full batches only, as airbench's loader). A set smaller than a batch is one batch."""
+  bs = max(1, min(batch_size, num_examples))
+  return max(1, num_examples // bs if drop_last else -(-num_examples // bs))

@@ -13,6 +13,11 @@ earlier ``fold_in(epoch_key, i + 1)`` step keys collided with ``permutation(epoc
 several passes per epoch gives pass ``j`` the keys ``fold_in(k_perm, j)`` / ``fold_in(k_steps, j)``
 (:func:`pass_keys`).
 
+A pass over a set keeps its last partial batch, as PyTorch's ``DataLoader`` does: :func:`epoch_batches`
+returns :class:`Batches`, the full batches (one scanned step program) and the remainder (one more step,
+traced or compiled separately for its smaller shape), so BatchNorm sees exactly the examples of each
+batch and no loss needs a padding mask.
+
 Two executors run the same loop with the same keys: ``scan`` (every epoch and step inside one
 ``lax.scan``: one program, what GPUs/TPUs want) and ``steps`` (epochs and steps as Python loops, each
 step its own jitted call; XLA:CPU runs convolution gradients inside ``lax.scan`` 6-30x slower than
@@ -28,11 +33,11 @@ import contextlib
 import threading
 from typing import Any, Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn.train._config import steps_per_epoch
 
 EXECUTORS = ("scan", "steps", "auto")
 _LOCAL = threading.local()
@@ -95,7 +100,8 @@ _COMPILED_KEPT = 8       # jitted step programs by traced structure, shared by e
 
 
 def _step_program(step, carry, rows, k_steps):
-  """``prog(carry, rows, i, k_steps) -> step(carry, rows[i], fold_in(k_steps, i))`` as ONE jitted call.
+  """``prog(carry, rows, i, base, k_steps) -> step(carry, rows[i], fold_in(k_steps, base + i))`` as ONE
+  jitted call.
 
   The step is traced to a jaxpr whose closed-over arrays (data, hyperparameters, ...) become arguments,
   and the jitted program is cached by the jaxpr's text and those arrays' types: a later call of the
@@ -103,10 +109,11 @@ def _step_program(step, carry, rows, k_steps):
   program instead of compiling its step again. Both caches are small LRUs (not weak dicts: a program
   closes over its step, which would keep every key, and the data it closes over, alive).
   """
-  prog = _STEP_PROGRAMS.pop(step, None)
+  shapes = (step, jax.tree.structure(rows), tuple(jnp.shape(a) for a in jax.tree.leaves(rows)))
+  prog = _STEP_PROGRAMS.pop(shapes, None)
   if prog is None:
     prog = _bind_step(step, carry, rows, k_steps)
-  _STEP_PROGRAMS[step] = prog
+  _STEP_PROGRAMS[shapes] = prog
   while len(_STEP_PROGRAMS) > _STEP_PROGRAMS_KEPT:
     _STEP_PROGRAMS.popitem(last=False)
   return prog
@@ -115,10 +122,10 @@ def _step_program(step, carry, rows, k_steps):
 def _bind_step(step, carry, rows, k_steps):
   from jax.extend import core as jex  # noqa: PLC0415
 
-  def at(carry, rows, i, k_steps):
-    return step(carry, jax.tree.map(lambda a: a[i], rows), jax.random.fold_in(k_steps, i))
+  def at(carry, rows, i, base, k_steps):
+    return step(carry, jax.tree.map(lambda a: a[i], rows), jax.random.fold_in(k_steps, base + i))
 
-  args = (carry, rows, jnp.int32(0), k_steps)
+  args = (carry, rows, jnp.int32(0), jnp.int32(0), k_steps)
   flat, in_tree = jax.tree.flatten(args)
 
   def flat_at(*xs):
@@ -140,8 +147,8 @@ def _bind_step(step, carry, rows, k_steps):
   while len(_COMPILED) > _COMPILED_KEPT:
     _COMPILED.popitem(last=False)
 
-  def prog(carry, rows, i, k_steps):
-    return compiled(consts, *jax.tree.leaves((carry, rows, i, k_steps)))
+  def prog(carry, rows, i, base, k_steps):
+    return compiled(consts, *jax.tree.leaves((carry, rows, i, base, k_steps)))
 
   return prog
 
@@ -217,13 +224,52 @@ def pass_keys(k_perm: jax.Array, k_steps: jax.Array, j: int) -> tuple[jax.Array,
   return jax.random.fold_in(k_perm, j), jax.random.fold_in(k_steps, j)
 
 
-def epoch_batches(key: jax.Array, index: jax.Array, batch_size: int) -> jax.Array:
-  """A random permutation of ``index`` ([N]) cut into ``[steps, batch]`` (last partial batch dropped)."""
+@flax.struct.dataclass
+class Batches:
+  """An epoch's rows: ``full``, a pytree whose leaves have a leading ``[steps]`` axis (equal batches),
+  and ``rest``, ONE more row of the same structure with a smaller batch (the last partial batch), or
+  ``None``. :func:`scan_steps` runs the full rows, then the rest as step ``steps``.
+
+  Build rows from index batches with :meth:`map` (``fn`` must accept index arrays of shape
+  ``[steps, batch]`` and ``[rest]``) and pair another stream of ``[num_steps, ...]`` rows with
+  :meth:`attach`.
+  """
+
+  full: Any
+  rest: Any = None
+
+  @property
+  def num_full(self) -> int:
+    return int(jax.tree.leaves(self.full)[0].shape[0])
+
+  @property
+  def num_steps(self) -> int:
+    """Steps of the pass (static): the full batches, plus one for the rest."""
+    return self.num_full + (self.rest is not None)
+
+  def map(self, fn: Callable) -> "Batches":
+    """``fn`` applied to the full rows and to the rest."""
+    return Batches(fn(self.full), None if self.rest is None else fn(self.rest))
+
+  def attach(self, **streams) -> "Batches":
+    """Adds named streams (leaves ``[num_steps, ...]``) to dict rows: step ``i`` gets row ``i`` of each."""
+    n = self.num_full
+    full = {**self.full, **{k: jax.tree.map(lambda a: a[:n], v) for k, v in streams.items()}}
+    if self.rest is None:
+      return Batches(full)
+    return Batches(full, {**self.rest, **{k: jax.tree.map(lambda a: a[n], v) for k, v in streams.items()}})
+
+
+def epoch_batches(key: jax.Array, index: jax.Array, batch_size: int, *, drop_last: bool = False) -> Batches:
+  """A random permutation of ``index`` ([N]) cut into :class:`Batches`: ``full`` ``[N // bs, bs]`` and
+  the last partial batch ``rest`` ``[N % bs]`` (None when ``bs`` divides N, or with ``drop_last``).
+  ``bs = min(batch_size, N)``."""
   n = index.shape[0]
   bs = max(1, min(batch_size, n))
-  spe = steps_per_epoch(n, bs)
+  nf = max(1, n // bs)
   perm = jax.random.permutation(key, index)
-  return perm[: spe * bs].reshape(spe, bs)
+  rest = None if drop_last or nf * bs == n else perm[nf * bs:]
+  return Batches(perm[: nf * bs].reshape(nf, bs), rest)
 
 
 def cycled_batches(key: jax.Array, index: jax.Array, batch_size: int, steps: int) -> jax.Array:
@@ -242,17 +288,29 @@ def cycled_batches(key: jax.Array, index: jax.Array, batch_size: int, steps: int
 
 
 def scan_steps(step: Step, carry, rows, k_steps: jax.Array):
-  """Runs ``step(carry, row_i, fold_in(k_steps, i))`` over the leading axis of ``rows`` (a pytree).
+  """Runs ``step(carry, row_i, fold_in(k_steps, i))`` over the leading axis of ``rows`` (a pytree), or
+  over a :class:`Batches`' full rows and then its rest (step ``num_full``).
 
   Returns:
-    ``(carry, metrics)`` with a leading ``[steps]`` axis on every metric.
+    ``(carry, metrics)`` with a leading ``[steps]`` axis on every metric (the rest's last).
   """
+  if isinstance(rows, Batches):
+    carry, m = scan_steps(step, carry, rows.full, k_steps)
+    if rows.rest is None:
+      return carry, m
+    one = jax.tree.map(lambda a: a[None], rows.rest)
+    carry, mr = _run_steps(step, carry, one, k_steps, rows.num_full)
+    return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), m, mr)
+  return _run_steps(step, carry, rows, k_steps, 0)
+
+
+def _run_steps(step: Step, carry, rows, k_steps: jax.Array, base: int):
   n = jax.tree.leaves(rows)[0].shape[0]
   if _stepping(carry, rows, k_steps):
     prog, on_step = _step_program(step, carry, rows, k_steps), _LOCAL.executor[1]
     outs = []
     for i in range(n):
-      carry, m = prog(carry, rows, jnp.int32(i), k_steps)
+      carry, m = prog(carry, rows, jnp.int32(i), jnp.int32(base), k_steps)
       outs.append(m)
       _add_steps(1, False)
       if on_step is not None:
@@ -264,7 +322,7 @@ def scan_steps(step: Step, carry, rows, k_steps: jax.Array):
     i, row = inp
     return step(c, row, jax.random.fold_in(k_steps, i))
 
-  return jax.lax.scan(body, carry, (jnp.arange(n), rows))
+  return jax.lax.scan(body, carry, (jnp.arange(base, base + n), rows))
 
 
 def scan_epochs(epoch_fn: Callable, carry, key: jax.Array, epochs: int, *, start: int = 0):
@@ -311,7 +369,8 @@ def run_epochs(step: Step, carry, key: jax.Array, epochs: int, plan: Callable, *
     carry: the starting state (e.g. a ``TrainState``).
     key: the run's key.
     epochs: number of epochs (static).
-    plan: ``plan(k_perm, epoch) -> rows``, a pytree whose leaves have a leading ``[steps]`` axis.
+    plan: ``plan(k_perm, epoch) -> rows``, a pytree whose leaves have a leading ``[steps]`` axis, or
+      :class:`Batches`.
     start: first epoch number (for the keys).
 
   Returns:

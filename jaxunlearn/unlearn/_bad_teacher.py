@@ -87,8 +87,7 @@ def bad_teacher(state: ModelState, data: UnlearnData, key: jax.Array, config: Ba
     sub = jax.random.permutation(ks, data.retain)[:k_sub]
     union = jnp.concatenate([sub, data.forget])
     flags = jnp.concatenate([jnp.zeros((k_sub,), bool), jnp.ones((f,), bool)])
-    p = epoch_batches(kp, pos, config.batch_size)
-    return {"idx": union[p], "bad": flags[p]}
+    return epoch_batches(kp, pos, config.batch_size).map(lambda p: {"idx": union[p], "bad": flags[p]})
 
   def loss_fn(params, stats, row, key):
     x = images(data.x[row["idx"]], key, aug, model.flip_ok)

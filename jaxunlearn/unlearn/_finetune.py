@@ -69,7 +69,7 @@ def train_on(state: ModelState, data: UnlearnData, index: jax.Array, key: jax.Ar
   """
   spe = steps_per_epoch(index.shape[0], cfg.batch_size)
   loss_fn = loss_fn or ce_loss(state.model, data, cfg.augment)
-  plan = lambda k, e: {"idx": epoch_batches(k, index, cfg.batch_size)}  # noqa: E731
+  plan = lambda k, e: epoch_batches(k, index, cfg.batch_size).map(lambda i: {"idx": i})  # noqa: E731
   new, hist = drive(state, key, cfg, hparams, loss_fn, plan, spe, mask=mask, params=params,
                     batch_stats=batch_stats)
   return new, {"loss": hist["loss"], "acc": hist["acc"]}

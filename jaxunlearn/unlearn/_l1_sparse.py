@@ -72,8 +72,9 @@ def l1_sparse(state: ModelState, data: UnlearnData, key: jax.Array, config: L1Sp
   spe = steps_per_epoch(data.retain.shape[0], config.batch_size)
 
   def plan(k, e):
-    return {"idx": epoch_batches(k, data.retain, config.batch_size),
-            "coef": jnp.broadcast_to(l1_coefficient(hparams["l1"], config.epochs, e), (spe,))}
+    coef = l1_coefficient(hparams["l1"], config.epochs, e)
+    return epoch_batches(k, data.retain, config.batch_size).map(
+        lambda i: {"idx": i, "coef": jnp.broadcast_to(coef, i.shape[:-1])})
 
   def loss_fn(params, stats, row, key):
     idx = row["idx"]

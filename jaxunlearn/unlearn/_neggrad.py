@@ -63,7 +63,7 @@ def neggrad(state: ModelState, data: UnlearnData, key: jax.Array, config: NegGra
     and ``acc`` (forget batch accuracy), each ``[epochs]``.
   """
   spe = steps_per_epoch(data.forget.shape[0], config.batch_size)
-  plan = lambda k, e: {"idx": epoch_batches(k, data.forget, config.batch_size)}  # noqa: E731
+  plan = lambda k, e: epoch_batches(k, data.forget, config.batch_size).map(lambda i: {"idx": i})  # noqa: E731
   return drive(state, key, config, hparams, ce_loss(state.model, data, config.augment, -1.0), plan, spe, mask=mask)
 
 
@@ -135,8 +135,8 @@ def neggrad_plus(state: ModelState, data: UnlearnData, key: jax.Array, config: N
 
   def plan(k, e):
     kr, kf = jax.random.split(k)
-    return {"r": epoch_batches(kr, data.retain, config.batch_size),
-            "f": cycled_batches(kf, data.forget, config.forget_batch_size, spe)}
+    retain = epoch_batches(kr, data.retain, config.batch_size).map(lambda i: {"r": i})
+    return retain.attach(f=cycled_batches(kf, data.forget, config.forget_batch_size, spe))
 
   def loss_fn(params, stats, row, key):
     kr, kf = jax.random.split(key)

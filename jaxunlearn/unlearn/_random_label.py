@@ -72,8 +72,7 @@ def relabel_run(state: ModelState, data: UnlearnData, key: jax.Array, config, hp
   def plan(k, e):
     kp, kl = jax.random.split(k)
     labels = random_label_targets(kl, data, config.exclude_true)
-    idx = epoch_batches(kp, union, config.batch_size)
-    return {"idx": idx, "y": labels[idx]}
+    return epoch_batches(kp, union, config.batch_size).map(lambda i: {"idx": i, "y": labels[i]})
 
   return drive(state, key, config, hparams, ce_loss(state.model, data, config.augment), plan, spe, mask=mask)
 

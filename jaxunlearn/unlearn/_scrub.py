@@ -284,8 +284,8 @@ def scrub(state: ModelState, data: UnlearnData, key: jax.Array, config: ScrubCon
           mask=None) -> tuple[ModelState, dict]:
   """SCRUB: max-steps on the forget set (epochs ``1..msteps``) and min-steps on the retain set.
 
-  Batches are random permutations of the forget / retain indices (last partial batch dropped; sizes
-  clamped to the set sizes); epoch ``e`` (1-based) uses the one loop's keys of ``(key, e)``.
+  Batches are random permutations of the forget / retain indices (the last partial batch kept, as
+  PyTorch's ``DataLoader`` does; sizes clamped to the set sizes); epoch ``e`` (1-based) uses the one loop's keys of ``(key, e)``.
 
   Returns:
     ``(student, metrics)`` with per-epoch ``[epochs]`` arrays: ``lr``, ``max_pass`` (bool),

@@ -51,6 +51,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping
 
+from jaxunlearn.train import steps_per_epoch
 from jaxunlearn.unlearn._registry import get_method
 from jaxunlearn.unlearn._registry import make_config
 from jaxunlearn.unlearn._registry import replace
@@ -115,8 +116,8 @@ class DefaultChoice:
 
 
 def steps(n: int, batch_size: int) -> int:
-  """Optimizer steps of one epoch over ``n`` examples (last partial batch dropped, at least 1)."""
-  return max(1, n // max(1, min(batch_size, n)))
+  """Optimizer steps of one epoch over ``n`` examples (the last partial batch included, at least 1)."""
+  return steps_per_epoch(n, batch_size)
 
 
 def _budget(name: str, epochs: int, spe: int, s: DataScale, why: str = "") -> DefaultChoice:
