@@ -151,6 +151,17 @@ def _add_study_flags(p: argparse.ArgumentParser, d) -> None:
                       "are auto-detected; see BUILD.md)")
 
 
+def _add_attack_flags(p: argparse.ArgumentParser, d) -> None:
+  """How a lira / ulira study scores and reads its attacks (:class:`jaxunlearn.studies.common.AttackOptions`)."""
+  p.add_argument("--lira-convention", default=d.lira_convention,
+                 help="ours: all shadow models, pooled OUT sigma, one-sided cdf offline; reference: "
+                      "tensorflow/privacy plot.py's scoring")
+  p.add_argument("--statistic", default=d.statistic, help="Gaussian centres: median (LiRA's code) or mean "
+                 "(DeepUnlearn's U-LiRA)")
+  p.add_argument("--tpr-strict", action="store_true", default=d.tpr_strict,
+                 help="read TPR at FPR < target, as the LiRA reference (default: FPR <= target)")
+
+
 def _methods_help() -> tuple[str, str]:
   """``(methods, presets)``: the registered method names and their named presets, for ``--help``."""
   from jaxunlearn import unlearn  # noqa: PLC0415
@@ -182,6 +193,7 @@ def _add_studies(sub, fmt) -> None:
   p.add_argument("--targets", type=int, default=d.targets, help=targets)
   p.add_argument("--no-flip", dest="flip", action="store_false", default=None, help=no_flip)
   p.add_argument("--out", default=d.out, help="output folder for results.json and roc.png")
+  _add_attack_flags(p, d)
   _add_study_flags(p, d)
 
   d = studies.UliraConfig()
@@ -195,6 +207,7 @@ def _add_studies(sub, fmt) -> None:
   q.add_argument("--targets", type=int, default=d.targets, help=targets)
   q.add_argument("--no-flip", dest="flip", action="store_false", default=None, help=no_flip)
   q.add_argument("--out", default=d.out, help="output folder for results.json and roc.png")
+  _add_attack_flags(q, d)
   _add_study_flags(q, d)
 
   d = studies.ChallengeConfig()

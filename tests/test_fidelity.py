@@ -80,6 +80,48 @@ def test_presets_named_after_their_source():
   assert (s.optim.lr, s.batch_size, s.exclude_true) == (0.013, 256, False)
   assert not jun.make_config("random_label", preset="salun_paper").exclude_true
   assert jun.make_config("random_label").exclude_true and jun.make_config("salun").exclude_true
+  assert jun.make_config("random_label", preset="salun_paper").two_pass and s.two_pass
+  assert not (jun.make_config("random_label").two_pass or jun.make_config("salun").two_pass)
+
+
+def test_two_pass_random_label_is_a_forget_pass_then_a_retain_pass(trained, class_data):
+  """``two_pass`` (SalUn's code for 10 classes) equals a hand-written epoch: the relabelled forget set in
+  batches of 32 and 8, then the retain set in batches of 32, 32, 32 and 24, one plain SGD step each."""
+  import jax.numpy as jnp
+
+  from jaxunlearn import train as jtrain
+  from jaxunlearn.unlearn import _random_label
+
+  cfg = jun.make_config("random_label", {"epochs": "2", "batch_size": "32", "lr": "0.05", "momentum": "0",
+                                         "weight_decay": "0", "two_pass": "true", "exclude_true": "false"})
+  key = jax.random.key(4)
+  got, _ = jax.jit(jun.make("random_label", cfg))(trained, class_data, key)
+  union, _ = jax.jit(jun.make("random_label", _cfg(cfg, two_pass=False)))(trained, class_data, key)
+
+  model, x = trained.model, class_data.x
+
+  def loss(p, s, idx, y):
+    logits, s = model.apply(p, s, x[idx], train=True)
+    return jnp.mean(jtrain.cross_entropy(logits, y)), s
+
+  grad = jax.jit(jax.grad(loss, has_aux=True))
+  params, stats, sizes = trained.params, trained.batch_stats, []
+  for e in range(2):
+    kp, kl = jax.random.split(jtrain.epoch_keys(key, e)[0])
+    labels = _random_label.random_label_targets(kl, class_data, False)
+    kf, kr = jax.random.split(kp)
+    for k, index in ((kf, class_data.forget), (kr, class_data.retain)):
+      perm = np.asarray(jax.random.permutation(k, index))
+      for start in range(0, len(perm), 32):
+        idx = jnp.asarray(perm[start:start + 32])
+        sizes.append(len(idx))
+        g, stats = grad(params, stats, idx, labels[idx])
+        params = jax.tree.map(lambda p, d: p - 0.05 * d, params, g)
+  assert sizes == [32, 8, 32, 32, 32, 24] * 2
+  for a, b in zip(jax.tree.leaves((got.params, got.batch_stats)), jax.tree.leaves((params, stats))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  assert any(not np.allclose(np.asarray(a), np.asarray(b), atol=1e-4)  # the union's order is another run
+             for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(union.params)))
 
 
 def test_run_holdout_trains_without_it_and_rewind_validates_on_it(tmp_path, capsys):
@@ -114,3 +156,17 @@ def test_scrub_paper_block_baselines_keep_the_head_frozen(name, trained, class_d
              for a, b in zip(jax.tree.leaves(st.params[before]), jax.tree.leaves(trained.params[before])))
   with pytest.raises(ValueError, match="leaves no group to train"):
     jun.make(name, _cfg(cfg, k=1))(trained, class_data, jax.random.key(0))
+
+
+def test_two_pass_under_the_steps_executor_equals_its_scan(mlp_trained, class_data):
+  from jaxunlearn import train as jtrain
+
+  m = jun.make("random_label", jun.make_config("random_label", {"epochs": "2", "batch_size": "32",
+                                                                "two_pass": "true"}))
+  a, ma = jax.jit(m)(mlp_trained, class_data, jax.random.key(2))
+  with jtrain.count_steps() as counted, jtrain.use_executor("steps"):
+    b, mb = m(mlp_trained, class_data, jax.random.key(2))
+  assert counted.steps == 2 * (2 + 4)  # forget 32 + 8, retain 3 x 32 + 24
+  for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(ma["loss"]), np.asarray(mb["loss"]), rtol=1e-4)

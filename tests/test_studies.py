@@ -32,9 +32,9 @@ def test_lira_smoke(tmp_path, monkeypatch):
   pooled = {}
   real = common.summarise
 
-  def spy(attacks, out, title):  # the pooled (scores, is_member) the study summarised
+  def spy(attacks, out, title, **kw):  # the pooled (scores, is_member) the study summarised
     pooled.update(attacks)
-    return real(attacks, out, title)
+    return real(attacks, out, title, **kw)
 
   monkeypatch.setattr(common, "summarise", spy)
   out = tmp_path / "lira"
@@ -57,6 +57,36 @@ def test_lira_smoke(tmp_path, monkeypatch):
   assert "TPR read-out: FPR <= target" in text and "convention 'ours'" in text
   _png(out / disk["plots"]["roc"])
   assert not list(out.glob("*.tmp"))
+
+
+def test_attack_options_reach_the_scores_and_the_readout(tmp_path, monkeypatch):
+  """--lira-convention reference --statistic mean --tpr-strict: the pooled scores are mia.lira's with those
+  options, the table's TPRs are read at FPR < target, and the JSON and the printed line say so."""
+  from jaxunlearn.studies import lira as lira_study
+
+  seen, pooled = {}, {}
+  real_attacks, real_summarise = lira_study.lira_attacks, common.summarise
+
+  def attacks_spy(*a, **kw):
+    seen.update(kw)
+    return real_attacks(*a, **kw)
+
+  def summarise_spy(attacks, out, title, **kw):
+    pooled.update(attacks)
+    return real_summarise(attacks, out, title, **kw)
+
+  monkeypatch.setattr(lira_study, "lira_attacks", attacks_spy)
+  monkeypatch.setattr(common, "summarise", summarise_spy)
+  out = tmp_path / "lira"
+  studies.run_lira(studies.LiraConfig(num_models=6, out=str(out), lira_convention="reference", statistic="mean",
+                                      tpr_strict=True, **TINY))
+  disk = _json(out)
+  assert seen == {"convention": "reference", "statistic": "mean"}
+  for name, a in disk["attacks"].items():
+    assert a == mia.evaluate_attack(*pooled[name], strict=True)
+  assert (disk["tpr_readout"], disk["lira_convention"], disk["lira_statistic"]) == ("fpr < target", "reference", "mean")
+  text = studies.format_result(disk)
+  assert "TPR read-out: FPR < target" in text and "convention 'reference'" in text and "mean centres" in text
 
 
 def test_ulira_smoke(tmp_path):
@@ -124,6 +154,8 @@ def test_lira_attacks_detects_planted_membership():
 
 @pytest.mark.parametrize("argv, message", [
     (["lira", "--models", "2"], "num_models must be an int >= 4"),
+    (["lira", "--lira-convention", "theirs"], "lira convention must be one of ours, reference, got 'theirs'"),
+    (["ulira", "--statistic", "mode"], "statistic must be one of median, mean, got 'mode'"),
     (["lira", "--model", "vgg"], "unknown model 'vgg'"),
     (["lira", "--targets", "20"], "targets (20) cannot exceed num_models (16)"),
     (["lira", "--chunk-size", "0"], "chunk_size must be an int >= 1"),

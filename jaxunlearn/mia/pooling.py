@@ -13,7 +13,8 @@ ATTACKS = ("online", "online_fixed_variance", "offline", "offline_fixed_variance
 
 
 def lira_attacks(conf: np.ndarray, member: np.ndarray, targets, *, ulira: bool = False,
-                 columns=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                 columns=None, convention: str = "ours",
+                 statistic: str = "median") -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Leave-one-out LiRA / U-LiRA over target models, pooled.
 
   For each target t, the shadow models are all others; examples (``columns``, default all) that
@@ -26,6 +27,8 @@ def lira_attacks(conf: np.ndarray, member: np.ndarray, targets, *, ulira: bool =
     targets: iterable of target model indices.
     ulira: use :func:`jaxunlearn.mia.ulira` (else :func:`jaxunlearn.mia.lira`).
     columns: example indices to attack (default all N).
+    convention, statistic: passed to :func:`jaxunlearn.mia.lira` / :func:`jaxunlearn.mia.ulira`
+      (``"reference"``: tensorflow/privacy's ``plot.py``; ``"mean"``: DeepUnlearn's centres).
 
   Returns:
     ``{attack: (scores [P], is_member [P])}`` pooled over targets, for every name in ``ATTACKS``.
@@ -45,7 +48,8 @@ def lira_attacks(conf: np.ndarray, member: np.ndarray, targets, *, ulira: bool =
     tgt, sh, mem = conf[t][c], conf[others][:, c], member[others][:, c]
     for name, online, fixed in (("online", True, False), ("online_fixed_variance", True, True),
                                 ("offline", False, False), ("offline_fixed_variance", False, True)):
-      pooled[name].append(fn(tgt, sh, mem, online=online, fixed_variance=fixed))
+      pooled[name].append(fn(tgt, sh, mem, online=online, fixed_variance=fixed, convention=convention,
+                             statistic=statistic))
     pooled["global_threshold"].append(tgt.mean(-1))
     labels.append(member[t, c])
   if not labels:
@@ -54,6 +58,6 @@ def lira_attacks(conf: np.ndarray, member: np.ndarray, targets, *, ulira: bool =
   return {a: (np.concatenate(v), y) for a, v in pooled.items()}
 
 
-def ulira_attacks(conf: np.ndarray, unlearned: np.ndarray, targets, *, columns=None) -> dict:
+def ulira_attacks(conf: np.ndarray, unlearned: np.ndarray, targets, *, columns=None, **kw) -> dict:
   """:func:`lira_attacks` with U-LiRA (``member`` = trained on and then unlearned)."""
-  return lira_attacks(conf, unlearned, targets, ulira=True, columns=columns)
+  return lira_attacks(conf, unlearned, targets, ulira=True, columns=columns, **kw)

@@ -112,23 +112,66 @@ def versions() -> dict:
 
 
 # How the lira / ulira studies read their tables (written into every results.json, printed under
-# every table): TPR at FPR <= target (``metrics.tpr_at_fpr``, strict=False; the LiRA reference reads
-# FPR < target) and LiRA's "ours" convention (``mia.lira``: all shadow models, per-side pooled
-# fixed sigma, one-sided cdf offline test, median centres).
+# every table). Defaults: TPR at FPR <= target (``metrics.tpr_at_fpr``, strict=False; the LiRA reference
+# reads FPR < target: ``tpr_strict``) and LiRA's "ours" convention (``mia.lira``: all shadow models,
+# per-side pooled fixed sigma, one-sided cdf offline test) with median centres.
 TPR_READOUT = "fpr <= target"
 LIRA_CONVENTION = "ours"
+CONVENTIONS = {
+    "ours": "all shadow models, pooled OUT sigma, one-sided cdf offline",
+    "reference": "first min-count shadow models, IN sigma for both sides, -log pdf offline (plot.py)",
+}
+STATISTICS = ("median", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackOptions:
+  """How the lira / ulira studies score and read their attacks (``mia.lira``'s options).
+
+  Attributes:
+    lira_convention: ``ours`` or ``reference`` (tensorflow/privacy ``plot.py``'s scoring).
+    statistic: centres of the Gaussians, ``median`` (LiRA's code) or ``mean`` (DeepUnlearn's U-LiRA).
+    tpr_strict: read TPR at FPR < target (the LiRA reference) instead of <= target.
+  """
+
+  lira_convention: str = LIRA_CONVENTION
+  statistic: str = "median"
+  tpr_strict: bool = False
+
+
+def check_attack(cfg: AttackOptions) -> None:
+  if cfg.lira_convention not in CONVENTIONS:
+    raise ConfigError(f"lira convention must be one of {', '.join(CONVENTIONS)}, got {cfg.lira_convention!r}")
+  if cfg.statistic not in STATISTICS:
+    raise ConfigError(f"statistic must be one of {', '.join(STATISTICS)}, got {cfg.statistic!r}")
+  if not isinstance(cfg.tpr_strict, bool):
+    raise ConfigError(f"tpr_strict must be a bool, got {cfg.tpr_strict!r}")
+
+
+def attack_kw(cfg: AttackOptions) -> dict:
+  """``convention`` / ``statistic`` for :func:`jaxunlearn.mia.lira_attacks`."""
+  return {"convention": cfg.lira_convention, "statistic": cfg.statistic}
+
+
+def attack_fields(cfg: AttackOptions) -> dict:
+  """What results.json records of the attack options."""
+  return {"tpr_readout": "fpr < target" if cfg.tpr_strict else TPR_READOUT, "lira_convention": cfg.lira_convention,
+          "lira_statistic": cfg.statistic}
 
 
 def readout_line(results: dict) -> str:
   """The line printed under a lira / ulira table: which TPR read-out and LiRA convention it uses."""
   readout = results.get("tpr_readout", TPR_READOUT)  # results written before the field: <=
   conv = results.get("lira_convention", LIRA_CONVENTION)
-  return (f"TPR read-out: FPR {readout.removeprefix('fpr ')} (the LiRA reference reads FPR < target); "
-          f"LiRA convention {conv!r}: all shadow models, pooled OUT sigma, one-sided cdf offline")
+  stat = results.get("lira_statistic", "median")
+  ref = "as" if readout == "fpr < target" else "the LiRA reference reads FPR < target"
+  return (f"TPR read-out: FPR {readout.removeprefix('fpr ')} ({ref}); "
+          f"LiRA convention {conv!r}: {CONVENTIONS.get(conv, conv)}; {stat} centres")
 
 
-def summarise(attacks: dict, out: Path, title: str) -> tuple[dict, str]:
-  """Per attack ``{auc, tpr@0.1%, tpr@1%, best_accuracy}``, and their ROC curves in ``out/roc.png``."""
+def summarise(attacks: dict, out: Path, title: str, *, strict: bool = False) -> tuple[dict, str]:
+  """Per attack ``{auc, tpr@0.1%, tpr@1%, best_accuracy}`` (``strict``: TPR at FPR < target), and their
+  ROC curves in ``out/roc.png``."""
   from jaxunlearn import metrics
   from jaxunlearn import mia
   from jaxunlearn import plotting
@@ -137,7 +180,7 @@ def summarise(attacks: dict, out: Path, title: str) -> tuple[dict, str]:
   for name, (scores, y) in attacks.items():
     if y.all() or not y.any():
       raise ValueError(f"attack {name}: the pooled examples are all members or all non-members")
-    summary[name] = mia.evaluate_attack(scores, y)
+    summary[name] = mia.evaluate_attack(scores, y, strict=strict)
     fpr, tpr, _ = metrics.roc_curve(scores, y)
     curves[name] = (fpr, tpr)
   if jax.process_index() == 0:  # multi-host: one writer

@@ -19,7 +19,7 @@ __all__ = ("LiraConfig", "run_lira")
 
 
 @dataclasses.dataclass(frozen=True)
-class LiraConfig(C.StudyConfig):
+class LiraConfig(C.StudyConfig, C.AttackOptions):
   """``jaxunlearn lira``: M models on balanced random halves of the train split; LiRA.
 
   Attributes:
@@ -28,6 +28,8 @@ class LiraConfig(C.StudyConfig):
     flip: query the mirror image too (A = 2 augmentations, as in the LiRA reference); default None:
       the dataset's ``flip_ok`` (no mirror queries for digits, whose mirror images change class).
     out: output folder for ``results.json`` and ``roc.png``.
+    lira_convention, statistic, tpr_strict: see :class:`jaxunlearn.studies.common.AttackOptions`
+      (the models' halves are ours either way: ``train_many`` needs every model to keep ``N // 2``).
   """
 
   num_models: int = 16
@@ -39,6 +41,7 @@ class LiraConfig(C.StudyConfig):
 def _prepare(cfg: LiraConfig):
   tcfg, out = C.check_study(cfg, LiraConfig)
   C.check_targets(cfg)
+  C.check_attack(cfg)
   ds = cfg.load_data()
   model = cfg.create_model(ds)
   half = len(ds.y_train) // 2
@@ -54,14 +57,15 @@ def run_lira(cfg: LiraConfig) -> dict:
 
     {"study": "lira", "config", "dataset", "model", "num_models", "num_examples", "targets",
      "augmentations", "attacks": {attack: {"auc", "tpr@0.1%", "tpr@1%", "best_accuracy"}},
-     "tpr_readout": "fpr <= target", "lira_convention": "ours",
+     "tpr_readout": "fpr <= target", "lira_convention": "ours", "lira_statistic": "median",
      "accuracy": {"train_mean", "heldout_mean", "test_mean"}, "seconds": {...},
      "models_per_second", "strategy_used", "plots": {"roc": "roc.png"}, "versions"}
 
   with attacks ``online``, ``online_fixed_variance``, ``offline``, ``offline_fixed_variance``
   (LiRA) and ``global_threshold`` (the target's confidence itself). ``tpr_readout``: the TPRs are
-  read at FPR <= 0.1 % / 1 % (``metrics.tpr_at_fpr``; the LiRA reference reads FPR < target);
-  ``lira_convention``: :func:`jaxunlearn.mia.lira`'s default ``"ours"``.
+  read at FPR <= 0.1 % / 1 % (``metrics.tpr_at_fpr``; the LiRA reference reads FPR < target:
+  ``tpr_strict`` gives ``"fpr < target"``); ``lira_convention`` / ``lira_statistic``: the options of
+  :func:`jaxunlearn.mia.lira` used (defaults ``"ours"``, ``"median"``).
   """
   tcfg, out, ds, model = _prepare(cfg)
   t0 = time.perf_counter()
@@ -83,15 +87,16 @@ def run_lira(cfg: LiraConfig) -> dict:
   correct = np.argmax(logits[:, :, 0], -1) == ds.y_train[None]
   test_acc = many.accuracies_many(states, ds.x_test, ds.y_test, **kw)
   targets = range(cfg.targets if cfg.targets is not None else m_total)
-  attacks = lira_attacks(conf, keep, targets)
-  summary, roc = C.summarise(attacks, out, f"LiRA, {m_total} models ({cfg.dataset}, {cfg.model})")
+  attacks = lira_attacks(conf, keep, targets, **C.attack_kw(cfg))
+  summary, roc = C.summarise(attacks, out, f"LiRA, {m_total} models ({cfg.dataset}, {cfg.model})",
+                             strict=cfg.tpr_strict)
   total = time.perf_counter() - t0
   results = {
       "study": "lira", "config": dataclasses.asdict(cfg), "dataset": cfg.dataset, "model": cfg.model,
       "num_models": m_total, "num_examples": n, "targets": len(targets),
       "augmentations": int(conf.shape[-1]), "pooled_examples": int(attacks["online"][1].size),
       "attacks": summary,
-      "tpr_readout": C.TPR_READOUT, "lira_convention": C.LIRA_CONVENTION,
+      **C.attack_fields(cfg),
       "accuracy": {"train_mean": float(correct[keep].mean()), "heldout_mean": float(correct[~keep].mean()),
                    "test_mean": float(test_acc.mean())},
       "seconds": {"train": t_train, "total": total}, "models_per_second": m_total / t_train,

@@ -22,7 +22,7 @@ __all__ = ("UliraConfig", "run_ulira")
 
 
 @dataclasses.dataclass(frozen=True)
-class UliraConfig(C.StudyConfig):
+class UliraConfig(C.StudyConfig, C.AttackOptions):
   """``jaxunlearn ulira``: U-LiRA of an unlearning method.
 
   Attributes:
@@ -35,6 +35,8 @@ class UliraConfig(C.StudyConfig):
       seen" in the others).
     targets, flip: as in :class:`jaxunlearn.studies.LiraConfig`.
     out: output folder.
+    lira_convention, statistic, tpr_strict: see :class:`jaxunlearn.studies.common.AttackOptions`
+      (``statistic="mean"``: DeepUnlearn's U-LiRA centres).
   """
 
   num_models: int = 16
@@ -50,6 +52,7 @@ class UliraConfig(C.StudyConfig):
 def _prepare(cfg: UliraConfig):
   tcfg, out = C.check_study(cfg, UliraConfig)
   C.check_targets(cfg)
+  C.check_attack(cfg)
   check_int("pool_size", cfg.pool_size, 2)
   mcfg = C.method_config(cfg.method, cfg.overrides, cfg.preset)
   ds = cfg.load_data()
@@ -120,11 +123,11 @@ def run_ulira(cfg: UliraConfig) -> dict:
     return logit_confidence(lg if flip else lg[:, :, None], yp[:, None])
 
   targets = range(cfg.targets if cfg.targets is not None else m_total)
-  u_att = lira_attacks(conf_of(unlearned), member, targets, ulira=True)
-  o_att = lira_attacks(conf_of(originals), member, targets)
-  summary, roc = C.summarise(u_att, out, f"U-LiRA, {cfg.method}, {m_total} models")
+  u_att = lira_attacks(conf_of(unlearned), member, targets, ulira=True, **C.attack_kw(cfg))
+  o_att = lira_attacks(conf_of(originals), member, targets, **C.attack_kw(cfg))
+  summary, roc = C.summarise(u_att, out, f"U-LiRA, {cfg.method}, {m_total} models", strict=cfg.tpr_strict)
   roc_dir = out / "original"
-  o_summary, _ = C.summarise(o_att, roc_dir, f"LiRA on the originals, {m_total} models")
+  o_summary, _ = C.summarise(o_att, roc_dir, f"LiRA on the originals, {m_total} models", strict=cfg.tpr_strict)
 
   def accs(states):
     lg = many.predict_many(states, ds.x_train, **kw)
@@ -141,7 +144,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
       "retain_per_model": int(retain.shape[1]), "targets": len(targets),
       "pooled_examples": int(u_att["online"][1].size),
       "attacks": summary, "original_attacks": o_summary,
-      "tpr_readout": C.TPR_READOUT, "lira_convention": C.LIRA_CONVENTION,
+      **C.attack_fields(cfg),
       "accuracy": {"original": accs(originals), "unlearned": accs(unlearned)},
       "seconds": {"train": t_train, "unlearn": t_unlearn, "total": total},
       "models_per_second": {"train": m_total / t_train, "unlearn": m_total / t_unlearn},

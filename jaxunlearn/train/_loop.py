@@ -370,7 +370,8 @@ def run_epochs(step: Step, carry, key: jax.Array, epochs: int, plan: Callable, *
     key: the run's key.
     epochs: number of epochs (static).
     plan: ``plan(k_perm, epoch) -> rows``, a pytree whose leaves have a leading ``[steps]`` axis, or
-      :class:`Batches`.
+      :class:`Batches`, or a LIST of those: passes run in order, pass ``j`` with the step keys of
+      ``fold_in(k_steps, j)`` (:func:`pass_keys`), their metrics concatenated.
     start: first epoch number (for the keys).
 
   Returns:
@@ -378,7 +379,14 @@ def run_epochs(step: Step, carry, key: jax.Array, epochs: int, plan: Callable, *
   """
 
   def epoch_fn(c, e, k_perm, k_steps):
-    c, m = scan_steps(step, c, plan(k_perm, e), k_steps)
-    return c, jax.tree.map(jnp.mean, m)
+    rows = plan(k_perm, e)
+    if not isinstance(rows, list):
+      c, m = scan_steps(step, c, rows, k_steps)
+      return c, jax.tree.map(jnp.mean, m)
+    ms = []
+    for j, r in enumerate(rows):
+      c, m = scan_steps(step, c, r, jax.random.fold_in(k_steps, j))
+      ms.append(m)
+    return c, jax.tree.map(lambda *a: jnp.mean(jnp.concatenate(a)), *ms)
 
   return scan_epochs(epoch_fn, carry, key, epochs, start=start)

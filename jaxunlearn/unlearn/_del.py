@@ -113,8 +113,10 @@ class SalunConfig:
     augment: random crop + flip (off).
     score_batch_size: forget batch size for the saliency gradients.
     exclude_true: as ``random_label``'s (False: SalUn's code, labels over all classes).
+    two_pass: as ``random_label``'s (True: SalUn's code for 10 classes, a forget pass then a retain pass).
 
-  Preset ``salun_paper``: SalUn's CIFAR-10 settings (lr 0.013, batch 256, labels over all classes).
+  Preset ``salun_paper``: SalUn's CIFAR-10 settings (lr 0.013, batch 256, labels over all classes, a forget
+  pass then a retain pass each epoch).
   """
 
   fraction: float = 0.5
@@ -124,14 +126,17 @@ class SalunConfig:
   augment: bool = False
   score_batch_size: int = 128
   exclude_true: bool = True
+  two_pass: bool = False
 
   def __post_init__(self):
     check_loop_fields(self, "score_batch_size")
     check_real(self, "fraction", lo=0.0, hi=1.0)
     check_bool(self, "exclude_true")
+    check_bool(self, "two_pass")
 
 
-@register("salun", SalunConfig, presets={"salun_paper": dict(lr=0.013, batch_size=256, exclude_true=False)})
+@register("salun", SalunConfig, presets={"salun_paper": dict(lr=0.013, batch_size=256, exclude_true=False,
+                                                                two_pass=True)})
 def salun(state: ModelState, data: UnlearnData, key: jax.Array, config: SalunConfig, hparams, *,
           mask=None) -> tuple[ModelState, dict]:
   """SalUn: :func:`~jaxunlearn.unlearn.random_label` restricted to the saliency mask.
