@@ -6,10 +6,8 @@ eagerly) and for UnlearnData.create, a jax.monitoring listener counts XLA compil
 none may happen; a valid call on the same path shows the counter does count."""
 
 import contextlib
-import dataclasses
 import errno
 import json
-import os
 
 import jax
 import numpy as np

@@ -11,7 +11,7 @@ import pytest
 from jaxunlearn import train as jtrain
 from jaxunlearn import unlearn as jun
 from jaxunlearn.unlearn import _bad_teacher, _l1_sparse, _random_label
-from jaxunlearn.unlearn import _distill, _scrub
+from jaxunlearn.unlearn import _distill
 from jaxunlearn.unlearn import replace as _cfg  # flat optimizer fields route into config.optim
 
 # Settings for the tiny blobs problem (160 examples, a model trained to ~zero loss): more steps (smaller

@@ -1,6 +1,5 @@
 """The quickstart notebook executes top to bottom (smoke size)."""
 
-import os
 import pathlib
 
 import pytest

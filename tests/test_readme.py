@@ -2,7 +2,6 @@
 last value) and the two opening commands are what .ci/run and the install use."""
 
 import pathlib
-import re
 import shlex
 
 import pytest

@@ -8,7 +8,6 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from jaxunlearn import cli
-from jaxunlearn import many
 from jaxunlearn import mia
 from jaxunlearn.many import autotune
 from jaxunlearn import studies
