@@ -52,3 +52,19 @@ def test_bf16_compute_keeps_f32_params():
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   logits, _ = m.apply(params, stats, jnp.zeros((2, 8, 8, 1), jnp.uint8))
   assert logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "airbench"])
+def test_the_head_computes_in_float32_in_a_bf16_model(name):
+  """Logits of a bfloat16 model are the float32 head of its features: a bf16 head would quantise
+  logits near 16 in steps of 0.06-0.125 (head weights scaled up so the logits are that large)."""
+  m = jm.create_model(name, num_classes=10, input_shape=(16, 16, 3), width=0.25, dtype=jnp.bfloat16)
+  params, stats = m.init(jax.random.key(0))
+  x = jax.random.randint(jax.random.key(1), (8, 16, 16, 3), 0, 256).astype(jnp.uint8)
+  feats = np.asarray(m.features(params, stats, x), np.float64)
+  scale = 20.0 / np.abs(feats @ np.asarray(params["head"]["kernel"], np.float64)).max()
+  params = {**params, "head": {**params["head"], "kernel": params["head"]["kernel"] * scale}}
+  logits, _ = m.apply(params, stats, x)
+  ref = feats @ np.asarray(params["head"]["kernel"], np.float64) + np.asarray(params["head"]["bias"], np.float64)
+  assert np.abs(ref).max() > 8.0, "the test needs large logits"
+  np.testing.assert_allclose(np.asarray(logits, np.float64), ref, rtol=1e-5, atol=1e-4)

@@ -87,7 +87,7 @@ class AirbenchNet(nn.Module):
                           dtype=self.dtype, kernel_init=_torch_default_init(), name="whiten")
     self.blocks = [_AirBlock(w, self.bn_momentum, self.bn_eps, self.dtype, name=f"block{i + 1}")
                    for i, w in enumerate(self.widths)]
-    self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=_torch_default_init(),
+    self.head = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=_torch_default_init(),
                          bias_init=nn.initializers.zeros, name="head")
 
   def block_names(self):
@@ -98,7 +98,7 @@ class AirbenchNet(nn.Module):
     for block in self.blocks:
       x = block(x, train)
     x = jnp.max(x, axis=(-3, -2))
-    return x * jnp.asarray(self.logit_scale, x.dtype)
+    return x.astype(jnp.float32) * jnp.float32(self.logit_scale)  # the head and logits: float32 always
 
   def __call__(self, x, train: bool = False):
     return self.head(self.features(x, train))

@@ -1,6 +1,9 @@
 """Flax Linen networks. Each exposes ``features(x, train)`` (penultimate features, ``[B, D]``) and a
 final linear layer named ``head``; ``__call__`` is ``head(features(x))``. ``block_names()`` lists the
-top-level parameter groups in forward order (the last is ``head``), which CF-k / EU-k address."""
+top-level parameter groups in forward order (the last is ``head``), which CF-k / EU-k address.
+
+The head always computes in float32, whatever the model's ``dtype``: in bfloat16, logits near 16 are
+quantised in steps of 0.06-0.125, and LiRA, forget quality and every loss read exactly these logits."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ class MLP(nn.Module):
 
   def setup(self):
     self.layers = [nn.Dense(h, dtype=self.dtype, name=f"dense{i}") for i, h in enumerate(self.hidden)]
-    self.head = nn.Dense(self.num_classes, dtype=self.dtype, name="head")
+    self.head = nn.Dense(self.num_classes, dtype=jnp.float32, name="head")
 
   def block_names(self):
     return tuple(f"dense{i}" for i in range(len(self.hidden))) + ("head",)
@@ -60,7 +63,7 @@ class CNN(nn.Module):
     self.conv1 = _ConvBN(self.width, dtype=self.dtype)
     self.conv2 = _ConvBN(2 * self.width, dtype=self.dtype)
     self.fc = nn.Dense(self.hidden, dtype=self.dtype)
-    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+    self.head = nn.Dense(self.num_classes, dtype=jnp.float32)
 
   def block_names(self):
     return ("conv1", "conv2", "fc", "head")
@@ -91,7 +94,7 @@ class AllCNN(nn.Module):
     specs = [(c1, 3, 1), (c1, 3, 1), (c1, 3, 2), (c2, 3, 1), (c2, 3, 1), (c2, 3, 2), (c2, 3, 1),
              (c2, 1, 1), (c2, 1, 1)]
     self.convs = [_ConvBN(c, k, s, dtype=self.dtype, name=f"conv{i}") for i, (c, k, s) in enumerate(specs)]
-    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+    self.head = nn.Dense(self.num_classes, dtype=jnp.float32)
 
   def block_names(self):
     return tuple(f"conv{i}" for i in range(9)) + ("head",)
@@ -141,7 +144,7 @@ class ResNet18(nn.Module):
         blocks.append(_BasicBlock(w(c), 2 if (stage > 0 and j == 0) else 1, dtype=self.dtype,
                                   name=f"block{2 * stage + j + 1}"))
     self.blocks = blocks
-    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+    self.head = nn.Dense(self.num_classes, dtype=jnp.float32)
 
   def block_names(self):
     return ("stem_conv", "stem_bn") + tuple(f"block{i}" for i in range(1, 9)) + ("head",)
@@ -194,7 +197,7 @@ class WideResNet(nn.Module):
                                  name=f"block{stage * n + j + 1}"))
     self.blocks = blocks
     self.final_bn = nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
-    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+    self.head = nn.Dense(self.num_classes, dtype=jnp.float32)
 
   def block_names(self):
     n = 3 * ((self.depth - 4) // 6)
