@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -373,3 +374,42 @@ def test_sharded_over_4_devices_equals_single_device(tmp_path, many, unlearned_m
     assert len([k for k in got.files if k.startswith(prefix)]) == len(leaves)
     for i, a in enumerate(leaves):
       np.testing.assert_allclose(got[f"{prefix}{i}"], a, atol=TOL, rtol=0)
+
+
+def test_device_confidence_in_float32_matches_the_float64_reference_on_extreme_logits():
+  """The on-device float32 formula equals metrics.logit_confidence (float64, the LiRA / challenge code's)
+  within 1e-5 relative, through saturation (+-103.6) and for logits up to 1e4; the naive float32 formula
+  (softmax, then logs) does not."""
+  from jaxunlearn import metrics
+  from jaxunlearn.many.programs import device_confidence
+
+  rng = np.random.default_rng(0)
+  blocks = [rng.normal(0, s, (400, 10)) for s in (0.1, 3.0, 20.0, 80.0, 300.0)]
+  blocks.append(np.tile([[50.0] + [-50.0] * 9], (4, 1)))        # correct and saturated
+  blocks.append(np.tile([[1e4, 1e4 - 1e-2] + [0.0] * 8], (4, 1)))  # near-tie at huge magnitude
+  logits = np.concatenate(blocks).astype(np.float32)
+  labels = rng.integers(0, 10, len(logits))
+  labels[-8:] = 0
+  ref = metrics.logit_confidence(logits.astype(np.float64), labels)
+  got = np.asarray(jax.jit(device_confidence)(jnp.asarray(logits), jnp.asarray(labels)), np.float64)
+  assert np.abs(ref).max() > 100  # saturation reached
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+  z = logits - logits.max(-1, keepdims=True)  # what float32 on the device would give without care
+  p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+  py = p[np.arange(len(p)), labels]
+  with np.errstate(divide="ignore"):
+    naive = np.log(py + np.float32(1e-45)) - np.log(1 - py + np.float32(1e-45))
+  assert not np.allclose(naive, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_confidences_many_equal_the_host_float64_path(blobs, many):
+  from jaxunlearn import metrics
+
+  x, y, _, _ = blobs
+  states, _ = many
+  lg = jmany.predict_many(states, x[:40], flip=True, batch_size=16)
+  ref = metrics.logit_confidence(lg.astype(np.float64), y[:40, None])
+  got = jmany.confidences_many(states, x[:40], y[:40], batch_size=16, chunk_size=2)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+  one = jmany.confidences_many(states, x[:40], y[:40], flip=False, batch_size=16)
+  np.testing.assert_allclose(one[..., 0], ref[..., 0], rtol=1e-5, atol=1e-5)

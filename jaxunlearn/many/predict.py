@@ -62,30 +62,51 @@ def predict_many(states: ModelState, x, *, flip: bool = False, tta: int = 0, bat
   if n == 0:
     c = states.model.num_classes
     return np.zeros((m, 0, 2, c) if flip else (m, 0, c), np.float32)
-  mesh, chunk, strategy = prepare(m, chunk_size, devices, strategy)
-  program = predict_program(states.model, n, max(1, min(batch_size, n)), bool(flip), strategy, mesh)
-  run = ChunkedRun(program, {"params": states.params, "batch_stats": states.batch_stats}, {"x": jnp.asarray(x)},
-                   m, chunk, mesh, progress=progress, desc=desc, to_host=True)
-  out = np.asarray(run(), np.float32)
+  out = _predict_run(states, x, None, flip=flip, batch_size=batch_size, chunk_size=chunk_size, strategy=strategy,
+                     devices=devices, progress=progress, desc=desc)
   return out if flip else out[:, :, 0]
 
 
-def confidences_many(states: ModelState, x, y, *, flip: bool = True, **kw) -> np.ndarray:
-  """Logit-scaled confidences ``float64 [M, N, A]`` of M models (``A = 2`` with ``flip``, else 1).
+def _predict_run(states: ModelState, x, y, *, flip, batch_size, chunk_size, strategy, devices, progress, desc):
+  """The chunked predict program over M models: logits ``[M, N, A, C]``, or confidences ``[M, N, A]`` given ``y``."""
+  m, n = num_models_of(states), int(np.shape(x)[0])
+  mesh, chunk, strategy = prepare(m, chunk_size, devices, strategy)
+  conf = y is not None
+  program = predict_program(states.model, n, max(1, min(batch_size, n)), bool(flip), strategy, mesh, confidence=conf)
+  shared = {"x": jnp.asarray(x)} | ({"y": jnp.asarray(y, jnp.int32)} if conf else {})
+  run = ChunkedRun(program, {"params": states.params, "batch_stats": states.batch_stats}, shared,
+                   m, chunk, mesh, progress=progress, desc=desc, to_host=True)
+  return np.asarray(run(), np.float32)
 
-  The score LiRA, U-LiRA and the challenge's forget quality use
-  (``jaxunlearn.metrics.logit_confidence``), computed in float64 on the host from
-  :func:`predict_many`'s logits. ``kw`` goes to :func:`predict_many`.
+
+def confidences_many(states: ModelState, x, y, *, flip: bool = True, batch_size: int = 512,
+                     chunk_size: int | None = None, strategy: str = "vmap", devices=None, progress: bool = False,
+                     desc: str = "predict") -> np.ndarray:
+  """Logit-scaled confidences ``[M, N, A]`` of M models (``A = 2`` with ``flip``, else 1), as float64.
+
+  The score LiRA, U-LiRA and the challenge's forget quality use (``jaxunlearn.metrics.logit_confidence``),
+  computed ON THE DEVICE inside the predict program in float32 with the stable formula of
+  :func:`jaxunlearn.many.programs.device_confidence` (equal to the float64 host formula within float32
+  rounding, 1e-5 relative, saturation included), so only ``[M, N, A]`` comes back, not the ``C``-times
+  larger logits and their float64 temporaries. The statistics downstream run in float64 on the host.
+  Options as :func:`predict_many`'s.
   """
-  from jaxunlearn.metrics import logit_confidence
-
   y = np.asarray(y)
   if y.shape != (np.shape(x)[0],):
     raise ValueError(f"labels must have shape ({np.shape(x)[0]},), got {y.shape}")
-  logits = predict_many(states, x, flip=flip, **kw)
-  if not flip:
-    logits = logits[:, :, None]
-  return logit_confidence(logits, y[:, None])
+  m = num_models_of(states)
+  if m is None:
+    raise ValueError("confidences_many needs stacked states (a leading model axis); use stack_states")
+  if np.ndim(x) != 4 or tuple(np.shape(x)[1:]) != states.model.input_shape:
+    raise ValueError(f"images must be [N, {', '.join(map(str, states.model.input_shape))}], got shape {np.shape(x)}")
+  c = states.model.num_classes
+  if y.size and (y.min() < 0 or y.max() >= c):
+    raise ValueError(f"labels must lie in [0, {c}), got range [{y.min()}, {y.max()}]")
+  if y.size == 0:
+    return np.zeros((m, 0, 2 if flip else 1), np.float64)
+  out = _predict_run(states, x, y, flip=flip, batch_size=batch_size, chunk_size=chunk_size, strategy=strategy,
+                     devices=devices, progress=progress, desc=desc)
+  return out.astype(np.float64)
 
 
 def accuracies_many(states: ModelState, x, y, **kw) -> np.ndarray:

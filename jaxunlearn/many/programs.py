@@ -8,6 +8,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -39,6 +40,27 @@ class HostStepped:
       return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
+_LOG_1E45 = float(np.log(np.float64(1e-45)))
+
+
+def device_confidence(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Logit-scaled confidence ``log(p_y + 1e-45) - log(sum_{j != y} p_j + 1e-45)`` in float32, jittable.
+
+  The same quantity as :func:`jaxunlearn.metrics.logit_confidence` (float64 numpy, the LiRA and
+  challenge code's formula), written so float32 loses nothing: with log-probabilities
+  ``lp = z - logsumexp(z)``, ``log(p + 1e-45) = logaddexp(lp, log 1e-45)``, and the wrong classes'
+  log-probability is a ``logsumexp`` over them. No probability is formed, so nothing underflows or
+  cancels; the saturation at about +-103.6 is the reference's. ``labels`` broadcast against
+  ``logits.shape[:-1]``.
+  """
+  z = logits.astype(jnp.float32)
+  onehot = jnp.arange(z.shape[-1]) == jnp.asarray(labels)[..., None]
+  lse = jax.nn.logsumexp(z, axis=-1)
+  lp_true = jnp.sum(jnp.where(onehot, z, 0.0), axis=-1) - lse
+  lp_wrong = jax.nn.logsumexp(jnp.where(onehot, -jnp.inf, z), axis=-1) - lse
+  return jnp.logaddexp(lp_true, _LOG_1E45) - jnp.logaddexp(lp_wrong, _LOG_1E45)
+
+
 def compile_chunk_program(one: Callable, strategy: str, mesh: Mesh, executor: str = "scan"):
   """``one(per_model, shared)`` of one model mapped over a chunk: one jitted program whose model axis is
   sharded over ``mesh`` (``scan``), or a :class:`HostStepped` program (``steps``; ``vmap`` or ``sequential``)."""
@@ -66,18 +88,23 @@ def train_program(model: Model, cfg, k: int, impl: str, strategy: str, mesh: Mes
 
 
 @functools.lru_cache(maxsize=32)
-def predict_program(model: Model, n: int, batch_size: int, flip: bool, strategy: str, mesh: Mesh):
-  """The jitted per-chunk program of :func:`jaxunlearn.many.predict_many`: eval-mode logits ``[c, N, A, C]``."""
+def predict_program(model: Model, n: int, batch_size: int, flip: bool, strategy: str, mesh: Mesh, *,
+                    confidence: bool = False):
+  """The jitted per-chunk program of :func:`jaxunlearn.many.predict_many`: eval-mode logits ``[c, N, A, C]``,
+  or with ``confidence`` (``sh["y"]`` given) their logit-scaled confidences ``float32 [c, N, A]``
+  (:func:`device_confidence`), computed on the device so the ``C``-times larger logits never leave it."""
   def one(pm, sh):
-    params, stats, x = pm["params"], pm["batch_stats"], sh["x"]
+    params, stats = pm["params"], pm["batch_stats"]
 
     def f(b):
-      out = [model.apply(params, stats, b, train=False)[0]]
+      x = b["x"]
+      out = [model.apply(params, stats, x, train=False)[0]]
       if flip:
-        out.append(model.apply(params, stats, b[:, :, ::-1, :], train=False)[0])
-      return jnp.stack(out, axis=1)  # [B, A, C]
+        out.append(model.apply(params, stats, x[:, :, ::-1, :], train=False)[0])
+      logits = jnp.stack(out, axis=1)  # [B, A, C]
+      return device_confidence(logits, b["y"][:, None]) if confidence else logits
 
-    return map_batches(f, x, batch_size)
+    return map_batches(f, {k: sh[k] for k in (("x", "y") if confidence else ("x",))}, batch_size)
 
   fn = batch_over_models(one, strategy, mesh.size)
   return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))

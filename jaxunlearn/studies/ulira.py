@@ -14,7 +14,6 @@ from jaxunlearn import data as jdata
 from jaxunlearn import many
 from jaxunlearn.config import check_int
 from jaxunlearn.errors import ConfigError
-from jaxunlearn.metrics import logit_confidence
 from jaxunlearn.mia.pooling import lira_attacks
 from jaxunlearn.studies import common as C
 
@@ -118,9 +117,8 @@ def run_ulira(cfg: UliraConfig) -> dict:
   flip = ds.flip_ok if cfg.flip is None else bool(cfg.flip)  # default: mirror queries where flips keep the class
   member = keep[:, pool]
 
-  def conf_of(states):
-    lg = many.predict_many(states, xp, flip=flip, **kw)
-    return logit_confidence(lg if flip else lg[:, :, None], yp[:, None])
+  def conf_of(states):  # computed on the device in float32; [M, pool, A] comes back (float64)
+    return many.confidences_many(states, xp, yp, flip=flip, **kw)
 
   targets = range(cfg.targets if cfg.targets is not None else m_total)
   u_att = lira_attacks(conf_of(unlearned), member, targets, ulira=True, **C.attack_kw(cfg))
