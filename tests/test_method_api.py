@@ -132,7 +132,7 @@ def test_steps_executor_equals_scan(name, mlp_trained, class_data):
   assert calls, f"{name}: no host step ran"
   # one step function per pass for the whole run (a new closure per epoch would recompile every epoch),
   # bound at most twice: for the full batches and for the last partial batch
-  passes = 2 if name.startswith("scrub") else 1
+  passes = {"scrub": 2, "scrub_rewind": 4}.get(name, 1)  # scrub_rewind: SCRUB's two passes, run twice
   assert len({k[0] for k in _loop._STEP_PROGRAMS}) == passes, name
   assert passes <= len(_loop._STEP_PROGRAMS) <= 2 * passes, name
   for p, q in zip(_leaves(a), _leaves(b)):

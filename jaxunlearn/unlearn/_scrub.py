@@ -234,7 +234,11 @@ def error_rate(model: Model, params, batch_stats, x: jax.Array, y: jax.Array, *,
 # Drivers
 # ---------------------------------------------------------------------------------------------
 
-def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, hparams, mask, checkpoints: bool):
+def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, hparams, mask, checkpoints: bool,
+               snapshots: bool = True, keep_epoch=None):
+  """SCRUB's epochs. ``checkpoints``: also every epoch's forget error, and with ``snapshots`` its weights
+  (``snapshot``, one model per epoch). ``keep_epoch`` (traced int; 0 = the model before unlearning): the
+  weights after that epoch, carried beside the student (``kept``): one extra model in memory."""
   model = state.model
   tx = scrub_optimizer(config, mask, hparams)
   max_step, min_step = make_scrub_steps(model, tx, config, hparams)
@@ -273,10 +277,22 @@ def _scrub_run(state: ModelState, data: UnlearnData, key, config: ScrubConfig, h
            "min_ce": jnp.mean(m["ce"]), "min_kd": jnp.mean(m["kd"]), "retain_acc": jnp.mean(m["acc"])}
     if checkpoints:
       out["forget_error"] = error_rate(model, st.params, st.batch_stats, xf, yf)
-      out["snapshot"] = (st.params, st.batch_stats)
+      if snapshots:
+        out["snapshot"] = (st.params, st.batch_stats)
     return st, out
 
-  return scan_epochs(epoch, st0, key, config.epochs, start=1)
+  if keep_epoch is None:
+    return scan_epochs(epoch, st0, key, config.epochs, start=1)
+
+  def keeping(carry, e, k_perm, k_steps):
+    st, kept = carry
+    st, out = epoch(st, e, k_perm, k_steps)
+    kept = jax.tree.map(lambda a, b: jnp.where(e == keep_epoch, a, b), (st.params, st.batch_stats), kept)
+    return (st, kept), out
+
+  (st, kept), hist = scan_epochs(keeping, (st0, (state.params, state.batch_stats)), key, config.epochs, start=1)
+  hist["kept"] = kept
+  return st, hist
 
 
 @register("scrub", ScrubConfig, presets=SCRUB_PRESETS)
@@ -345,7 +361,10 @@ def scrub_rewind(state: ModelState, data: UnlearnData, key: jax.Array, config: S
 
   A well-unlearned model should err on the forget set about as often as on unseen examples of the same
   distribution; SCRUB can overshoot (forget error above that reference, itself a membership signal), so
-  the candidate ``argmin_i |forget_error_i - val_error|`` is returned. The candidates are the model
+  the candidate ``argmin_i |forget_error_i - val_error|`` is returned (in two passes: SCRUB recording the
+  errors, then the same run replayed with the same keys, keeping the weights after the chosen epoch; memory
+  two models instead of one per epoch, about 2x SCRUB's compute; :func:`scrub_checkpoints` keeps every
+  epoch's weights instead). The candidates are the model
   before unlearning (epoch 0, as the SCRUB notebook intends: when the original already errs on the
   forget set like on unseen data there is nothing to undo) and the student after every epoch;
   ``forget_error_i`` is a candidate's eval-mode error on ``data.forget`` and ``val_error`` the *final*
@@ -365,12 +384,20 @@ def scrub_rewind(state: ModelState, data: UnlearnData, key: jax.Array, config: S
   Raises:
     ValueError: if ``data.x_val`` is None.
   """
-  snaps, hist = scrub_checkpoints(state, data, key, config, hparams, mask=mask)
+  if data.x_val is None:
+    raise ValueError("scrub_rewind needs a forget-validation set (UnlearnData x_val/y_val)")
+  if config.epochs < 1:
+    raise ValueError("scrub_rewind needs at least one epoch to have a checkpoint to rewind to")
+  hp = _hp(config, hparams)
+  # pass 1: every epoch's forget error and the final student's validation error, no weights kept
+  st, hist = _scrub_run(state, data, key, config, hp, mask, checkpoints=True, snapshots=False)
+  val_error = error_rate(state.model, st.params, st.batch_stats, data.x_val, data.y_val)
   xf, yf = data.x[data.forget], data.y[data.forget]
   e0 = error_rate(state.model, state.params, state.batch_stats, xf, yf)
-  first = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b])  # noqa: E731
-  cands = ModelState(jax.tree.map(first, state.params, snaps.params),
-                     jax.tree.map(first, state.batch_stats, snaps.batch_stats), state.model)
-  chosen, m = rewind_select(cands, {**hist, "forget_error": first(e0, hist["forget_error"])})
-  return chosen, {**m, "forget_error": hist["forget_error"], "forget_error_original": e0,
-                  "chosen_epoch": m["chosen_index"]}
+  errors = jnp.concatenate([e0[None], hist["forget_error"]])
+  i = jnp.argmin(jnp.abs(errors - val_error)).astype(jnp.int32)
+  # pass 2: the same run (same keys, same steps) replayed, keeping the weights after epoch i
+  _, replay = _scrub_run(state, data, key, config, hp, mask, checkpoints=False, keep_epoch=i)
+  params, stats = replay["kept"]
+  return ModelState(params, stats, state.model), {**hist, "val_error": val_error, "forget_error_original": e0,
+                                                  "chosen_index": i, "chosen_epoch": i}
