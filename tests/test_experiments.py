@@ -144,3 +144,36 @@ def test_bench_sweep_tiny_writes_ratios_and_the_two_sides_agree(tmp_path, capsys
     assert row["sweep_configs_s"] == pytest.approx(2 / row["sweep"]["min_s"], rel=1e-12)
   assert "ratio" in capsys.readouterr().out
   assert _load("bench_sweep").main(["--k", "0", "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_device_check_tiny_writes_every_section(tmp_path, capsys):
+  """experiments/device_check.py --tiny (what CI can run of the one device command): every section runs
+  on a synthetic CIFAR-shaped file, the correctness checks pass on the CPU, and the JSON holds them all."""
+  out = tmp_path / "check.json"
+  code = _load("device_check").main(["--tiny", "--data", str(tmp_path / "absent.npz"), "--out", str(out),
+                                     "--budget-s", "900"])  # (a loaded machine must not skip a section here)
+  r = json.loads(out.read_text())
+  assert code == 0, {k: v.get("error", "")[-2000:] for k, v in r["sections"].items()}
+  assert list(r["sections"]) == ["correctness", "memory", "airbench", "throughput", "scrub", "sweep"]
+  assert r["synthetic_data"] and r["backend"] == "cpu" and r["correctness_pass"] is True
+  c = r["sections"]["correctness"]
+  assert c["train_many_vs_single"]["max_abs_param_diff"] <= c["train_many_vs_single"]["tolerance"]
+  assert c["confidence"]["max_abs_diff_device_f32_vs_host_f64"] < 1e-4
+  assert r["sections"]["scrub"]["seconds"] > 0 and set(r["sections"]["scrub"]["acc"]) == {"original", "retrain", "scrub"}
+  assert "skipped" not in json.dumps(r["sections"])
+
+
+def test_device_check_refuses_a_missing_data_file_before_any_work(tmp_path, capsys):
+  code = _load("device_check").main(["--data", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "c.json")])
+  assert code == 2 and not (tmp_path / "c.json").exists()
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "absent.npz" in err
+
+
+def test_device_check_skips_what_does_not_fit_its_budget(tmp_path, capsys):
+  out = tmp_path / "check.json"
+  assert _load("device_check").main(["--tiny", "--budget-s", "1", "--data", str(tmp_path / "absent.npz"),
+                                     "--out", str(out)]) == 0
+  r = json.loads(out.read_text())
+  assert all("skipped" in v for v in r["sections"].values()) and len(r["sections"]) == 6
+  assert r["correctness_pass"] is None  # nothing checked is not a pass

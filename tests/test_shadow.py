@@ -336,12 +336,13 @@ _SHARDED = textwrap.dedent("""
     model = models.create_model("cnn", num_classes=4, input_shape=(8, 8, 1), width=0.25)
     cfg = train.TrainConfig(epochs=2, batch_size=16, lr=0.05)
     keep = data.keep_mask(jax.random.key(7), 4, len(y))
-    st, met = jmany.train_many(jax.random.key(11), (x, y), keep, cfg, model=model, progress=False)
+    # to_host=False: the outputs stay on the devices, sharded (the default moves finished chunks to the host)
+    st, met = jmany.train_many(jax.random.key(11), (x, y), keep, cfg, model=model, progress=False, to_host=False)
     forget = np.stack([np.flatnonzero(keep[m])[:8] for m in range(4)]).astype(np.int32)
     retain = np.stack([np.flatnonzero(keep[m])[8:] for m in range(4)]).astype(np.int32)
     udata = unlearn.UnlearnData(jax.numpy.asarray(x), jax.numpy.asarray(y), retain, forget, num_classes=4)
     un, _ = jmany.unlearn_many(st, udata, jax.random.key(11), "finetune",
-                                unlearn.FinetuneConfig(epochs=1, batch_size=16), progress=False)
+                                unlearn.FinetuneConfig(epochs=1, batch_size=16), progress=False, to_host=False)
     # the model axis really is split over the 4 devices, one model per device
     for leaf in jax.tree.leaves((st.params, un.params)):
       assert leaf.shape[0] == 4 and len(leaf.sharding.device_set) == 4, leaf.sharding
@@ -349,7 +350,8 @@ _SHARDED = textwrap.dedent("""
     # lockstep groups of 2 within each device's 3 models (a remainder group of 1): the first 4 of 12
     # models are the 4 above (model m's keep row and key depend on m alone)
     keep12 = data.keep_mask(jax.random.key(7), 12, len(y))
-    g, _ = jmany.train_many(jax.random.key(11), (x, y), keep12, cfg, model=model, strategy=2, progress=False)
+    g, _ = jmany.train_many(jax.random.key(11), (x, y), keep12, cfg, model=model, strategy=2, progress=False,
+                            to_host=False)
     for leaf in jax.tree.leaves(g.params):
       assert {{s.data.shape[0] for s in leaf.addressable_shards}} == {{3}}, leaf.sharding
     for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(st.params)):
@@ -413,3 +415,19 @@ def test_confidences_many_equal_the_host_float64_path(blobs, many):
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
   one = jmany.confidences_many(states, x[:40], y[:40], flip=False, batch_size=16)
   np.testing.assert_allclose(one[..., 0], ref[..., 0], rtol=1e-5, atol=1e-5)
+
+
+def test_finished_chunks_leave_the_device_by_default(blobs, tiny_model, keep, many):
+  """train_many's chunks come back as host numpy arrays by default (the device holds one chunk at a time),
+  equal to the run that keeps them on the device."""
+  x, y, _, _ = blobs
+  states, _ = many
+  assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves((states.params, states.batch_stats)))
+  dev, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, progress=False, to_host=False)
+  assert all(isinstance(a, jax.Array) for a in jax.tree.leaves(dev.params))
+  for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(dev.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  two, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, progress=False, chunk_size=2)
+  assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves(two.params))  # chunks concatenated on the host
+  for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(two.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # 2 models per vmap instead of 4: rounding only

@@ -63,11 +63,13 @@ from jaxunlearn.many.engine import model_mesh
 from jaxunlearn.many.engine import prepare
 from jaxunlearn.many.engine import round_chunk
 from jaxunlearn.many.engine import train_arrays
+from jaxunlearn.many.memory import auto_chunk
 from jaxunlearn.many.method_call import resolve_method
 from jaxunlearn.many.method_call import unlearn_program
 from jaxunlearn.many.programs import train_program
 from jaxunlearn.many.resume import checkpoint_folder
 from jaxunlearn.many.resume import digest_tree
+from jaxunlearn.many.resume import read_manifest
 from jaxunlearn.many.resume import sha
 from jaxunlearn.many.stack import num_models_of
 from jaxunlearn.many.strategy import check_strategy
@@ -82,7 +84,7 @@ from jaxunlearn.train import make_fit
 def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Callable | None = None,
                chunk_size: int | None = None, strategy: str = "vmap", devices=None, checkpoint_dir=None,
                unbalanced: str = "error", progress: bool = True, desc: str = "train",
-               on_chunk: Callable | None = None, to_host: bool = False, info: dict | None = None,
+               on_chunk: Callable | None = None, to_host: bool = True, info: dict | None = None,
                executor: str = "auto") -> tuple[ModelState, dict]:
   """Trains M models from scratch, model m on the examples where ``keep_mask[m]`` is True.
 
@@ -111,7 +113,9 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
     progress: tqdm bar with models/s.
     desc: bar label.
     on_chunk: ``f(i, num_chunks, loaded)`` called after chunk i (loaded: restored from a checkpoint).
-    to_host: return numpy arrays (gathered chunk by chunk) instead of device arrays.
+    to_host: move every finished chunk to host memory (numpy; the default), so the device holds one
+      chunk's models at a time and a run of many chunks is bounded by host memory, not device memory;
+      False keeps every chunk on the device and concatenates them there (about twice the stack at peak).
     info: a dict to fill with how the run went: ``"strategy"`` (the one used), ``"strategy_probe"``
       (``"auto"``'s :class:`StrategyChoice` as a dict, else None), ``"chunk_size"``,
       ``"compile_seconds"`` (the first computed chunk is then compiled ahead of time, so that
@@ -157,6 +161,10 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
                                     checkpoint_dir=ckdir, fit_factory=factory, executor=executor,
                                     log=(lambda t: tqdm.write(f"{desc}: {t}")) if progress else None)
   executor, strategy = run_settings(executor, strategy, model)
+  program = train_program(model, config, idx.shape[1], impl, strategy, mesh, factory, executor)
+  per_model = {"m": np.arange(num_models, dtype=np.int32), "index": idx}
+  shared = {"key": kd, "x": jnp.asarray(x), "y": jnp.asarray(y, jnp.int32)}
+  chunk = default_chunk(chunk_size, chunk, program, per_model, shared, num_models, mesh, ckdir)
   fingerprint = None
   if ckdir is not None:
     fingerprint = {"kind": "train_many", "model": repr(model), "config": repr(config),
@@ -165,9 +173,7 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
                    "data": sha(np.asarray(x), np.asarray(y))}
     if fit_factory is not None:  # (the default trainer's manifests stay as they were)
       fingerprint["fit"] = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', repr(factory))}"
-  program = train_program(model, config, idx.shape[1], impl, strategy, mesh, factory, executor)
-  run = ChunkedRun(program, {"m": np.arange(num_models, dtype=np.int32), "index": idx},
-                   {"key": kd, "x": jnp.asarray(x), "y": jnp.asarray(y, jnp.int32)}, num_models, chunk, mesh, ckdir,
+  run = ChunkedRun(program, per_model, shared, num_models, chunk, mesh, ckdir,
                    fingerprint, progress, desc, on_chunk, to_host, compile_first=info is not None)
   t0 = time.perf_counter()
   out = run()
@@ -181,7 +187,7 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
 def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hparams=None,
                  num_models: int | None = None, mask=None, chunk_size: int | None = None, strategy: str = "vmap", devices=None,
                  checkpoint_dir=None, progress: bool = True, desc: str | None = None,
-                 on_chunk: Callable | None = None, to_host: bool = False, executor: str = "auto",
+                 on_chunk: Callable | None = None, to_host: bool = True, executor: str = "auto",
                  key_index=None) -> tuple[ModelState, dict]:
   """Applies a registered unlearning method to M models in one compiled program.
 
@@ -273,6 +279,7 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
   (pm if retain.ndim == 2 else sh)["retain"] = retain.astype(np.int32)
   (pm if forget.ndim == 2 else sh)["forget"] = forget.astype(np.int32)
   ckdir = checkpoint_folder(checkpoint_dir)
+  chunk = default_chunk(chunk_size, chunk, program, pm, sh, total, mesh, ckdir)
   fingerprint = None
   if ckdir is not None:
     fingerprint = {"kind": "unlearn_many", "method": name, "config": repr(config),
@@ -288,6 +295,20 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
                    fingerprint, progress, desc or name, on_chunk, to_host)
   out = run()
   return ModelState(out["params"], out["batch_stats"], states.model), out["metrics"]
+
+
+def default_chunk(chunk_size, chunk: int, program, per_model, shared, num_models: int, mesh, ckdir) -> int:
+  """The chunk of a run: ``chunk`` when the caller gave ``chunk_size``; else the one a resumed run's
+  manifest recorded, or the largest that fits the device memory (:func:`jaxunlearn.many.memory.auto_chunk`;
+  on the CPU, which reports no memory, ``chunk``: every model)."""
+  if chunk_size is not None:
+    return chunk
+  if ckdir is not None:
+    have = read_manifest(ckdir / "manifest.json")
+    if have and isinstance(have.get("chunk_size"), int):
+      return have["chunk_size"]
+  derived = auto_chunk(program, per_model, shared, num_models, mesh)
+  return chunk if derived is None else min(derived, chunk)
 
 
 def split_hparams(method, hparams, total: int) -> tuple[dict, dict]:

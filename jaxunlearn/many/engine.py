@@ -89,7 +89,7 @@ class ChunkedRun:
   progress: bool = True
   desc: str = ""
   on_chunk: Callable | None = None
-  to_host: bool = False
+  to_host: bool = True         # finished chunks leave the device (numpy): device memory holds one chunk
   compile_first: bool = False  # compile ahead of time on the first computed chunk and time it
   compile_seconds: float = 0.0
 

@@ -1,0 +1,333 @@
+"""The one command to run first on an accelerator: correctness, airbench accuracy, throughput, SCRUB timing.
+
+Run it whenever a GPU/TPU is available (``BUILD.md``)::
+
+    export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+    python experiments/device_check.py                       # <= 9 minutes on one H100, compilation included
+    python experiments/device_check.py --tiny                # CPU smoke version (< 2 minutes; run by the tests)
+
+It writes ONE JSON (``experiments/results/device_check_<device>.json`` or ``--out``) after every section,
+in this order, so a run cut off keeps the most important rows:
+
+1. ``correctness``: ``train_many`` of 4 small models equals 4 single runs within a stated tolerance (the
+   backend's: float32 on CPU, TF32/bf16 matmuls on GPU/TPU); the logit confidences made ON THE DEVICE
+   (``confidences_many``, float32) equal the float64 host path, and so do the forget quality and LiRA
+   computed from them.
+   ``memory``: peak bytes per model of the per-chunk training program (XLA's memory analysis) for the small
+   CNN, ResNet-18 and airbench94, and the chunk the default rule picks for an 80 GB device and for this one.
+2. ``airbench``: 8 airbench94 models on the CIFAR-10 JPEG file (flip-TTA test accuracy per model), then the
+   models/hour of a 64-model run, extrapolated to 256 (``experiments/airbench_shadows.py``).
+3. ``throughput``: aggregate img/s of ResNet-18 (width 1 and 0.25) and the small CNN for ``vmap``,
+   ``sequential``, a group size and one model alone at per-model batch 128, with PyTorch where ``torch``
+   imports, and the FLOP utilisation (``experiments/bench_shadow.py``).
+4. ``scrub``: SCRUB (``large`` preset) on ResNet-18 / CIFAR-10 JPEG: unlearning vs retraining seconds
+   (``jaxunlearn run``).
+5. ``sweep``: a K-learning-rate sweep as one program vs K separate runs (``experiments/bench_sweep.py
+   --executor scan``).
+
+Every section runs under a global time budget (``--budget-s``); one that would not fit is recorded as
+skipped, and one that fails is recorded with its traceback (the other sections still run; the exit status
+is 1 if any section failed). The data path (``--data``) defaults to the git-ignored ``.data/`` folder of the
+repository, so the file can travel with the code to a bare device machine. With ``--tiny`` and no file, a
+small synthetic CIFAR-shaped file is written to a temporary folder (its accuracies mean nothing and the JSON
+says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import jax
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from jaxunlearn import __version__  # noqa: E402
+from jaxunlearn import data as jdata  # noqa: E402
+from jaxunlearn import many as jmany  # noqa: E402
+from jaxunlearn import metrics  # noqa: E402
+from jaxunlearn import mia  # noqa: E402
+from jaxunlearn import models as jmodels  # noqa: E402
+from jaxunlearn import train as jtrain  # noqa: E402
+from jaxunlearn.atomic import write_json_atomic  # noqa: E402
+
+DEFAULT_DATA = HERE.parent / ".data" / "cifar10_jpeg.npz"
+# Parameters of train_many vs single runs may differ by float rounding: exactly equal programs on CPU
+# (float32), TF32 / bf16 matmul passes on GPU and TPU.
+TOLERANCE = {"cpu": 1e-4, "gpu": 2e-2, "tpu": 2e-2}
+# Estimated seconds per section on one H100 (compilation included), for the budget; tiny on 2 CPU cores.
+ESTIMATE = {"correctness": (40, 20), "memory": (40, 10), "airbench": (150, 30), "throughput": (150, 25), "scrub": (90, 25),
+            "sweep": (60, 20)}
+
+
+def _device() -> dict:
+  d = jax.devices()[0]
+  return {"backend": jax.default_backend(), "device": str(d), "device_kind": getattr(d, "device_kind", ""),
+          "device_count": jax.device_count()}
+
+
+def _versions() -> dict:
+  out = {"jaxunlearn": __version__, "jax": jax.__version__, "python": platform.python_version()}
+  for name in ("flax", "optax", "jaxlib", "torch"):
+    try:
+      out[name] = __import__(name).__version__
+    except Exception:  # noqa: BLE001  (optional packages: a version or nothing)
+      pass
+  return out
+
+
+def _max_diff(a, b) -> float:
+  return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def correctness(a) -> dict:
+  """train_many == single runs; device confidences / forget quality / LiRA == the float64 host path."""
+  # 384 / 1024 examples: every model's half is whole batches of 32. A last partial batch (e.g. 8 examples)
+  # through BatchNorm amplifies the batched convolution's rounding differences (3e-4 on one of 4 models on
+  # the CPU), which would test BatchNorm's conditioning, not the device
+  ds = jdata.load_dataset("digits").subset(384 if a.tiny else 1024, 200, seed=0)
+  model = jmodels.create_model("cnn", num_classes=ds.num_classes, input_shape=ds.x_train.shape[1:],
+                               width=0.25 if a.tiny else 0.5)
+  cfg = jtrain.TrainConfig(epochs=1 if a.tiny else 3, batch_size=32, lr=0.05)
+  key, m_total = jax.random.key(0), 4
+  keep = jdata.keep_mask(jax.random.fold_in(key, 0), m_total, len(ds.y_train))
+  t0 = time.perf_counter()
+  states, _ = jmany.train_many(key, (ds.x_train, ds.y_train), keep, cfg, model=model, progress=False)
+  t_many = time.perf_counter() - t0
+  diffs = []
+  for m in range(m_total):
+    one, _ = jtrain.train_model(model, cfg, ds.x_train, ds.y_train, np.flatnonzero(keep[m]),
+                                jax.random.fold_in(key, m), progress=False, executor="scan")
+    mine = jmany.take(states, m)
+    diffs.append(_max_diff((one.params, one.batch_stats), (mine.params, mine.batch_stats)))
+  tol = TOLERANCE.get(jax.default_backend(), 2e-2)
+  # confidences: on the device in float32 vs the host float64 formula on the same logits
+  x, y = ds.x_train, ds.y_train
+  dev = jmany.confidences_many(states, x, y, flip=False)[..., 0]
+  host = metrics.logit_confidence(jmany.predict_many(states, x).astype(np.float64), y)
+  conf_diff = float(np.max(np.abs(dev - host)))
+  half = m_total // 2
+  fq_dev = metrics.forget_quality(dev[:half, :64], dev[half:, :64]).score
+  fq_host = metrics.forget_quality(host[:half, :64], host[half:, :64]).score
+  auc = {}
+  for name, conf in (("device", dev), ("host", host)):
+    att = mia.lira_attacks(conf[:, :, None], keep, range(m_total))
+    auc[name] = mia.evaluate_attack(*att["online"])["auc"]
+  return {
+      "train_many_vs_single": {"max_abs_param_diff": max(diffs), "per_model": diffs, "tolerance": tol,
+                               "pass": max(diffs) <= tol, "models": m_total, "train_many_seconds": t_many},
+      "confidence": {"max_abs_diff_device_f32_vs_host_f64": conf_diff, "tolerance": 1e-3,
+                     "pass": conf_diff <= 1e-3},
+      "forget_quality": {"device": fq_dev, "host": fq_host, "pass": abs(fq_dev - fq_host) <= 1e-3,
+                         "note": "models 0-1 vs 2-3 of train_many, first 64 examples (a consistency check)"},
+      "lira_online_auc": {**auc, "pass": abs(auc["device"] - auc["host"]) <= 1e-3},
+  }
+
+
+def memory_rows(a) -> dict:
+  """Peak bytes per model of train_many's per-chunk program (XLA's memory analysis, from shapes alone) for
+  the small CNN, ResNet-18 and airbench94 on CIFAR-shaped data (half of 50,000 images each, batch 128 /
+  airbench's 1024), and the chunk the default rule picks for an 80 GB device and for this device."""
+  from jaxunlearn import recipes  # noqa: PLC0415
+  from jaxunlearn.many.engine import key_parts  # noqa: PLC0415
+  from jaxunlearn.many.engine import model_mesh  # noqa: PLC0415
+  from jaxunlearn.many.memory import FRACTION, fit_chunk, free_bytes, program_measure  # noqa: PLC0415
+  from jaxunlearn.many.programs import train_program  # noqa: PLC0415
+
+  side, n = (16, 512) if a.tiny else (32, 50000)
+  accel = jax.default_backend() in ("gpu", "tpu")
+  dtype = jax.numpy.bfloat16 if accel else jax.numpy.float32
+  mesh = model_mesh()
+  kd, impl = key_parts(0)
+  free = free_bytes(list(mesh.devices.flat))
+  rows = {}
+  archs = [("cnn", 0.5)] if a.tiny else [("cnn", 1.0), ("resnet18", 1.0), ("resnet18", 0.25), ("airbench", 1.0)]
+  for name, width in archs:
+    if name == "airbench":
+      model = jmodels.create_airbench(10, (side, side, 3), dtype=dtype)
+      cfg, factory = recipes.AirbenchConfig(), recipes.make_airbench_fit
+    else:
+      model = jmodels.create_model(name, num_classes=10, input_shape=(side, side, 3), width=width, dtype=dtype)
+      cfg, factory = jtrain.TrainConfig(epochs=1, batch_size=32 if a.tiny else 128), jtrain.make_fit
+    program = train_program(model, cfg, n // 2, impl, "vmap", mesh, factory)
+    pm = {"m": np.zeros((1,), np.int32), "index": np.zeros((1, n // 2), np.int32)}
+    sh = {"key": kd, "x": jax.ShapeDtypeStruct((n, side, side, 3), np.uint8), "y": jax.ShapeDtypeStruct((n,), np.int32)}
+    measure = program_measure(program, pm, sh, mesh)
+    t0 = time.perf_counter()
+    one, two = measure(1), measure(2)
+    per_model = None if one is None or two is None else two - one
+    gib = 2 ** 30
+    row = {"bytes_1_model": one, "bytes_2_models": two, "per_model_gib": None if per_model is None else per_model / gib,
+           "fixed_gib": None if per_model is None else (one - per_model) / gib,
+           "chunk_for_80gb": fit_chunk(measure, 256, 1, int(FRACTION * 80 * gib)),
+           "chunk_here": None if free is None else fit_chunk(measure, 256, mesh.size, int(FRACTION * free)),
+           "compile_seconds": time.perf_counter() - t0, "dtype": str(np.dtype(dtype))}
+    rows[f"{name}@{width}"] = row
+  return {"free_bytes_per_device": free, "fraction": FRACTION, "models": rows,
+          "note": "per model: the bytes one more model per device adds (parameters, optimizer state, activations)"}
+
+
+def airbench(a, data: Path) -> dict:
+  import airbench_shadows  # noqa: PLC0415  (experiments/airbench_shadows.py)
+
+  out = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    common = ["--data", str(data), "--no-progress"] + (["--tiny"] if a.tiny else ["--bf16"])
+    acc_path, speed_path = Path(tmp) / "acc.json", Path(tmp) / "speed.json"
+    airbench_shadows.main(common + ["--models", "2" if a.tiny else "8", "--out", str(acc_path)])
+    out["accuracy_run"] = json.loads(acc_path.read_text())
+    if not a.tiny:
+      airbench_shadows.main(common + ["--models", "64", "--out", str(speed_path)])
+      speed = json.loads(speed_path.read_text())
+      out["speed_run_64"] = speed
+      mph = speed.get("models_per_hour")
+      if mph:
+        out["minutes_for_256"] = 256 / mph * 60
+  return out
+
+
+def throughput(a) -> dict:
+  import bench_shadow  # noqa: PLC0415  (experiments/bench_shadow.py)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp) / "bench.json"
+    if a.tiny:
+      argv = ["--tiny", "--arch", "cnn@0.5", "--models", "2", "--steps", "2", "--repeats", "1", "--no-torch"]
+    else:
+      argv = ["--arch", "resnet18", "--arch", "resnet18@0.25", "--arch", "cnn", "--strategy", "vmap",
+              "--strategy", "sequential", "--strategy", "4", "--models", "16", "--batch", "128", "--steps", "20",
+              "--dtype", "bfloat16"]
+    bench_shadow.main(argv + ["--out", str(path)])
+    return json.loads(path.read_text())
+
+
+def scrub(a, data: Path) -> dict:
+  from jaxunlearn import cli  # noqa: PLC0415
+
+  with tempfile.TemporaryDirectory() as tmp:
+    out = Path(tmp) / "run"
+    if a.tiny:
+      argv = ["--train-subset", "256", "--test-subset", "128", "--model", "resnet18", "--width", "0.125",
+              "--epochs", "1", "--set", "scrub.epochs=1", "--set", "scrub.msteps=1"]
+    else:
+      argv = ["--model", "resnet18", "--epochs", "10", "--batch-size", "256", "--lr", "0.1"]
+    code = cli.main(["run", "--dataset", f"npz:{data}", "--method", "scrub", "--preset", "scrub=large",
+                     "--forget", "random:0.1", "--quiet", "--out", str(out)] + argv)
+    if code != 0:
+      raise RuntimeError(f"jaxunlearn run exited with {code}")
+    r = json.loads((out / "results.json").read_text())
+  m = r["models"]
+  return {"config": r["config"], "sizes": r["sizes"],
+          "seconds": {k: m[k]["seconds"] for k in ("original", "retrain", "scrub")},
+          "compile_seconds": {k: m[k].get("compile_seconds") for k in ("original", "retrain", "scrub")},
+          "steps": {k: m[k].get("steps") for k in ("original", "retrain", "scrub")},
+          "speedup_vs_retrain": m["scrub"].get("speedup_vs_retrain"),
+          "acc": {k: m[k]["acc"] for k in ("original", "retrain", "scrub")}}
+
+
+def sweep(a, data: Path) -> dict:
+  import bench_sweep  # noqa: PLC0415  (experiments/bench_sweep.py)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp) / "sweep.json"
+    argv = (["--tiny", "--model", "mlp"] if a.tiny else
+            ["--dataset", f"npz:{data}", "--train-subset", "5000", "--model", "cnn", "--model", "resnet18",
+             "--width", "0.25", "--k", "32"])
+    code = bench_sweep.main(argv + ["--executor", "scan", "--out", str(path)])
+    if code:
+      raise RuntimeError(f"bench_sweep exited with {code}")
+    return json.loads(path.read_text())
+
+
+def synthetic_cifar(path: Path, n_train: int = 512, n_test: int = 256) -> Path:
+  """A CIFAR-shaped npz of random images (labels from a fixed random linear map, so it is learnable)."""
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (n_train + n_test, 32, 32, 3), dtype=np.uint8)
+  w = rng.normal(size=(32 * 32 * 3, 10))
+  y = np.argmax((x.reshape(len(x), -1) / 255.0 - 0.5) @ w, -1).astype(np.int64)
+  np.savez(path, x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:])
+  return path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--data", default=str(DEFAULT_DATA), help="the CIFAR-10 JPEG npz (../shared/data/cifar10_jpeg.npz)")
+  p.add_argument("--tiny", action="store_true", help="CPU smoke version (< 2 minutes)")
+  p.add_argument("--budget-s", type=float, default=None, help="skip sections that would not fit (default 540; tiny 110)")
+  p.add_argument("--only", action="append", choices=tuple(ESTIMATE), help="run only these sections (repeatable)")
+  p.add_argument("--out", default=None, help="JSON path (default experiments/results/device_check_<device>.json)")
+  a = p.parse_args(argv)
+  if a.budget_s is None:
+    a.budget_s = 110.0 if a.tiny else 540.0
+  if a.budget_s <= 0:
+    p.error(f"--budget-s must be positive, got {a.budget_s}")
+  return a
+
+
+def main(argv=None) -> int:
+  a = parse_args(argv)
+  t_start = time.perf_counter()
+  data = Path(a.data).expanduser()
+  synthetic = False
+  tmp = tempfile.TemporaryDirectory()
+  if not data.is_file():
+    if not a.tiny:
+      print(f"device_check: error: no CIFAR-10 file at {str(data)!r}: copy ../shared/data/cifar10_jpeg.npz to "
+            ".data/ (and name .data in the device tool's carry) or pass --data PATH", file=sys.stderr)
+      return 2
+    data, synthetic = synthetic_cifar(Path(tmp.name) / "synthetic_cifar.npz"), True
+  kind = _device()["device_kind"] or jax.default_backend()
+  name = "".join(c if c.isalnum() else "_" for c in kind.lower()).strip("_")
+  out = Path(a.out) if a.out else HERE / "results" / f"device_check_{name}{'_tiny' if a.tiny else ''}.json"
+  result = {"command": "python " + " ".join([str(Path(sys.argv[0]).name)] + list(argv if argv is not None
+                                                                                  else sys.argv[1:])),
+            "tiny": a.tiny, "data": str(data), "synthetic_data": synthetic, "date": time.strftime("%Y-%m-%d"),
+            **_device(), "versions": _versions(), "budget_s": a.budget_s, "sections": {}}
+  sections = [("correctness", lambda: correctness(a)), ("memory", lambda: memory_rows(a)),
+              ("airbench", lambda: airbench(a, data)),
+              ("throughput", lambda: throughput(a)), ("scrub", lambda: scrub(a, data)), ("sweep", lambda: sweep(a, data))]
+  failed = False
+  for sec, fn in sections:
+    if a.only and sec not in a.only:
+      continue
+    left = a.budget_s - (time.perf_counter() - t_start)
+    need = ESTIMATE[sec][1 if a.tiny else 0]
+    if left < need:
+      result["sections"][sec] = {"skipped": f"{left:.0f} s of the budget left, about {need} s needed"}
+      print(f"[device_check] {sec}: skipped ({left:.0f} s left)", flush=True)
+      continue
+    print(f"[device_check] {sec} ...", flush=True)
+    t0 = time.perf_counter()
+    try:
+      row = fn()
+    except Exception:  # noqa: BLE001  (recorded with its traceback; the other sections still run)
+      row = {"error": traceback.format_exc()}
+      failed = True
+      print(row["error"], file=sys.stderr, flush=True)
+    row["seconds"] = time.perf_counter() - t0
+    result["sections"][sec] = row
+    result["total_seconds"] = time.perf_counter() - t_start
+    write_json_atomic(out, result)
+    print(f"[device_check] {sec}: {row['seconds']:.1f} s -> {out}", flush=True)
+  checks = result["sections"].get("correctness", {})
+  verdicts = {k: v["pass"] for k, v in checks.items() if isinstance(v, dict) and "pass" in v}
+  result["correctness_pass"] = all(verdicts.values()) if verdicts else None
+  result["total_seconds"] = time.perf_counter() - t_start
+  write_json_atomic(out, result)
+  tmp.cleanup()
+  print(json.dumps({"correctness": verdicts, "total_seconds": round(result["total_seconds"], 1), "out": str(out)}))
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
