@@ -138,3 +138,24 @@ def test_masks_are_traceable(mlp_state, class_data):
   ref = masks.del_mask(mlp_state, class_data, 0.3)
   for x, y in zip(jax.tree.leaves(m), jax.tree.leaves(ref)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_top_n_flags_equal_a_stable_descending_sort():
+  """The sort-free selection picks exactly what a stable argsort would: ties by position, NaN lowest,
+  -0.0 equal to 0.0, negative and infinite values, every n."""
+  from jaxunlearn.unlearn.masks import top_n_flags
+
+  rng = np.random.default_rng(0)
+  cases = [rng.normal(size=200).astype(np.float32),
+           rng.integers(-3, 4, 300).astype(np.float32),  # many ties
+           np.array([0.0, -0.0, np.nan, -np.inf, np.inf, 1.0, -1.0, 0.0, np.nan, 1.0], np.float32),
+           np.abs(rng.normal(size=257)).astype(np.float32) * 1e-30]  # tiny magnitudes (denormals)
+  for flat in cases:
+    key = np.where(np.isnan(flat), -np.inf, flat)
+    order = np.argsort(-key, kind="stable")
+    for n in sorted({0, 1, 2, len(flat) // 3, len(flat) // 2, len(flat) - 1, len(flat)}):
+      want = np.zeros(len(flat), bool)
+      want[order[:n]] = True
+      got = np.asarray(top_n_flags(jnp.asarray(flat), n))
+      assert got.sum() == n
+      np.testing.assert_array_equal(got, want, err_msg=f"n={n} of {flat[:12]}")

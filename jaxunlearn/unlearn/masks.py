@@ -163,7 +163,9 @@ def topk_mask(scores, fraction: float):
   """A params-shaped float32 0/1 mask of the globally top-``fraction`` scores.
 
   Exactly ``round(fraction * total)`` entries are ones; ties are broken by position in the flattened
-  concatenation of the leaves (pytree order) through a stable sort. NaN scores rank lowest.
+  concatenation of the leaves (pytree order), as a stable sort would. NaN scores rank lowest. No sort
+  runs: :func:`top_n_flags` finds the n-th largest score by a 32-step bitwise search (32 counting passes,
+  linear in the parameters; a global ``argsort`` of every parameter per model is slow on TPUs).
 
   Args:
     scores: a pytree of float arrays.
@@ -175,14 +177,41 @@ def topk_mask(scores, fraction: float):
   total = sum(sizes)
   n = int(round(fraction * total))
   flat = jnp.concatenate([jnp.ravel(l).astype(jnp.float32) for l in leaves])
-  flat = jnp.where(jnp.isnan(flat), -jnp.inf, flat)
-  order = jnp.argsort(-flat, stable=True)
-  mflat = jnp.zeros((total,), jnp.float32).at[order[:n]].set(1.0)
+  mflat = top_n_flags(flat, n).astype(jnp.float32)
   out, start = [], 0
   for leaf, size in zip(leaves, sizes):
     out.append(mflat[start:start + size].reshape(leaf.shape))
     start += size
   return jax.tree.unflatten(treedef, out)
+
+
+def top_n_flags(flat: jax.Array, n: int) -> jax.Array:
+  """``bool [N]``: the ``n`` largest of ``flat`` (float32 ``[N]``), ties broken by position (the first
+  ``n`` of a stable descending sort), NaN lowest, -0.0 equal to 0.0.
+
+  Each value maps to an order-preserving unsigned key; the n-th largest key ``T`` is built bit by bit
+  from the top (keep a bit when at least ``n`` keys are ``>=`` the candidate); then every key above ``T``
+  is selected, and the first ``n - #(key > T)`` keys equal to ``T`` by position.
+  """
+  total = flat.shape[0]
+  if n <= 0:
+    return jnp.zeros((total,), bool)
+  if n >= total:
+    return jnp.ones((total,), bool)
+  f = jnp.where(jnp.isnan(flat), -jnp.inf, flat.astype(jnp.float32)) + 0.0  # -0.0 + 0.0 = +0.0
+  bits = jax.lax.bitcast_convert_type(f, jnp.uint32)
+  sign = jnp.uint32(0x80000000)
+  key = jnp.where(bits & sign, ~bits, bits | sign)  # unsigned order = float order
+
+  def body(b, t):
+    cand = t | (jnp.uint32(1) << (jnp.uint32(31) - b.astype(jnp.uint32)))
+    return jnp.where(jnp.sum(key >= cand) >= n, cand, t)
+
+  t = jax.lax.fori_loop(0, 32, body, jnp.uint32(0))
+  above = key > t
+  equal = key == t
+  room = n - jnp.sum(above)
+  return above | (equal & (jnp.cumsum(equal) <= room))
 
 
 def del_mask(state: ModelState, data, fraction: float = 0.3, *, batch_size: int = 128):
