@@ -68,3 +68,42 @@ def test_the_head_computes_in_float32_in_a_bf16_model(name):
   ref = feats @ np.asarray(params["head"]["kernel"], np.float64) + np.asarray(params["head"]["bias"], np.float64)
   assert np.abs(ref).max() > 8.0, "the test needs large logits"
   np.testing.assert_allclose(np.asarray(logits, np.float64), ref, rtol=1e-5, atol=1e-4)
+
+
+def _precisions(closed):
+  """The ``precision`` of every dot_general / conv_general_dilated in a jaxpr and its sub-jaxprs."""
+  out = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+        out.append(str(eqn.params.get("precision")))
+      for v in eqn.params.values():
+        for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+          if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+            walk(sub.jaxpr)
+          elif hasattr(sub, "eqns"):
+            walk(sub)
+
+  walk(closed.jaxpr)
+  return out
+
+
+def test_scored_predictions_ask_for_full_float32_matmuls():
+  """The programs whose outputs are scored (evaluation logits, many-model logits and confidences) request
+  HIGHEST precision for every matmul / convolution, so a TPU (bf16 passes) or GPU (TF32) scores like a CPU."""
+  from jaxunlearn import many as jmany
+  from jaxunlearn import train as jtrain
+  from jaxunlearn.many.engine import model_mesh
+  from jaxunlearn.many.programs import predict_program
+
+  m = jm.create_model("cnn", num_classes=3, input_shape=(8, 8, 1), width=0.25)
+  params, stats = m.init(jax.random.key(0))
+  x = jnp.zeros((4, 8, 8, 1), jnp.uint8)
+  ops = _precisions(jax.make_jaxpr(lambda p, s, x: jtrain._eval._predict(m, p, s, x, 4))(params, stats, x))
+  assert len(ops) == 4 and all("HIGHEST" in o for o in ops), ops
+  stacked = jmany.stack_states([jtrain.ModelState(params, stats, m)] * 2)
+  prog = predict_program(m, 4, 4, True, "vmap", model_mesh(), confidence=True)
+  pm = {"params": stacked.params, "batch_stats": stacked.batch_stats}
+  ops = _precisions(jax.make_jaxpr(prog)(pm, {"x": x, "y": jnp.zeros((4,), jnp.int32)}))
+  assert len(ops) == 8 and all("HIGHEST" in o for o in ops), ops  # the image and its mirror

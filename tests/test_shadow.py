@@ -23,7 +23,9 @@ KEY = jax.random.key(11)
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 CFG = jtrain.TrainConfig(epochs=2, batch_size=16, lr=0.05)
 M = 4
-TOL = 1e-5
+# many models vs single runs: equal programs up to float32 rounding on the CPU; on GPU / TPU the training
+# matmuls may run in TF32 / bf16 passes (the backend's default precision), so a looser bound applies there
+TOL = 1e-5 if jax.default_backend() == "cpu" else 2e-2
 
 
 def _leaves(state):

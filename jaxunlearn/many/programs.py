@@ -17,6 +17,7 @@ from jaxunlearn.many.engine import MODEL_AXIS
 from jaxunlearn.many.strategy import batch_over_models
 from jaxunlearn.models import Model
 from jaxunlearn.train import make_fit
+from jaxunlearn.train import SCORING_PRECISION
 from jaxunlearn.train import map_batches
 from jaxunlearn.train import use_executor
 
@@ -104,7 +105,8 @@ def predict_program(model: Model, n: int, batch_size: int, flip: bool, strategy:
       logits = jnp.stack(out, axis=1)  # [B, A, C]
       return device_confidence(logits, b["y"][:, None]) if confidence else logits
 
-    return map_batches(f, {k: sh[k] for k in (("x", "y") if confidence else ("x",))}, batch_size)
+    with jax.default_matmul_precision(SCORING_PRECISION):  # scored outputs: full float32 on every backend
+      return map_batches(f, {k: sh[k] for k in (("x", "y") if confidence else ("x",))}, batch_size)
 
   fn = batch_over_models(one, strategy, mesh.size)
   return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))

@@ -7,6 +7,7 @@ from jaxunlearn.train._checks import check_int_tuple
 from jaxunlearn.train._checks import check_real
 from jaxunlearn.train._config import TrainConfig
 from jaxunlearn.train._config import steps_per_epoch
+from jaxunlearn.train._eval import SCORING_PRECISION
 from jaxunlearn.train._eval import evaluate
 from jaxunlearn.train._eval import map_batches
 from jaxunlearn.train._eval import predict
@@ -45,7 +46,7 @@ from jaxunlearn.train._step import supervised_loss
 
 __all__ = (
     "check_bool", "check_choice", "check_int", "check_int_tuple", "check_real",
-    "TrainConfig", "steps_per_epoch", "evaluate", "map_batches", "predict",
+    "TrainConfig", "steps_per_epoch", "SCORING_PRECISION", "evaluate", "map_batches", "predict",
     "check_training_set", "make_epoch", "make_fit", "train_model",
     "EXECUTORS", "branch", "count_steps", "current_executor", "resolve_executor", "use_executor",
     "Batches", "cycled_batches", "epoch_batches", "epoch_keys", "pass_keys", "run_epochs", "scan_epochs", "scan_steps",

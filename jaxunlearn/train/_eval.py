@@ -36,9 +36,16 @@ def map_batches(fn: Callable, xs, batch_size: int):
   return jax.tree.map(lambda o: o.reshape(nb * bs, *o.shape[2:])[:n], out)
 
 
+# Matmuls and convolutions whose outputs are scored (accuracy, LiRA, forget quality) run in full float32:
+# a TPU's default float32 matmul is one bfloat16 pass and GPUs may use TF32 (10-bit mantissa), which would
+# make the scores depend on the accelerator. Training keeps the backend's default (speed).
+SCORING_PRECISION = "highest"
+
+
 @functools.partial(jax.jit, static_argnames=("model", "batch_size", "train"))
 def _predict(model: Model, params, batch_stats, x, batch_size: int, train: bool = False):
-  return map_batches(lambda b: model.apply(params, batch_stats, b, train=train)[0], x, batch_size)
+  with jax.default_matmul_precision(SCORING_PRECISION):
+    return map_batches(lambda b: model.apply(params, batch_stats, b, train=train)[0], x, batch_size)
 
 
 def predict(model: Model, params, batch_stats, x, *, batch_size: int = 1024) -> jax.Array:
