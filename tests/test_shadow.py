@@ -433,3 +433,30 @@ def test_finished_chunks_leave_the_device_by_default(blobs, tiny_model, keep, ma
   assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves(two.params))  # chunks concatenated on the host
   for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(two.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # 2 models per vmap instead of 4: rounding only
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
+def test_unlearn_many_donates_the_stacked_weights(blobs, keep, many):
+  """The unlearning program of stacked originals donates its per-model inputs (the weights in and out
+  share device memory: the lowered program aliases them); the program of one shared original does not.
+  (Results are unchanged: test_unlearn_many_equals_single_runs runs the donating program.)"""
+  from jaxunlearn.many.engine import key_parts, model_mesh
+  from jaxunlearn.many.method_call import resolve_method, unlearn_program
+
+  x, y, _, _ = blobs
+  states = many[0]
+  retain, forget = _splits(keep)
+  meth = resolve_method("finetune", UCFG)
+  kd, impl = key_parts(KEY)
+  pm = {"m": np.arange(M, dtype=np.int32), "hparams": {}, "params": states.params, "batch_stats": states.batch_stats,
+        "retain": retain, "forget": forget}
+  sh = {"key": kd, "x": jnp.asarray(x), "y": jnp.asarray(y), "x_val": None, "y_val": None, "mask": None,
+        "hparams": {k: np.float32(v) for k, v in meth.hparams.items()}}
+  mesh = model_mesh()
+  texts = {}
+  for stacked in (True, False):
+    prog = unlearn_program(meth, states.model, 4, impl, False, "vmap", mesh, "scan", stacked)
+    texts[stacked] = prog.lower(pm, sh).as_text()
+  marks = ("tf.aliasing_output", "jax.buffer_donor")
+  assert any(m in texts[True] for m in marks)
+  assert not any(m in texts[False] for m in marks)

@@ -266,7 +266,7 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
   if mask is not None and not meth.supports_mask:
     raise ValueError(f"{name} takes no mask")
   program = unlearn_program(meth, states.model, int(data_many.num_classes), impl, mask is not None, strategy, mesh,
-                            executor)
+                            executor, stacked)
   if key_index is None:
     key_index = np.arange(total, dtype=np.int32)
   key_index = np.asarray(key_index)

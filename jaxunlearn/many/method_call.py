@@ -34,9 +34,10 @@ def resolve_method(method, config=None):
 
 @functools.lru_cache(maxsize=32)
 def unlearn_program(method, model: Model, num_classes: int, impl: str, has_mask: bool, strategy: str, mesh: Mesh,
-                    executor: str = "scan"):
+                    executor: str = "scan", stacked: bool = False):
   """The jitted per-chunk program of :func:`jaxunlearn.many.unlearn_many`: ``method`` on each model of a
-  chunk, with that model's key ``fold_in(key, m)`` and hyperparameters (per-model ones override shared)."""
+  chunk, with that model's key ``fold_in(key, m)`` and hyperparameters (per-model ones override shared).
+  ``stacked``: the weights are per-model inputs, donated to the unlearned weights (one copy on the device)."""
   from jaxunlearn.unlearn import UnlearnData  # noqa: PLC0415
 
   def one(pm, sh):
@@ -49,4 +50,4 @@ def unlearn_program(method, model: Model, num_classes: int, impl: str, has_mask:
     new, metrics = method(state, data, km, hparams, mask=sh["mask"] if has_mask else None)
     return {"params": new.params, "batch_stats": new.batch_stats, "metrics": metrics}
 
-  return compile_chunk_program(one, strategy, mesh, executor)
+  return compile_chunk_program(one, strategy, mesh, executor, donate=stacked)

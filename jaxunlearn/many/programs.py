@@ -4,6 +4,7 @@ jitted as one program (``scan`` executor) or run eagerly with each step jitted (
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Callable
 
 import jax
@@ -42,6 +43,8 @@ class HostStepped:
 
 
 _LOG_1E45 = float(np.log(np.float64(1e-45)))
+# a donated chunk also holds inputs no output can reuse (model numbers, index lists): expected, not news
+warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
 
 
 def device_confidence(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -62,13 +65,17 @@ def device_confidence(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.logaddexp(lp_true, _LOG_1E45) - jnp.logaddexp(lp_wrong, _LOG_1E45)
 
 
-def compile_chunk_program(one: Callable, strategy: str, mesh: Mesh, executor: str = "scan"):
+def compile_chunk_program(one: Callable, strategy: str, mesh: Mesh, executor: str = "scan", *, donate: bool = False):
   """``one(per_model, shared)`` of one model mapped over a chunk: one jitted program whose model axis is
-  sharded over ``mesh`` (``scan``), or a :class:`HostStepped` program (``steps``; ``vmap`` or ``sequential``)."""
+  sharded over ``mesh`` (``scan``), or a :class:`HostStepped` program (``steps``; ``vmap`` or ``sequential``).
+
+  ``donate``: the per-model inputs' buffers are donated to the outputs (:class:`ChunkedRun` places a fresh
+  copy of every chunk's inputs on the device, so nothing else holds them): an unlearning chunk's weights
+  in and out then share memory instead of coexisting."""
   if executor == "steps":
     return HostStepped(one, strategy)
   fn = batch_over_models(one, strategy, mesh.size)
-  return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)))
+  return jax.jit(fn, out_shardings=NamedSharding(mesh, P(MODEL_AXIS)), donate_argnums=(0,) if donate else ())
 
 
 @functools.lru_cache(maxsize=32)
