@@ -82,6 +82,15 @@ class Prepared:
   holdout: tuple | None = None  # (x, y) of the held-out training examples (--holdout)
 
 
+def refuse_saved_reset(method_cfgs, where: str) -> None:
+  """One line (ConfigError) when a method config resets to the original's saved initialisation
+  (EU-k ``reset=saved``) in a run that cannot give it (``where``), before anything runs."""
+  for m, mc in method_cfgs.items():
+    if getattr(mc, "reset", "fresh") == "saved":
+      raise ConfigError(f"{m}.reset=saved needs the original's initialisation key, which {where} does not give; "
+                        f"use --set {m}.reset=fresh")
+
+
 def prepare(cfg: RunConfig) -> Prepared:
   """Validates every input and loads the data; compiles and writes nothing.
 
@@ -156,6 +165,8 @@ def prepare(cfg: RunConfig) -> Prepared:
   for m, mc in method_cfgs.items():
     if getattr(mc, "k", 0) > n_blocks:
       raise ConfigError(f"{m}.k={mc.k}: model {cfg.model!r} has only {n_blocks} blocks {model.block_names()}")
+  if cfg.original is not None:
+    refuse_saved_reset(method_cfgs, "a loaded --original (its initialisation is not recorded)")
   original = None
   if cfg.original is not None:
     with user_input():  # a checkpoint that does not load or holds NaN is bad input
@@ -282,8 +293,11 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
   val = forget_validation_index(ds, sp)
   heldout = evaluate(original.model, original.params, original.batch_stats, ds.x_test[val], ds.y_test[val])["acc"]
   x_val, y_val, results["forget_validation"] = forget_validation_set(p)
+  # the original's initialisation key (train_model draws the initial weights from fold_in(key, 0)), for
+  # methods that reset blocks to it (EU-k reset=saved); a loaded --original does not record it
+  init_key = None if cfg.original is not None else jax.random.fold_in(jax.random.fold_in(key, KEY_ORIGINAL), 0)
   data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes,
-                                x_val=x_val, y_val=y_val)
+                                x_val=x_val, y_val=y_val, init_key=init_key)
   extra = EvalContext(p, sets["forget"][0], jax.random.fold_in(key, KEY_RANDOM_INIT))
   results["models"]["original"].update(extra(ev, None))
   if on_model is not None:

@@ -148,6 +148,7 @@ def test_run_holdout_trains_without_it_and_rewind_validates_on_it(tmp_path, caps
 def test_scrub_paper_block_baselines_keep_the_head_frozen(name, trained, class_data):
   cfg = _cfg(jun.make_config(name, preset="scrub_paper"), epochs=1, batch_size=32)
   assert (cfg.k, cfg.train_head, cfg.optim.momentum) == (2, False, 0.0)
+  class_data = class_data.replace(init_key=jax.random.key(9))  # eu_k's preset resets to the saved initialisation
   st, _ = jax.jit(jun.make(name, cfg))(trained, class_data, jax.random.key(0))
   before = trained.model.block_names()[-2]
   for a, b in zip(jax.tree.leaves(st.params["head"]), jax.tree.leaves(trained.params["head"])):
@@ -170,3 +171,47 @@ def test_two_pass_under_the_steps_executor_equals_its_scan(mlp_trained, class_da
   for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(ma["loss"]), np.asarray(mb["loss"]), rtol=1e-4)
+
+
+def test_eu_k_saved_reset_restarts_from_the_originals_own_initialisation(class_data):
+  """reset='saved' (the SCRUB notebooks' EU-k) re-initialises the last groups to the ORIGINAL's initial
+  weights, model.init(init_key); 'fresh' to a new draw. Checked with 0 epochs (the reset alone)."""
+  from jaxunlearn import models as jm
+  from jaxunlearn import train as jtrain
+
+  model = jm.create_model("mlp", num_classes=4, input_shape=(8, 8, 1), width=0.25)
+  init_key = jax.random.key(21)
+  x, y = np.asarray(class_data.x), np.asarray(class_data.y)
+  original, _ = jtrain.train_model(model, jtrain.TrainConfig(epochs=2, batch_size=32, lr=0.05), x, y,
+                                   np.arange(len(y)), init_key, progress=False, executor="scan")
+  p0, _ = model.init(jax.random.fold_in(init_key, 0))  # what train_model started from
+  data = jun.UnlearnData.create(x, y, class_data.retain, class_data.forget, num_classes=4,
+                                init_key=jax.random.fold_in(init_key, 0))
+  groups = model.block_names()[-2:]
+  for reset in ("saved", "fresh"):
+    cfg = _cfg(jun.make_config("eu_k", {"reset": reset}), epochs=0)
+    st, _ = jax.jit(jun.make("eu_k", cfg))(original, data, jax.random.key(3))
+    same = [np.array_equal(np.asarray(st.params[g]["kernel"]), np.asarray(p0[g]["kernel"])) for g in groups]
+    assert all(same) == (reset == "saved") and any(same) == (reset == "saved"), reset  # (biases start at 0)
+    for g in model.block_names()[:-2]:  # the rest is the trained original's
+      for a, b in zip(jax.tree.leaves(st.params[g]), jax.tree.leaves(original.params[g])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert jun.make_config("eu_k", preset="scrub_paper").reset == "saved" and jun.make_config("eu_k").reset == "fresh"
+  with pytest.raises(ValueError, match="needs the original's initialisation key"):
+    jun.make("eu_k", _cfg(jun.make_config("eu_k", {"reset": "saved"}), epochs=0))(original, class_data, jax.random.key(3))
+  with pytest.raises(TypeError, match="typed PRNG key"):
+    jun.UnlearnData.create(x, y, class_data.retain, class_data.forget, num_classes=4, init_key=123)
+
+
+def test_run_gives_eu_k_the_saved_initialisation_and_refuses_where_it_cannot(tmp_path, capsys):
+  from jaxunlearn import cli
+
+  base = ["run", "--dataset", "digits", "--train-subset", "200", "--test-subset", "60", "--model", "mlp", "--width",
+          "0.25", "--epochs", "1", "--executor", "scan", "--method", "eu_k", "--preset", "eu_k=scrub_paper",
+          "--set", "eu_k.epochs=1", "--quiet"]
+  assert cli.main(base + ["--out", str(tmp_path / "ok"), "--save-models", str(tmp_path / "m")]) == 0
+  capsys.readouterr()
+  for extra, word in ((["--original", str(tmp_path / "m" / "original")], "--original"), (["--seeds", "2"], "--seeds 2")):
+    assert cli.main(base + extra + ["--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "eu_k.reset=saved" in err and word in err and not (tmp_path / "bad").exists()

@@ -77,7 +77,11 @@ def method_config(method: str, overrides, preset):
         raise ConfigError(f"--set {m}.{k}: method {m!r} is not the chosen method {method!r}")
     ov[k] = v
   with user_input():
-    return jun.make_config(method, ov, preset=preset)
+    mcfg = jun.make_config(method, ov, preset=preset)
+  if getattr(mcfg, "reset", "fresh") == "saved":  # EU-k's notebook reset: a study's models share one program
+    raise ConfigError(f"{method}.reset=saved needs each original's initialisation key, which the studies do not "
+                      f"give yet; use --set {method}.reset=fresh")
+  return mcfg
 
 
 def ckpt(cfg: StudyConfig, name: str):

@@ -184,5 +184,7 @@ def run_job(cfg) -> tuple[Any, dict]:
     jrun.prepare(cfg)  # every input checked before the tuning runs
     cfg, tuned = tuned_config(cfg)
   p = jrun.prepare(cfg)
+  if cfg.seeds > 1:
+    jrun.refuse_saved_reset(p.method_cfgs, f"--seeds {cfg.seeds} (many models in one program)")
   many_seeds = {} if cfg.seeds == 1 else {"execute_fn": run_seeds, "write_fn": write_seeds}
   return p, jrun.execute_and_write(p, extra={"tuned": tuned} if tuned else None, **many_seeds)

@@ -126,6 +126,7 @@ def prepare_tune(cfg: TuneConfig) -> PreparedTune:
   rc = jrun.RunConfig(**job, forget=cfg.forget, methods=(cfg.method,), out=cfg.out, overrides=cfg.overrides,
                       presets=((cfg.method, cfg.preset),) if cfg.preset else ())
   p = jrun.prepare(rc)  # every shared check, the method's default-rule config, the data
+  jrun.refuse_saved_reset(p.method_cfgs, "jaxunlearn tune (many models in one program)")
   grid = parse_grid(cfg.method, cfg.grid or default_grid(cfg.method, p.method_cfgs[cfg.method]))
   points, groups = expand_grid(grid, p.method_cfgs[cfg.method])
   ds, val = jdata.carve_holdout(p.ds, cfg.val_fraction, cfg.seed)

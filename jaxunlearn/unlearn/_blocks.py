@@ -76,8 +76,11 @@ class EUkConfig:
     epochs, batch_size, optim, augment: training settings.
     train_head: re-initialise and train the head among the last k groups (ours); False keeps the
       original head frozen, as the SCRUB notebooks do (preset ``scrub_paper``: k 2 with the head frozen,
-      plain SGD at lr 0.01, 10 epochs). They reset the block to the original's SAVED initialisation; a
-      method has no access to it here, so ours resets it to a fresh one (``fold_in(key, 0)``).
+      plain SGD at lr 0.01, 10 epochs).
+    reset: ``fresh`` (ours): the groups restart from a new draw, ``model.init(fold_in(key, 0))``, which any
+      caller can give; ``saved``: from the original's own initial weights, ``model.init(data.init_key)``, as
+      the SCRUB notebooks reset to the saved initialisation (preset ``scrub_paper``). ``saved`` needs
+      ``UnlearnData.init_key``: ``jaxunlearn run`` passes it when it trains the original itself.
   """
 
   k: int = 2
@@ -86,11 +89,14 @@ class EUkConfig:
   optim: OptimConfig = OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
   augment: bool = False
   train_head: bool = True
+  reset: str = "fresh"
 
   def __post_init__(self):
     check_loop_fields(self)
     check_int(self, "k", lo=1)
     check_bool(self, "train_head")
+    if self.reset not in ("fresh", "saved"):
+      raise ValueError(f"reset must be 'fresh' or 'saved', got {self.reset!r}")
 
 
 def last_blocks(model, k: int, train_head: bool = True) -> tuple[str, ...]:
@@ -173,12 +179,13 @@ def cf_k(state: ModelState, data: UnlearnData, key: jax.Array, config: CFkConfig
                       batch_stats=state.batch_stats, mask=mask)
 
 
-@register("eu_k", EUkConfig, presets={"scrub_paper": _SCRUB_PAPER})
+@register("eu_k", EUkConfig, presets={"scrub_paper": {**_SCRUB_PAPER, "reset": "saved"}})
 def eu_k(state: ModelState, data: UnlearnData, key: jax.Array, config: EUkConfig, hparams, *,
          mask=None) -> tuple[ModelState, dict]:
   """EU-k: re-initialise the last ``config.k`` parameter groups and train them on the retain set.
 
-  The fresh initialisation is ``state.model.init(fold_in(key, 0))`` (parameters and BatchNorm
+  The fresh initialisation is ``state.model.init(fold_in(key, 0))`` (``config.reset="saved"``:
+  ``state.model.init(data.init_key)``, the original's own initial weights) (parameters and BatchNorm
   statistics of those groups); training uses ``fold_in(key, 1)``. With ``mask``, only the masked
   entries of the last k groups are re-initialised and trained, and the BatchNorm statistics of those
   groups keep the original's (so unmasked parameters stay bit-identical).
@@ -188,7 +195,13 @@ def eu_k(state: ModelState, data: UnlearnData, key: jax.Array, config: EUkConfig
     BatchNorm statistics are bit-identical to ``state``'s.
   """
   groups = last_blocks(state.model, config.k, config.train_head)
-  fresh_params, fresh_stats = state.model.init(jax.random.fold_in(key, 0))
+  if config.reset == "saved":
+    if data.init_key is None:
+      raise ValueError("eu_k with reset='saved' needs the original's initialisation key (UnlearnData.init_key); "
+                       "jaxunlearn run gives it when it trains the original, or use reset='fresh'")
+    fresh_params, fresh_stats = state.model.init(data.init_key)
+  else:
+    fresh_params, fresh_stats = state.model.init(jax.random.fold_in(key, 0))
   if mask is None:
     params = _replace_groups(state.params, fresh_params, groups)
     stats = _replace_groups(state.batch_stats, fresh_stats, groups)

@@ -27,6 +27,8 @@ class UnlearnData:
       used by SCRUB+Rewind) or ``None``.
     y_val: ``int32 [V]`` or ``None``.
     num_classes: number of classes (static).
+    init_key: the PRNG key the original model was initialised from (``model.init(init_key)`` gives its
+      initial weights), or ``None``; EU-k's ``reset="saved"`` needs it.
   """
 
   x: jax.Array
@@ -36,9 +38,10 @@ class UnlearnData:
   x_val: Any = None
   y_val: Any = None
   num_classes: int = flax.struct.field(pytree_node=False, default=0)
+  init_key: Any = None
 
   @classmethod
-  def create(cls, x, y, retain, forget, *, num_classes: int, x_val=None, y_val=None) -> "UnlearnData":
+  def create(cls, x, y, retain, forget, *, num_classes: int, x_val=None, y_val=None, init_key=None) -> "UnlearnData":
     """Validates (before anything is compiled) and moves the arrays to the device."""
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 4:
@@ -63,8 +66,11 @@ class UnlearnData:
       if yv.size and (yv.min() < 0 or yv.max() >= num_classes):
         raise ValueError(f"y_val out of range [0, {num_classes}): min {yv.min()}, max {yv.max()}")
     val = {} if x_val is None else {"x_val": jnp.asarray(x_val), "y_val": jnp.asarray(y_val, jnp.int32)}
+    if init_key is not None and not (isinstance(init_key, jax.Array)
+                                     and jax.dtypes.issubdtype(init_key.dtype, jax.dtypes.prng_key)):
+      raise TypeError(f"init_key must be a typed PRNG key (jax.random.key), got {type(init_key).__name__}")
     return cls(jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.asarray(retain, jnp.int32),
-               jnp.asarray(forget, jnp.int32), num_classes=int(num_classes), **val)
+               jnp.asarray(forget, jnp.int32), num_classes=int(num_classes), init_key=init_key, **val)
 
 
 def check_finite_params(state: ModelState) -> None:
