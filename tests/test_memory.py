@@ -69,3 +69,32 @@ def test_train_many_takes_the_derived_chunk(blobs, tiny_model, monkeypatch):
   assert info["chunk_size"] == 4
   for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-6)
+
+
+def test_a_chunk_out_of_memory_is_retried_at_half_the_size():
+  """A per-chunk program that runs out of device memory above 2 models: the run halves its chunk (8, 4, 2)
+  and finishes with every model's output; any other error, or one at one model per device, is raised."""
+  from jaxunlearn.many.engine import ChunkedRun
+
+  sizes = []
+
+  def program(pm, sh):
+    sizes.append(pm["a"].shape[0])
+    if pm["a"].shape[0] > 2:
+      raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 12.0GiB")
+    return {"b": pm["a"] * 2.0 + sh["s"]}
+
+  run = ChunkedRun(program, {"a": np.arange(7, dtype=np.float32)}, {"s": np.float32(1.0)}, 7, 8, model_mesh(),
+                   progress=False)
+  out = run()
+  np.testing.assert_array_equal(out["b"], np.arange(7) * 2.0 + 1.0)
+  assert sizes[:3] == [8, 4, 2] and run.chunk == 2 and set(sizes[2:]) == {2}
+
+  def broken(pm, sh):
+    raise RuntimeError("INVALID_ARGUMENT: something else")
+
+  with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):
+    ChunkedRun(broken, {"a": np.arange(4.0)}, {}, 4, 4, model_mesh(), progress=False)()
+  with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):  # one model per device: nothing left to halve
+    ChunkedRun(lambda pm, sh: program({"a": np.zeros(3)}, sh), {"a": np.arange(4.0)}, {"s": 0.0}, 4, 1,
+               model_mesh(), progress=False)()

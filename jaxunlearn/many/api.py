@@ -179,7 +179,7 @@ def train_many(key, data, keep_mask, config, *, model: Model, fit_factory: Calla
   out = run()
   if info is not None:
     info.update(strategy=strategy, strategy_probe=None if choice is None else dataclasses.asdict(choice),
-                chunk_size=chunk, compile_seconds=run.compile_seconds, executor=executor,
+                chunk_size=run.chunk, compile_seconds=run.compile_seconds, executor=executor,
                 train_seconds=time.perf_counter() - t0 - run.compile_seconds)
   return ModelState(out["params"], out["batch_stats"], model), out["metrics"]
 

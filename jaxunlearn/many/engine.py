@@ -76,6 +76,11 @@ class ChunkedRun:
   last chunk padded by repeating its last model, the copies dropped), the model axis sharded over
   ``mesh``; with ``checkpoint_dir`` each finished chunk is saved and a rerun loads it instead.
   Returns the outputs concatenated along the model axis.
+
+  A chunk that runs out of device memory (``RESOURCE_EXHAUSTED``) is retried at half the size (a
+  multiple of the devices; said on the progress bar) down to one model per device; ``chunk`` then holds
+  the size that ran. Not with ``checkpoint_dir``, whose chunk files are numbered by a fixed size: there
+  the error says to pass a smaller chunk size.
   """
 
   program: Callable            # jitted: (per_model_chunk, shared) -> pytree with leading axis [c]
@@ -100,15 +105,17 @@ class ChunkedRun:
     shared = jax.tree.map(lambda a: put_on(a, repl), self.shared)
     if self.checkpoint_dir is not None:
       check_manifest(self.checkpoint_dir, self.fingerprint or {})
-    n_chunks = -(-m_total // c)
     outs = []
     bar = tqdm(total=m_total, desc=self.desc, unit=" models", disable=not self.progress, leave=False,
                dynamic_ncols=True, bar_format=_BAR_FORMAT)
     abstract = None
     fn = self.program
+    lo, i = 0, 0
     try:
-      for i in range(n_chunks):
-        lo, hi = i * c, min(m_total, (i + 1) * c)
+      while lo < m_total:
+        c = self.chunk
+        n_chunks = i + -(-(m_total - lo) // c)
+        hi = min(m_total, lo + c)
         sel = np.minimum(np.arange(lo, lo + c), m_total - 1)
         inputs = jax.tree.map(lambda a: put_on(a[sel], models_sh), self.per_model)
         path = None if self.checkpoint_dir is None else self.checkpoint_dir / f"chunk_{i:05d}"
@@ -126,7 +133,19 @@ class ChunkedRun:
             tc = time.perf_counter()
             fn = self.program.lower(inputs, shared).compile()
             self.compile_seconds = time.perf_counter() - tc
-          out = fn(inputs, shared)
+          try:
+            out = fn(inputs, shared)
+            jax.block_until_ready(out)
+          except Exception as e:  # noqa: BLE001  (only out-of-memory is handled; everything else re-raised)
+            if not is_out_of_memory(e) or c <= self.mesh.size:
+              raise
+            if self.checkpoint_dir is not None:
+              raise MemoryError(f"a chunk of {c} models does not fit in device memory; with a checkpoint folder "
+                                f"the chunk size is fixed: pass a smaller chunk size (e.g. {c // 2})") from e
+            self.chunk = max(self.mesh.size, (c // 2) // self.mesh.size * self.mesh.size)
+            fn = self.program
+            bar.write(f"{self.desc}: a chunk of {c} models ran out of device memory; retrying with {self.chunk}")
+            continue
           if path is not None:
             ckpt.save(path, out)
         out = jax.tree.map(lambda a: a[: hi - lo], out)
@@ -138,6 +157,7 @@ class ChunkedRun:
         bar.update(hi - lo)
         if self.on_chunk is not None:
           self.on_chunk(i, n_chunks, loaded)
+        lo, i = hi, i + 1
     finally:
       bar.close()
     if len(outs) == 1:
@@ -148,6 +168,11 @@ class ChunkedRun:
     if m_total % self.mesh.size == 0:  # keep the model axis sharded when it divides evenly
       out = jax.tree.map(lambda a: jax.device_put(a, models_sh), out)
     return out
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+  """Whether ``e`` is XLA's out-of-device-memory error."""
+  return "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e)
 
 
 def prepare(num_models, chunk_size, devices, strategy):
