@@ -168,7 +168,7 @@ def readout_line(results: dict) -> str:
   readout = results.get("tpr_readout", TPR_READOUT)  # results written before the field: <=
   conv = results.get("lira_convention", LIRA_CONVENTION)
   stat = results.get("lira_statistic", "median")
-  ref = "as" if readout == "fpr < target" else "the LiRA reference reads FPR < target"
+  ref = "as the LiRA reference" if readout == "fpr < target" else "the LiRA reference reads FPR < target"
   return (f"TPR read-out: FPR {readout.removeprefix('fpr ')} ({ref}); "
           f"LiRA convention {conv!r}: {CONVENTIONS.get(conv, conv)}; {stat} centres")
 
