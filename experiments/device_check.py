@@ -103,12 +103,19 @@ def correctness(a) -> dict:
   t0 = time.perf_counter()
   states, _ = jmany.train_many(key, (ds.x_train, ds.y_train), keep, cfg, model=model, progress=False)
   t_many = time.perf_counter() - t0
+  init, fit = jtrain.make_fit(model, cfg, int(keep[0].sum()))
+  xd, yd = jax.numpy.asarray(ds.x_train), jax.numpy.asarray(ds.y_train)
+
+  @jax.jit
+  def single(k, index):  # one model alone, compiled once: model m of train_many's keys and data
+    ts, _ = fit(init(*model.init(jax.random.fold_in(k, 0))), xd, yd, index, jax.random.fold_in(k, 1))
+    return ts.params, ts.batch_stats
+
   diffs = []
   for m in range(m_total):
-    one, _ = jtrain.train_model(model, cfg, ds.x_train, ds.y_train, np.flatnonzero(keep[m]),
-                                jax.random.fold_in(key, m), progress=False, executor="scan")
+    one = single(jax.random.fold_in(key, m), jax.numpy.asarray(np.flatnonzero(keep[m]), jax.numpy.int32))
     mine = jmany.take(states, m)
-    diffs.append(_max_diff((one.params, one.batch_stats), (mine.params, mine.batch_stats)))
+    diffs.append(_max_diff(one, (mine.params, mine.batch_stats)))
   tol = TOLERANCE.get(jax.default_backend(), 2e-2)
   # confidences: on the device in float32 vs the host float64 formula on the same logits
   x, y = ds.x_train, ds.y_train
@@ -143,14 +150,14 @@ def memory_rows(a) -> dict:
   from jaxunlearn.many.memory import FRACTION, fit_chunk, free_bytes, program_measure  # noqa: PLC0415
   from jaxunlearn.many.programs import train_program  # noqa: PLC0415
 
-  side, n = (16, 512) if a.tiny else (32, 50000)
+  side, n = (16, 256) if a.tiny else (32, 50000)
   accel = jax.default_backend() in ("gpu", "tpu")
   dtype = jax.numpy.bfloat16 if accel else jax.numpy.float32
   mesh = model_mesh()
   kd, impl = key_parts(0)
   free = free_bytes(list(mesh.devices.flat))
   rows = {}
-  archs = [("cnn", 0.5)] if a.tiny else [("cnn", 1.0), ("resnet18", 1.0), ("resnet18", 0.25), ("airbench", 1.0)]
+  archs = [("cnn", 0.25)] if a.tiny else [("cnn", 1.0), ("resnet18", 1.0), ("resnet18", 0.25), ("airbench", 1.0)]
   for name, width in archs:
     if name == "airbench":
       model = jmodels.create_airbench(10, (side, side, 3), dtype=dtype)
@@ -181,7 +188,8 @@ def airbench(a, data: Path) -> dict:
 
   out = {}
   with tempfile.TemporaryDirectory() as tmp:
-    common = ["--data", str(data), "--no-progress"] + (["--tiny"] if a.tiny else ["--bf16"])
+    common = ["--data", str(data), "--no-progress"] + (["--tiny", "--train-limit", "256", "--test-limit", "256", "--width", "8,16,16"]
+                                                       if a.tiny else ["--bf16"])
     acc_path, speed_path = Path(tmp) / "acc.json", Path(tmp) / "speed.json"
     airbench_shadows.main(common + ["--models", "2" if a.tiny else "8", "--out", str(acc_path)])
     out["accuracy_run"] = json.loads(acc_path.read_text())
@@ -201,7 +209,8 @@ def throughput(a) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "bench.json"
     if a.tiny:
-      argv = ["--tiny", "--arch", "cnn@0.5", "--models", "2", "--steps", "2", "--repeats", "1", "--no-torch"]
+      argv = ["--tiny", "--arch", "cnn@0.25", "--image", "8", "--models", "2", "--steps", "2", "--repeats", "1",
+              "--no-torch"]
     else:
       argv = ["--arch", "resnet18", "--arch", "resnet18@0.25", "--arch", "cnn", "--strategy", "vmap",
               "--strategy", "sequential", "--strategy", "4", "--models", "16", "--batch", "128", "--steps", "20",
@@ -216,7 +225,7 @@ def scrub(a, data: Path) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     out = Path(tmp) / "run"
     if a.tiny:
-      argv = ["--train-subset", "256", "--test-subset", "128", "--model", "resnet18", "--width", "0.125",
+      argv = ["--train-subset", "192", "--test-subset", "128", "--model", "cnn", "--width", "0.25",
               "--epochs", "1", "--set", "scrub.epochs=1", "--set", "scrub.msteps=1"]
     else:
       argv = ["--model", "resnet18", "--epochs", "10", "--batch-size", "256", "--lr", "0.1"]
