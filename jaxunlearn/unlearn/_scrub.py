@@ -326,14 +326,26 @@ def scrub_checkpoints(state: ModelState, data: UnlearnData, key: jax.Array,
   Raises:
     ValueError: if ``data`` has no forget-validation set.
   """
+  hist = _recorded_run(state, data, key, config, _hp(config, hparams), mask, snapshots=True)
+  params, stats = hist.pop("snapshot")
+  return ModelState(params, stats, state.model), hist
+
+
+def _recorded_run(state, data, key, config, hp, mask, snapshots: bool) -> dict:
+  """SCRUB recording every epoch's forget error (and, with ``snapshots``, weights) and the final
+  student's ``val_error``: the metrics both :func:`scrub_checkpoints` and :func:`scrub_rewind` choose by."""
   if data.x_val is None:
     raise ValueError("scrub_rewind needs a forget-validation set (UnlearnData x_val/y_val)")
   if config.epochs < 1:
     raise ValueError("scrub_rewind needs at least one epoch to have a checkpoint to rewind to")
-  st, hist = _scrub_run(state, data, key, config, _hp(config, hparams), mask, checkpoints=True)
-  params, stats = hist.pop("snapshot")
+  st, hist = _scrub_run(state, data, key, config, hp, mask, checkpoints=True, snapshots=snapshots)
   hist["val_error"] = error_rate(state.model, st.params, st.batch_stats, data.x_val, data.y_val)
-  return ModelState(params, stats, state.model), hist
+  return hist
+
+
+def rewind_index(forget_error: jax.Array, val_error) -> jax.Array:
+  """The rewind rule: ``argmin_i |forget_error_i - val_error|``, first on ties (int32)."""
+  return jnp.argmin(jnp.abs(forget_error - val_error)).astype(jnp.int32)
 
 
 def rewind_select(snapshots: ModelState, metrics: dict) -> tuple[ModelState, dict]:
@@ -346,7 +358,7 @@ def rewind_select(snapshots: ModelState, metrics: dict) -> tuple[ModelState, dic
   Returns:
     ``(chosen state, metrics + {"chosen_index": i, "chosen_epoch": i + 1})``.
   """
-  i = jnp.argmin(jnp.abs(metrics["forget_error"] - metrics["val_error"])).astype(jnp.int32)
+  i = rewind_index(metrics["forget_error"], metrics["val_error"])
   pick = lambda a: a[i]  # noqa: E731
   chosen = ModelState(jax.tree.map(pick, snapshots.params), jax.tree.map(pick, snapshots.batch_stats),
                       snapshots.model)
@@ -384,20 +396,14 @@ def scrub_rewind(state: ModelState, data: UnlearnData, key: jax.Array, config: S
   Raises:
     ValueError: if ``data.x_val`` is None.
   """
-  if data.x_val is None:
-    raise ValueError("scrub_rewind needs a forget-validation set (UnlearnData x_val/y_val)")
-  if config.epochs < 1:
-    raise ValueError("scrub_rewind needs at least one epoch to have a checkpoint to rewind to")
   hp = _hp(config, hparams)
   # pass 1: every epoch's forget error and the final student's validation error, no weights kept
-  st, hist = _scrub_run(state, data, key, config, hp, mask, checkpoints=True, snapshots=False)
-  val_error = error_rate(state.model, st.params, st.batch_stats, data.x_val, data.y_val)
+  hist = _recorded_run(state, data, key, config, hp, mask, snapshots=False)
   xf, yf = data.x[data.forget], data.y[data.forget]
   e0 = error_rate(state.model, state.params, state.batch_stats, xf, yf)
-  errors = jnp.concatenate([e0[None], hist["forget_error"]])
-  i = jnp.argmin(jnp.abs(errors - val_error)).astype(jnp.int32)
+  i = rewind_index(jnp.concatenate([e0[None], hist["forget_error"]]), hist["val_error"])
   # pass 2: the same run (same keys, same steps) replayed, keeping the weights after epoch i
   _, replay = _scrub_run(state, data, key, config, hp, mask, checkpoints=False, keep_epoch=i)
   params, stats = replay["kept"]
-  return ModelState(params, stats, state.model), {**hist, "val_error": val_error, "forget_error_original": e0,
-                                                  "chosen_index": i, "chosen_epoch": i}
+  return ModelState(params, stats, state.model), {**hist, "forget_error_original": e0, "chosen_index": i,
+                                                  "chosen_epoch": i}
