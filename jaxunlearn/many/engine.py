@@ -149,11 +149,7 @@ class ChunkedRun:
           if path is not None:
             ckpt.save(path, out)
         out = jax.tree.map(lambda a: a[: hi - lo], out)
-        if self.to_host:
-          out = gather_to_host(out)
-        else:
-          jax.block_until_ready(out)
-        outs.append(out)
+        outs.append(gather_to_host(out) if self.to_host else out)  # (computed chunks are already ready)
         bar.update(hi - lo)
         if self.on_chunk is not None:
           self.on_chunk(i, n_chunks, loaded)

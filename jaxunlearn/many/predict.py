@@ -53,11 +53,7 @@ def predict_many(states: ModelState, x, *, flip: bool = False, tta: int = 0, bat
       out = 0.5 * out + 0.25 * (predict_many(states, _translate_diagonal(x, -1), flip=True, **kw).mean(axis=2)
                                 + predict_many(states, _translate_diagonal(x, 1), flip=True, **kw).mean(axis=2))
     return out
-  m = num_models_of(states)
-  if m is None:
-    raise ValueError("predict_many needs stacked states (a leading model axis); use stack_states")
-  if np.ndim(x) != 4 or tuple(np.shape(x)[1:]) != states.model.input_shape:
-    raise ValueError(f"images must be [N, {', '.join(map(str, states.model.input_shape))}], got shape {np.shape(x)}")
+  m = _num_models(states, x, "predict_many")
   n = int(np.shape(x)[0])
   if n == 0:
     c = states.model.num_classes
@@ -65,6 +61,16 @@ def predict_many(states: ModelState, x, *, flip: bool = False, tta: int = 0, bat
   out = _predict_run(states, x, None, flip=flip, batch_size=batch_size, chunk_size=chunk_size, strategy=strategy,
                      devices=devices, progress=progress, desc=desc)
   return out if flip else out[:, :, 0]
+
+
+def _num_models(states: ModelState, x, who: str) -> int:
+  """M of stacked ``states``, after checking them and the images' shape (ValueError naming ``who``)."""
+  m = num_models_of(states)
+  if m is None:
+    raise ValueError(f"{who} needs stacked states (a leading model axis); use stack_states")
+  if np.ndim(x) != 4 or tuple(np.shape(x)[1:]) != states.model.input_shape:
+    raise ValueError(f"images must be [N, {', '.join(map(str, states.model.input_shape))}], got shape {np.shape(x)}")
+  return m
 
 
 def _predict_run(states: ModelState, x, y, *, flip, batch_size, chunk_size, strategy, devices, progress, desc):
@@ -94,11 +100,7 @@ def confidences_many(states: ModelState, x, y, *, flip: bool = True, batch_size:
   y = np.asarray(y)
   if y.shape != (np.shape(x)[0],):
     raise ValueError(f"labels must have shape ({np.shape(x)[0]},), got {y.shape}")
-  m = num_models_of(states)
-  if m is None:
-    raise ValueError("confidences_many needs stacked states (a leading model axis); use stack_states")
-  if np.ndim(x) != 4 or tuple(np.shape(x)[1:]) != states.model.input_shape:
-    raise ValueError(f"images must be [N, {', '.join(map(str, states.model.input_shape))}], got shape {np.shape(x)}")
+  m = _num_models(states, x, "confidences_many")
   c = states.model.num_classes
   if y.size and (y.min() < 0 or y.max() >= c):
     raise ValueError(f"labels must lie in [0, {c}), got range [{y.min()}, {y.max()}]")
