@@ -134,3 +134,12 @@ class JobConfig:
     """The network for ``ds`` (classes, image shape, normalisation)."""
     return jmodels.create_model(self.model, num_classes=ds.num_classes, input_shape=ds.image_shape,
                                 mean=ds.mean, std=ds.std, width=self.width, flip_ok=ds.flip_ok)
+
+
+def refuse_saved_reset(method_cfgs, where: str) -> None:
+  """One line (ConfigError) when a method config resets to the original's saved initialisation
+  (EU-k ``reset=saved``) in a run that cannot give it (``where``), before anything runs."""
+  for m, mc in method_cfgs.items():
+    if getattr(mc, "reset", "fresh") == "saved":
+      raise ConfigError(f"{m}.reset=saved needs the original's initialisation key, which {where} does not give; "
+                        f"use --set {m}.reset=fresh")

@@ -28,6 +28,7 @@ from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.saved_models import check_original
 from jaxunlearn.saved_models import load_model  # noqa: F401  (public: run.load_model)
 from jaxunlearn.saved_models import save_model
+from jaxunlearn.config import refuse_saved_reset
 from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
 from jaxunlearn.config import check_out_dir
@@ -80,15 +81,6 @@ class Prepared:
   original: ModelState | None = None
   defaults: dict = dataclasses.field(default_factory=dict)  # {method: {preset, overrides, rule}}
   holdout: tuple | None = None  # (x, y) of the held-out training examples (--holdout)
-
-
-def refuse_saved_reset(method_cfgs, where: str) -> None:
-  """One line (ConfigError) when a method config resets to the original's saved initialisation
-  (EU-k ``reset=saved``) in a run that cannot give it (``where``), before anything runs."""
-  for m, mc in method_cfgs.items():
-    if getattr(mc, "reset", "fresh") == "saved":
-      raise ConfigError(f"{m}.reset=saved needs the original's initialisation key, which {where} does not give; "
-                        f"use --set {m}.reset=fresh")
 
 
 def prepare(cfg: RunConfig) -> Prepared:

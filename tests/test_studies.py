@@ -155,7 +155,7 @@ def test_lira_attacks_detects_planted_membership():
     (["lira", "--models", "2"], "num_models must be an int >= 4"),
     (["lira", "--lira-convention", "theirs"], "lira convention must be one of ours, reference, got 'theirs'"),
     (["ulira", "--statistic", "mode"], "statistic must be one of median, mean, got 'mode'"),
-    (["ulira", "--method", "eu_k", "--preset", "scrub_paper"], "eu_k.reset=saved needs each original's"),
+    (["ulira", "--method", "eu_k", "--preset", "scrub_paper"], "eu_k.reset=saved needs the original's initialisation key, which the lira / ulira"),
     (["lira", "--model", "vgg"], "unknown model 'vgg'"),
     (["lira", "--targets", "20"], "targets (20) cannot exceed num_models (16)"),
     (["lira", "--chunk-size", "0"], "chunk_size must be an int >= 1"),

@@ -14,6 +14,7 @@ from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
 from jaxunlearn.config import check_out_dir
+from jaxunlearn.config import refuse_saved_reset
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
 from jaxunlearn.train import TrainConfig
@@ -78,9 +79,7 @@ def method_config(method: str, overrides, preset):
     ov[k] = v
   with user_input():
     mcfg = jun.make_config(method, ov, preset=preset)
-  if getattr(mcfg, "reset", "fresh") == "saved":  # EU-k's notebook reset: a study's models share one program
-    raise ConfigError(f"{method}.reset=saved needs each original's initialisation key, which the studies do not "
-                      f"give yet; use --set {method}.reset=fresh")
+  refuse_saved_reset({method: mcfg}, "the lira / ulira / challenge studies (many models in one program)")
   return mcfg
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxunlearn import run as jrun
 from jaxunlearn.atomic import write_json_atomic
+from jaxunlearn.config import refuse_saved_reset
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.evals import forget_validation_index
 from jaxunlearn.health import model_warnings
@@ -185,6 +186,6 @@ def run_job(cfg) -> tuple[Any, dict]:
     cfg, tuned = tuned_config(cfg)
   p = jrun.prepare(cfg)
   if cfg.seeds > 1:
-    jrun.refuse_saved_reset(p.method_cfgs, f"--seeds {cfg.seeds} (many models in one program)")
+    refuse_saved_reset(p.method_cfgs, f"--seeds {cfg.seeds} (many models in one program)")
   many_seeds = {} if cfg.seeds == 1 else {"execute_fn": run_seeds, "write_fn": write_seeds}
   return p, jrun.execute_and_write(p, extra={"tuned": tuned} if tuned else None, **many_seeds)

@@ -23,6 +23,7 @@ from jaxunlearn import data as jdata
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
+from jaxunlearn.config import refuse_saved_reset
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
 from jaxunlearn.evals import forget_distribution_index
@@ -126,7 +127,7 @@ def prepare_tune(cfg: TuneConfig) -> PreparedTune:
   rc = jrun.RunConfig(**job, forget=cfg.forget, methods=(cfg.method,), out=cfg.out, overrides=cfg.overrides,
                       presets=((cfg.method, cfg.preset),) if cfg.preset else ())
   p = jrun.prepare(rc)  # every shared check, the method's default-rule config, the data
-  jrun.refuse_saved_reset(p.method_cfgs, "jaxunlearn tune (many models in one program)")
+  refuse_saved_reset(p.method_cfgs, "jaxunlearn tune (many models in one program)")
   grid = parse_grid(cfg.method, cfg.grid or default_grid(cfg.method, p.method_cfgs[cfg.method]))
   points, groups = expand_grid(grid, p.method_cfgs[cfg.method])
   ds, val = jdata.carve_holdout(p.ds, cfg.val_fraction, cfg.seed)
