@@ -10,7 +10,13 @@ from jaxunlearn import train as jtrain
 from jaxunlearn import unlearn as jun
 
 # Tiny discrete settings per method (a few steps each). A newly registered method must be added here:
-# test_every_method_is_covered fails otherwise.
+# test_every_method_is_covered fails otherwise. A method without an optimizer names the hyperparameter the
+# vmap test varies in VARY (default ``lr``), and scales it by 0.5, 1, 2.
+VARY: dict[str, str] = {}
+# Methods that run no training loop (their steps-executor test does not apply), and the number of
+# training passes (distinct step functions) of those with more than one.
+NO_LOOP: set[str] = set()
+PASSES = {"scrub": 2, "scrub_rewind": 4}  # scrub_rewind: SCRUB's two passes, run twice
 TINY = {
     "finetune": dict(epochs=1, batch_size=32),
     "retrain": dict(epochs=1, batch_size=32),
@@ -41,30 +47,33 @@ def _leaves(state, *idx):
 def test_every_method_is_covered():
   assert set(TINY) == set(jun.METHODS)
   for name, spec in jun.METHODS.items():
+    assert VARY.get(name, "lr") in jun.make(name).hparams, name
     for preset in spec.presets:  # every preset builds a valid config and method
       m = jun.make(name, preset=preset)
-      assert set(m.hparams) >= {"lr", "momentum", "weight_decay"}
+      if hasattr(m.config, "optim"):
+        assert set(m.hparams) >= {"lr", "momentum", "weight_decay"}
       assert all(v.dtype == jnp.float32 and v.shape == () for v in m.hparams.values())
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_vmap_over_hparams_and_keys_equals_separate_runs(name, mlp_trained, class_data):
   m = _method(name)
-  lrs = jnp.array([0.5, 1.0, 2.0], jnp.float32) * m.hparams["lr"]
+  hp = VARY.get(name, "lr")
+  lrs = jnp.array([0.5, 1.0, 2.0], jnp.float32) * m.hparams[hp]
   keys = jax.random.split(jax.random.key(3), 2)
   over_keys = jax.vmap(m, in_axes=(None, None, 0, None))
   grid = jax.jit(jax.vmap(over_keys, in_axes=(None, None, None, 0)))
-  out, _ = grid(mlp_trained, class_data, keys, {"lr": lrs})
+  out, _ = grid(mlp_trained, class_data, keys, {hp: lrs})
   single = jax.jit(m)  # plain jit: the method's config is part of the function, hparams are data
   runs = {}
   for i in range(3):
     for j in range(2):
-      s, _ = single(mlp_trained, class_data, keys[j], {"lr": lrs[i]})
+      s, _ = single(mlp_trained, class_data, keys[j], {hp: lrs[i]})
       runs[i, j] = s
       for a, b in zip(_leaves(out, i, j), _leaves(s)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=f"{name} lr#{i} key#{j}")
   assert single._cache_size() == 1, "new hparams values must not recompile"
-  # the hyperparameter reaches the computation: lr x0.5 and x2 give different weights
+  # the hyperparameter reaches the computation: x0.5 and x2 give different weights
   diff = max(np.max(np.abs(a - b)) for a, b in zip(_leaves(runs[0, 0]), _leaves(runs[2, 0])))
   assert diff > 1e-6, name
 
@@ -117,7 +126,7 @@ def test_register_is_public_and_rejects_duplicates():
     jun.register("finetune", jun.FinetuneConfig)(lambda *a, **k: None)
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", sorted(set(TINY) - NO_LOOP))
 def test_steps_executor_equals_scan(name, mlp_trained, class_data):
   """Every method run host-stepped (each step its own jitted call) equals its one-program (scan) run,
   up to float32 rounding, and really steps on the host (the step callback fires)."""
@@ -132,7 +141,7 @@ def test_steps_executor_equals_scan(name, mlp_trained, class_data):
   assert calls, f"{name}: no host step ran"
   # one step function per pass for the whole run (a new closure per epoch would recompile every epoch),
   # bound at most twice: for the full batches and for the last partial batch
-  passes = {"scrub": 2, "scrub_rewind": 4}.get(name, 1)  # scrub_rewind: SCRUB's two passes, run twice
+  passes = PASSES.get(name, 1)
   assert len({k[0] for k in _loop._STEP_PROGRAMS}) == passes, name
   assert passes <= len(_loop._STEP_PROGRAMS) <= 2 * passes, name
   for p, q in zip(_leaves(a), _leaves(b)):
