@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_method_api import TINY  # the tiny per-method settings (every registered method has one)
+from test_method_api import VARY
 
 from jaxunlearn import many as jmany
 from jaxunlearn import train as jtrain
@@ -21,12 +22,13 @@ def test_unlearn_many_equals_single_runs(name, executor, mlp_trained, class_data
   """Two models with their own keys and learning rates in one many-model run (host-stepped: the chunk
   vmapped, each step one jitted call; or one scanned program) equal two separate jitted runs."""
   method = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **TINY[name]))
-  lrs = np.array([0.5, 2.0], np.float32) * np.float32(method.hparams["lr"])
-  out, metrics = jmany.unlearn_many(mlp_trained, class_data, KEY, method, hparams={"lr": lrs}, num_models=2,
+  hp = VARY.get(name, "lr")
+  lrs = np.array([0.5, 2.0], np.float32) * np.float32(method.hparams[hp])
+  out, metrics = jmany.unlearn_many(mlp_trained, class_data, KEY, method, hparams={hp: lrs}, num_models=2,
                                     progress=False, executor=executor)
   single = jax.jit(method)
   for m in range(2):
-    s, sm = single(mlp_trained, class_data, jax.random.fold_in(KEY, m), {"lr": lrs[m]})
+    s, sm = single(mlp_trained, class_data, jax.random.fold_in(KEY, m), {hp: lrs[m]})
     got = jmany.take(out, m)
     for a, b in zip(jax.tree.leaves((got.params, got.batch_stats)), jax.tree.leaves((s.params, s.batch_stats))):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=f"{name} model {m}")

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jaxunlearn import data as jdata
+from jaxunlearn import unlearn as jun
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
@@ -45,9 +46,12 @@ SPLITS = ("retain", "forget", "val", "heldout", "test")
 def default_grid(name: str, config) -> tuple[str, ...]:
   """The grid ``--tuned`` uses: 5 learning rates log-spaced over [lr / 10, lr * 10] around the
   method's (default-rule) lr, times NegGrad+'s ``alpha`` in {0.9, 0.99, 0.999} and l1-sparse's ``l1``
-  in {1e-5, 5e-5, 2e-4}; ``retrain`` has none."""
+  in {1e-5, 5e-5, 2e-4}; ``retrain`` has none; a method registered with ``tune_grid`` gives its own."""
   if name == "retrain":
     return ()
+  spec = jun.get_method(name)
+  if spec.tune_grid is not None:
+    return tuple(spec.tune_grid(config))
   lr = float(config.optim.lr)
   grid = [f"{name}.lr=log:{lr / 10:.6g}:{lr * 10:.6g}:5"]
   if name == "neggrad_plus":

@@ -39,6 +39,9 @@ class MethodSpec:
   presets: Mapping[str, Mapping[str, Any]]
   supports_mask: bool = True
   fn: Callable | None = None  # the module-level convenience function ``name(state, data, key, config=None, *, mask=None)``
+  # ``tune_grid(config) -> ("name.option=VALUES", ...)``: the grid ``tune --tuned`` sweeps (None: 5 learning
+  # rates around the config's, :func:`jaxunlearn.sweeps.default_grid`); methods without an optimizer need one
+  tune_grid: Callable | None = None
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -145,10 +148,13 @@ def make(name: str, config=None, *, preset: str | None = None, overrides: Mappin
   return Method(spec, config)
 
 
-def register(name: str, config_cls: type, *, presets: Mapping | None = None, supports_mask: bool = True):
+def register(name: str, config_cls: type, *, presets: Mapping | None = None, supports_mask: bool = True,
+             tune_grid: Callable | None = None):
   """Decorator adding a method implementation to :data:`METHODS` under its CLI name.
 
   The implementation is ``impl(state, data, key, config, hparams, *, mask) -> (state, metrics)``.
+  ``tune_grid(config)`` returns the ``--grid`` entries ``tune`` sweeps by default (e.g.
+  ``("ssd.alpha=log:1:100:5",)``); without it, 5 learning rates around the config's.
   Returns the convenience function ``fn(state, data, key, config=None, *, mask=None)`` (the method at
   ``config``'s hyperparameters; ``jax.jit(fn, static_argnames="config")`` compiles it), which is what
   the method modules export under the method's name.
@@ -162,7 +168,7 @@ def register(name: str, config_cls: type, *, presets: Mapping | None = None, sup
       return make(name, config)(state, data, key, mask=mask)
 
     fn.__doc__ = impl.__doc__
-    spec = MethodSpec(name, impl, config_cls, dict(presets or {}), supports_mask, fn)
+    spec = MethodSpec(name, impl, config_cls, dict(presets or {}), supports_mask, fn, tune_grid)
     hparam_fields(config_cls())  # a config whose hyperparameter names collide fails here, at import
     METHODS[name] = spec
     return fn
