@@ -9,6 +9,7 @@ Importing this package registers every method; :data:`METHODS` maps names to :cl
 """
 
 from jaxunlearn.train import OptimConfig
+from jaxunlearn.unlearn import importance
 from jaxunlearn.unlearn import masks
 from jaxunlearn.unlearn._data import UnlearnData
 from jaxunlearn.unlearn._data import check_finite_params
@@ -57,7 +58,7 @@ from jaxunlearn.unlearn.defaults import choose_defaults
 from jaxunlearn.unlearn.defaults import default_config
 
 __all__ = (
-    "OptimConfig", "masks", "UnlearnData", "check_finite_params", "METHODS", "Method", "MethodSpec",
+    "OptimConfig", "importance", "masks", "UnlearnData", "check_finite_params", "METHODS", "Method", "MethodSpec",
     "check_mask", "get_method", "make", "make_config", "option_names", "register", "replace", "apply_mask",
     "FinetuneConfig", "RetrainConfig", "finetune", "retrain",
     "NegGradConfig", "NegGradPlusConfig", "neggrad", "neggrad_plus", "RandomLabelConfig", "random_label",
