@@ -93,7 +93,7 @@ def class_data(blobs, class_split):
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
-  """Drops JAX's compiled programs after every test module. CI runs the suite in ONE process; without this
+  """Drops JAX's compiled programs after every test module. Each worker process runs many modules; without this
   its compiled executables pile up (5.7 GB resident by the end) until XLA:CPU crashes while compiling
   (a segfault in backend_compile_and_load, reproduced at 94 % of a serial run)."""
   yield
