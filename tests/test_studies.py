@@ -108,6 +108,13 @@ def test_ulira_smoke(tmp_path):
 
 
 def test_challenge_smoke(tmp_path, monkeypatch):
+  from jaxunlearn import metrics
+  from jaxunlearn.studies import challenge
+
+  ensembles = []  # spy: the ensemble the study computed
+  real_ens = challenge.challenge_ensemble
+  monkeypatch.setattr(challenge, "challenge_ensemble",
+                      lambda *a, **kw: ensembles.append(real_ens(*a, **kw)) or ensembles[-1])
   out = tmp_path / "ch"
   ck = tmp_path / "ck"  # strategy "auto" is measured once and used by every group of models
   res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, strategy="auto",
@@ -126,6 +133,24 @@ def test_challenge_smoke(tmp_path, monkeypatch):
   assert set(disk["accuracy"]) == {"original", "retrained", "unlearned"}
   assert np.all(np.asarray(disk["epsilons"]) >= 0)
   _png(out / disk["plots"]["epsilons"])
+  # KLOM: the metric applied to the study's own saved margins gives its per-example values and summaries
+  arr = np.load(out / disk["arrays"]["margins"])
+  assert disk["klom"]["convention"] == metrics.KLOM_CONVENTION and disk["klom"]["bins"] == metrics.KLOM_BINS
+  for split in ("retain", "forget", "test"):
+    u, r = arr[f"unlearned_{split}"], arr[f"retrained_{split}"]
+    assert u.shape == r.shape == (3, disk["sizes"][split]) and not np.array_equal(u, r)
+    per_example = metrics.klom(u, r)
+    np.testing.assert_array_equal(arr[f"klom_{split}"], per_example)
+    assert disk["klom"][split] == metrics.klom_summary(per_example)
+  # the saved margins are those models' outputs: on the forget set they equal the challenge's logit
+  # confidences (computed by another function, log p_y - log(1 - p_y)), short of its saturation
+  ens = ensembles[0]
+  for side, key in (("retrained", "retrained"), ("unlearned", "finetune")):
+    conf, m = ens.confidences[key], arr[f"{side}_forget"]
+    ok = np.abs(conf) < 30
+    assert ok.mean() > 0.5
+    np.testing.assert_allclose(m[ok], conf[ok], rtol=1e-6, atol=1e-6)
+  assert "KLOM p95" in studies.format_result(disk)
   # killed after the original: the rerun takes the strategy from its checkpoint instead of measuring
   # again (a different pick would make the original's folder refuse to load) and ends the same
   shutil.rmtree(ck / "retrained")
