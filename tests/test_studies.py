@@ -145,6 +145,7 @@ def test_challenge_smoke(tmp_path, monkeypatch):
   # the saved margins are those models' outputs: on the forget set they equal the challenge's logit
   # confidences (computed by another function, log p_y - log(1 - p_y)), short of its saturation
   ens = ensembles[0]
+  assert ens.accuracy["original"]["retain"].shape == (1,)  # the challenge's protocol: one original
   for side, key in (("retrained", "retrained"), ("unlearned", "finetune")):
     conf, m = ens.confidences[key], arr[f"{side}_forget"]
     ok = np.abs(conf) < 30
@@ -160,6 +161,30 @@ def test_challenge_smoke(tmp_path, monkeypatch):
                                                         checkpoint_dir=str(ck), forget="random:0.1",
                                                         out=str(tmp_path / "ch2"), **TINY))
   assert again["forget_quality"] == res["forget_quality"] and again["strategy_used"] == disk["strategy_used"]
+
+
+def test_challenge_per_model_originals(tmp_path, monkeypatch):
+  """originals=per_model (KLOM's protocol): N originals, unlearned model m starts from original m."""
+  import jax
+
+  from jaxunlearn import many
+  from jaxunlearn.many.stack import num_models_of
+
+  trained, starts = [], []
+  real_train, real_unlearn = many.train_many, many.unlearn_many
+  monkeypatch.setattr(many, "train_many", lambda *a, **kw: trained.append(real_train(*a, **kw)) or trained[-1])
+  monkeypatch.setattr(many, "unlearn_many", lambda states, *a, **kw: starts.append(states) or real_unlearn(states, *a, **kw))
+  res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, originals="per_model",
+                                                      out=str(tmp_path / "ch"), **dict(TINY, model="mlp")))
+  assert res["klom"]["originals"] == "per_model" and res["config"]["originals"] == "per_model"
+  originals = trained[0][0]
+  assert num_models_of(originals) == 3 and num_models_of(starts[0]) == 3
+  for a, b in zip(jax.tree.leaves(originals.params), jax.tree.leaves(starts[0].params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  first = jax.tree.leaves(originals.params)[0]
+  assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))  # different originals
+  with pytest.raises(Exception, match="originals must be one of"):
+    studies.run_challenge(studies.ChallengeConfig(originals="many", out=str(tmp_path / "bad"), **TINY))
 
 
 def test_lira_attacks_detects_planted_membership():
