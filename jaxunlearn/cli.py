@@ -216,6 +216,9 @@ def _add_studies(sub, fmt) -> None:
   c.add_argument("--models", type=int, default=d.models, help="N models per side")
   _add_method_flags(c, d)
   c.add_argument("--forget", default=d.forget, help=f"the fixed forget set: {jdata.SPEC_HELP}")
+  c.add_argument("--originals", default=d.originals, choices=studies.challenge.ORIGINALS,
+                 help="one: all unlearned models start from one original (the challenge's protocol); per_model: "
+                      "model m from its own original m (KLOM's protocol, N more models to train)")
   c.add_argument("--out", default=d.out, help="output folder for results.json and epsilons.png")
   _add_study_flags(c, d)
 

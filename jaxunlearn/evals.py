@@ -1,4 +1,12 @@
-"""Per-model extra evaluations of ``jaxunlearn run``: a registry name -> function computing the metric's JSON entry (``--eval NAME``)."""
+"""Per-model extra evaluations of ``jaxunlearn run``: a registry name -> function computing the metric's JSON entry (``--eval NAME``).
+
+``--eval`` options: ``tow`` (tug of war vs the oracle's accuracies), ``mia`` (the simple loss MIA of
+SCRUB / the NeurIPS-2023 kit: logistic-regression accuracy on forget vs held-out losses, 0.5 = like
+unseen data), ``svc`` (the SVC MIA-efficacy of SalUn / Unlearn-Sparse: share of forget examples an SVC
+on softmax confidence, trained on retain vs test, calls non-members; higher = more forgotten), ``zrf``
+(ZRF vs a randomly initialised model); ``ic`` (interclass confusion) runs by itself for ``confuse:``
+specs. The MIA numbers are different conventions: results.json names each one's in ``mia_convention``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,8 @@ import numpy as np
 from jaxunlearn import data as jdata
 from jaxunlearn.train import evaluate
 
-__all__ = ("EVALS", "Eval", "EvalContext", "eval_options", "forget_distribution_index", "forget_validation_index",
-           "register_eval")
+__all__ = ("EVALS", "Eval", "EvalContext", "eval_conventions", "eval_options", "forget_distribution_index",
+           "forget_validation_index", "register_eval")
 
 
 def forget_distribution_index(y: np.ndarray, sp: jdata.ForgetSplit, min_count: int = 1) -> np.ndarray:
@@ -36,20 +44,25 @@ class Eval:
   """A per-model evaluation: ``fn(ctx, ev, retrain_acc)`` -> its JSON entry (None: not for this
   model). ``ev`` is ``{split: evaluate(...) dict}`` of the model (no further forward pass needed);
   ``retrain_acc`` the oracle's ``{split: acc}`` (None for the original and the oracle itself).
-  ``option``: chosen with ``--eval NAME``; else it runs whenever it returns an entry."""
+  ``option``: chosen with ``--eval NAME``; else it runs whenever it returns an entry.
+  ``convention``: the name results.json gives the number's convention (``mia_convention``), for
+  metrics that exist in several (membership inference); ``legend``: the line under the printed table
+  saying what the number is (None: not a column of the table)."""
 
   fn: Callable[[EvalContext, dict, dict | None], Any]
   option: bool = True
+  convention: str | None = None
+  legend: str | None = None
 
 
 EVALS: dict[str, Eval] = {}  # in the order of the JSON entries
 
 
-def register_eval(name: str, *, option: bool = True):
+def register_eval(name: str, *, option: bool = True, convention: str | None = None, legend: str | None = None):
   """Decorator: adds ``fn`` to :data:`EVALS` (``jaxunlearn run --eval NAME`` when ``option``)."""
 
   def deco(fn):
-    EVALS[name] = Eval(fn, option)
+    EVALS[name] = Eval(fn, option, convention, legend)
     return fn
 
   return deco
@@ -58,6 +71,11 @@ def register_eval(name: str, *, option: bool = True):
 def eval_options() -> tuple[str, ...]:
   """The names ``--eval`` accepts."""
   return tuple(n for n, e in EVALS.items() if e.option)
+
+
+def eval_conventions(names) -> dict[str, str]:
+  """``{eval: convention}`` of the chosen evaluations that name one (results.json's ``mia_convention``)."""
+  return {n: e.convention for n, e in EVALS.items() if n in names and e.convention is not None}
 
 
 class EvalContext:
@@ -93,7 +111,7 @@ class EvalContext:
     return out
 
 
-@register_eval("tow")
+@register_eval("tow", legend="tow: tug of war, prod over splits of (1 - |acc - oracle acc|); 1 = the oracle's accuracies")
 def _tow(ctx: EvalContext, ev: dict, retrain_acc):
   from jaxunlearn import metrics as jmet
 
@@ -118,7 +136,9 @@ def _interclass_confusion(ctx: EvalContext, ev: dict, retrain_acc):
           "forget_error": ic_forget.error, "forget_count": ic_forget.count}
 
 
-@register_eval("mia")
+@register_eval("mia", convention="scrub_logreg_loss",
+               legend="mia (scrub_logreg_loss): logistic-regression accuracy telling forget from held-out losses; "
+                      "0.5 = like unseen data")
 def _mia(ctx: EvalContext, ev: dict, retrain_acc):
   from jaxunlearn.mia import simple_mia
 
@@ -126,7 +146,24 @@ def _mia(ctx: EvalContext, ev: dict, retrain_acc):
   return float(simple_mia(ev["forget"]["losses"], ev["test"]["losses"][ctx.mia_ref], seed=ctx.p.cfg.seed))
 
 
-@register_eval("zrf")
+@register_eval("svc", convention="svc_mia_efficacy_salun",
+               legend="svc (svc_mia_efficacy_salun): share of forget examples an SVC on confidence (retain vs test) "
+                      "calls non-members; higher = more forgotten")
+def _svc(ctx: EvalContext, ev: dict, retrain_acc):
+  """SalUn / Unlearn-Sparse MIA-efficacy on softmax confidence: retain (members) vs the whole test split
+  (non-members), applied to the forget set; NaN for a model with non-finite logits."""
+  from jaxunlearn.mia import svc_features
+  from jaxunlearn.mia import svc_mia_efficacy
+
+  sp = ctx.p.split
+  labels = {"retain": sp.y_train[sp.retain], "forget": sp.y_train[sp.forget], "test": ctx.p.ds.y_test}
+  if not all(np.isfinite(ev[k]["logits"]).all() for k in labels):
+    return float("nan")
+  f = {k: svc_features(ev[k]["logits"], y) for k, y in labels.items()}
+  return svc_mia_efficacy(f["retain"], f["test"], f["forget"], seed=ctx.p.cfg.seed)
+
+
+@register_eval("zrf", legend="zrf: 1 - mean JS divergence from a random model's forget predictions; 1 = like random")
 def _zrf(ctx: EvalContext, ev: dict, retrain_acc):
   from jaxunlearn import metrics as jmet
 

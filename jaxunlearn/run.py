@@ -34,7 +34,9 @@ from jaxunlearn.config import check_int
 from jaxunlearn.config import check_out_dir
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
+from jaxunlearn.evals import EVALS
 from jaxunlearn.evals import EvalContext
+from jaxunlearn.evals import eval_conventions
 from jaxunlearn.evals import eval_options
 from jaxunlearn.evals import forget_distribution_index
 from jaxunlearn.evals import forget_validation_index
@@ -256,6 +258,8 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
       "executor": resolve_executor(cfg.executor, p.model),
       "defaults": p.defaults,
   }
+  if eval_conventions(cfg.evals):  # which membership-inference convention each number is
+    results["mia_convention"] = eval_conventions(cfg.evals)
   if ds.notes:  # what the loader changed in the input (e.g. channels-first images transposed)
     results["notes"] = list(ds.notes)
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / "
@@ -423,9 +427,29 @@ def format_table(results: dict) -> str:
                 f"{('<=' if e.get('steps_upper_bound') else '') + str(e.get('steps', '')):>8}")
   rows.append("(accuracy in %; seconds exclude compilation; speed-up = retrain seconds / method seconds; "
               "steps = optimizer steps)")
+  rows += _format_evals(results)
   rows += [f"note: {w}" for w in (*results.get("notes", ()), *results.get("timing_notes", ()))]
   rows += [f"warning: {w}" for w in results.get("warnings", ())]
   return "\n".join(rows)
+
+
+def _format_evals(results: dict) -> list[str]:
+  """The ``--eval`` numbers with a table column (those with a legend), one row per model, and the legend
+  lines naming each one's convention; nothing when none was computed."""
+  models = results["models"]
+  cols = [n for n, e in EVALS.items() if e.legend and any(n in m for m in models.values())]
+  if not cols:
+    return []
+
+  def cell(m, n):
+    if n not in m:
+      return f"{'':>8}"
+    v = m[n]  # NaN (null read back from results.json): not a result
+    return f"{'nan':>8}" if v is None or not math.isfinite(v) else f"{v:8.3f}"
+
+  rows = ["", f"{'model':<14}" + "".join(f"{n:>8}" for n in cols)]
+  rows += [f"{name:<14}" + "".join(cell(m, n) for n in cols) for name, m in models.items()]
+  return rows + [f"({EVALS[n].legend})" for n in cols]
 
 
 def write_outputs(p: Prepared, results: dict) -> None:

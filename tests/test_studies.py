@@ -108,6 +108,13 @@ def test_ulira_smoke(tmp_path):
 
 
 def test_challenge_smoke(tmp_path, monkeypatch):
+  from jaxunlearn import metrics
+  from jaxunlearn.studies import challenge
+
+  ensembles = []  # spy: the ensemble the study computed
+  real_ens = challenge.challenge_ensemble
+  monkeypatch.setattr(challenge, "challenge_ensemble",
+                      lambda *a, **kw: ensembles.append(real_ens(*a, **kw)) or ensembles[-1])
   out = tmp_path / "ch"
   ck = tmp_path / "ck"  # strategy "auto" is measured once and used by every group of models
   res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, strategy="auto",
@@ -126,6 +133,25 @@ def test_challenge_smoke(tmp_path, monkeypatch):
   assert set(disk["accuracy"]) == {"original", "retrained", "unlearned"}
   assert np.all(np.asarray(disk["epsilons"]) >= 0)
   _png(out / disk["plots"]["epsilons"])
+  # KLOM: the metric applied to the study's own saved margins gives its per-example values and summaries
+  arr = np.load(out / disk["arrays"]["margins"])
+  assert disk["klom"]["convention"] == metrics.KLOM_CONVENTION and disk["klom"]["bins"] == metrics.KLOM_BINS
+  for split in ("retain", "forget", "test"):
+    u, r = arr[f"unlearned_{split}"], arr[f"retrained_{split}"]
+    assert u.shape == r.shape == (3, disk["sizes"][split]) and not np.array_equal(u, r)
+    per_example = metrics.klom(u, r)
+    np.testing.assert_array_equal(arr[f"klom_{split}"], per_example)
+    assert disk["klom"][split] == metrics.klom_summary(per_example)
+  # the saved margins are those models' outputs: on the forget set they equal the challenge's logit
+  # confidences (computed by another function, log p_y - log(1 - p_y)), short of its saturation
+  ens = ensembles[0]
+  assert ens.accuracy["original"]["retain"].shape == (1,)  # the challenge's protocol: one original
+  for side, key in (("retrained", "retrained"), ("unlearned", "finetune")):
+    conf, m = ens.confidences[key], arr[f"{side}_forget"]
+    ok = np.abs(conf) < 30
+    assert ok.mean() > 0.5
+    np.testing.assert_allclose(m[ok], conf[ok], rtol=1e-6, atol=1e-6)
+  assert "KLOM p95" in studies.format_result(disk)
   # killed after the original: the rerun takes the strategy from its checkpoint instead of measuring
   # again (a different pick would make the original's folder refuse to load) and ends the same
   shutil.rmtree(ck / "retrained")
@@ -135,6 +161,30 @@ def test_challenge_smoke(tmp_path, monkeypatch):
                                                         checkpoint_dir=str(ck), forget="random:0.1",
                                                         out=str(tmp_path / "ch2"), **TINY))
   assert again["forget_quality"] == res["forget_quality"] and again["strategy_used"] == disk["strategy_used"]
+
+
+def test_challenge_per_model_originals(tmp_path, monkeypatch):
+  """originals=per_model (KLOM's protocol): N originals, unlearned model m starts from original m."""
+  import jax
+
+  from jaxunlearn import many
+  from jaxunlearn.many.stack import num_models_of
+
+  trained, starts = [], []
+  real_train, real_unlearn = many.train_many, many.unlearn_many
+  monkeypatch.setattr(many, "train_many", lambda *a, **kw: trained.append(real_train(*a, **kw)) or trained[-1])
+  monkeypatch.setattr(many, "unlearn_many", lambda states, *a, **kw: starts.append(states) or real_unlearn(states, *a, **kw))
+  res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, originals="per_model",
+                                                      out=str(tmp_path / "ch"), **dict(TINY, model="mlp")))
+  assert res["klom"]["originals"] == "per_model" and res["config"]["originals"] == "per_model"
+  originals = trained[0][0]
+  assert num_models_of(originals) == 3 and num_models_of(starts[0]) == 3
+  for a, b in zip(jax.tree.leaves(originals.params), jax.tree.leaves(starts[0].params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  first = jax.tree.leaves(originals.params)[0]
+  assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))  # different originals
+  with pytest.raises(Exception, match="originals must be one of"):
+    studies.run_challenge(studies.ChallengeConfig(originals="many", out=str(tmp_path / "bad"), **TINY))
 
 
 def test_lira_attacks_detects_planted_membership():

@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxunlearn import data as jdata
 from jaxunlearn import many
+from jaxunlearn.atomic import atomic_savez
 from jaxunlearn.config import check_int
 from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
@@ -27,10 +28,14 @@ class ChallengeConfig(C.StudyConfig):
 
   Attributes:
     models: N models per side (>= 3): N retrained from scratch on the retain set, N unlearned
-      (different keys) from ONE original trained on the whole train split.
+      (different keys) from ONE original trained on the whole train split (see ``originals``).
     method: registered unlearning method.
     overrides, preset: method settings (see :class:`jaxunlearn.studies.UliraConfig`).
     forget: the fixed forget set (``jaxunlearn.data.make_forget_split`` spec).
+    originals: ``one``: every unlearned model starts from ONE original (the challenge's protocol);
+      ``per_model``: N originals (different keys), unlearned model m from original m -- the protocol
+      of KLOM's paper, whose unlearned models then vary over training seeds as the retrained ones do
+      (from one original they vary only over the unlearning's randomness, which inflates KLOM).
     out: output folder for ``results.json`` and ``epsilons.png``.
   """
 
@@ -39,12 +44,28 @@ class ChallengeConfig(C.StudyConfig):
   overrides: tuple[tuple[str, str], ...] = ()
   preset: str | None = None
   forget: str = "random:0.1"
+  originals: str = "one"
   out: str = "out/challenge"
+
+
+SPLITS = ("retain", "forget", "test")
+ORIGINALS = ("one", "per_model")
+
+
+def klom_fields() -> dict:
+  """How the study's KLOM numbers are computed (written into results.json next to them)."""
+  from jaxunlearn import metrics
+
+  return {"convention": metrics.KLOM_CONVENTION, "margin": "z_y - logsumexp_{j != y} z_j",
+          "direction": "KL(unlearned || retrained)", "bins": metrics.KLOM_BINS, "eps": metrics.KLOM_EPS,
+          "clip": metrics.KLOM_CLIP}
 
 
 def _prepare(cfg: ChallengeConfig):
   tcfg, out = C.check_study(cfg, ChallengeConfig)
   check_int("models", cfg.models, 3)
+  if cfg.originals not in ORIGINALS:
+    raise ConfigError(f"originals must be one of {', '.join(ORIGINALS)}, got {cfg.originals!r}")
   with user_input():
     jdata.parse_forget_spec(cfg.forget)
   mcfg = C.method_config(cfg.method, cfg.overrides, cfg.preset)
@@ -65,27 +86,34 @@ class ChallengeEnsemble:
     confidences: ``{"retrained" | method: float64 [N, F]}``, logit-scaled confidences of each
       model on the forget examples (one query, no flip).
     accuracy: ``{"original" | "retrained" | method: {"retain" | "forget" | "test": [N]}}`` per-model
-      accuracies (``[1]`` for the original).
+      accuracies (``[1]`` for one original, ``[N]`` with ``originals="per_model"``).
     seconds: wall time per group of models (``"original"``, ``"retrained"``, each method).
     strategy: the concrete strategy every group used (``"auto"`` resolved).
+    margins: ``{"retrained" | method: {"retain" | "forget" | "test": float64 [N, E]}}``, KLOM's margins
+      (``jaxunlearn.metrics.margins``) of each model on every example of the split, from the same
+      forward passes.
   """
 
   confidences: dict
   accuracy: dict
   seconds: dict
   strategy: Any = "vmap"
+  margins: dict = dataclasses.field(default_factory=dict)
 
 
 def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods: dict, *, num_models: int,
                        checkpoint_dir=None, progress: bool = True, chunk_size: int | None = None,
-                       strategy="vmap", log=None, executor: str = "auto") -> ChallengeEnsemble:
+                       strategy="vmap", log=None, executor: str = "auto",
+                       originals: str = "one") -> ChallengeEnsemble:
   """Trains the challenge's ensembles: one original, N retrained, N unlearned per method.
 
-  The original trains on the whole train split (key ``fold_in(key, 0)``); N models retrain from
-  scratch on ``split.retain`` (``fold_in(fold_in(key, 1), m)``); every method unlearns N models from
-  that ONE original (``fold_in(fold_in(key, 2), m)``, the same keys for every method). Each model
+  The original trains on the whole train split (key ``fold_in(fold_in(key, 0), 0)``); N models
+  retrain from scratch on ``split.retain`` (``fold_in(fold_in(key, 1), m)``); every method unlearns N
+  models from that ONE original (``fold_in(fold_in(key, 2), m)``, the same keys for every method).
+  With ``originals="per_model"`` N originals train (``fold_in(fold_in(key, 0), m)``; the first is the
+  one original of the default) and unlearned model m starts from original m (KLOM's protocol). Each model
   is evaluated with one forward pass over the train split (sliced into retain / forget) and one
-  over the test split.
+  over the test split; those logits give the accuracies, the forget confidences and the margins.
 
   Args:
     key: PRNG key.
@@ -102,13 +130,18 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
       (from the checkpoints when resuming) and used by every group.
     log: ``f(text)`` for the line that reports a measured strategy.
     executor: how the training loops run (see :func:`jaxunlearn.many.train_many`).
+    originals: ``"one"`` or ``"per_model"`` (above).
 
   Returns:
     A :class:`ChallengeEnsemble`.
   """
   from jaxunlearn import unlearn as jun
   from jaxunlearn.metrics import logit_confidence
+  from jaxunlearn.metrics import margins
 
+  if originals not in ORIGINALS:
+    raise ValueError(f"originals must be one of {', '.join(ORIGINALS)}, got {originals!r}")
+  n_orig = 1 if originals == "one" else num_models
   ck = lambda name: None if checkpoint_dir is None else os.path.join(checkpoint_dir, name)  # noqa: E731
   groups = ["original", "retrained"] + (["unlearned"] if len(methods) == 1 else [f"unlearned_{m}" for m in methods])
   x, y, n = ds.x_train, split.y_train, len(ds.y_train)
@@ -119,36 +152,42 @@ def challenge_ensemble(key, ds, split, model, train_config: TrainConfig, methods
   loops = dict(kw, executor=executor)  # for the calls that train (prediction has no loop)
   yf = y[split.forget]
 
-  def evaluate(states):
+  def evaluate(states, with_margins=True):
     lg = many.predict_many(states, x, **kw)
+    lg_test = many.predict_many(states, ds.x_test, **kw)
     correct = np.argmax(lg, -1) == y[None]
-    test = many.accuracies_many(states, ds.x_test, ds.y_test, **kw)
+    test = (np.argmax(lg_test, -1) == np.asarray(ds.y_test)[None]).mean(1)
     acc = {"retain": correct[:, split.retain].mean(1), "forget": correct[:, split.forget].mean(1), "test": test}
-    return logit_confidence(lg[:, split.forget], yf), acc
+    marg = None
+    if with_margins:
+      marg = {"retain": margins(lg[:, split.retain], y[split.retain]), "forget": margins(lg[:, split.forget], yf),
+              "test": margins(lg_test, ds.y_test)}
+    return logit_confidence(lg[:, split.forget], yf), acc, marg
 
-  seconds, conf, acc = {}, {}, {}
+  seconds, conf, acc, marg = {}, {}, {}, {}
   t = time.perf_counter()
-  original, _ = many.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((1, n), bool), train_config,
+  original, _ = many.train_many(jax.random.fold_in(key, 0), (x, y), np.ones((n_orig, n), bool), train_config,
                                   model=model, checkpoint_dir=ck("original"), progress=progress,
                                   desc="original", **loops)
   seconds["original"] = time.perf_counter() - t
-  _, acc["original"] = evaluate(original)
+  _, acc["original"], _ = evaluate(original, with_margins=False)
   keep = np.zeros((num_models, n), bool)
   keep[:, split.retain] = True
   t = time.perf_counter()
   retrained, _ = many.train_many(jax.random.fold_in(key, 1), (x, y), keep, train_config, model=model,
                                    checkpoint_dir=ck("retrained"), progress=progress, desc="retrain", **loops)
   seconds["retrained"] = time.perf_counter() - t
-  conf["retrained"], acc["retrained"] = evaluate(retrained)
+  conf["retrained"], acc["retrained"], marg["retrained"] = evaluate(retrained)
   data = jun.UnlearnData.create(x, y, split.retain, split.forget, num_classes=ds.num_classes)
   for name, mcfg in methods.items():
     t = time.perf_counter()
-    unlearned, _ = many.unlearn_many(many.take(original, 0), data, jax.random.fold_in(key, 2), name, mcfg,
+    start = many.take(original, 0) if n_orig == 1 else original  # one shared original, or model m's own
+    unlearned, _ = many.unlearn_many(start, data, jax.random.fold_in(key, 2), name, mcfg,
                                        num_models=num_models, progress=progress,
                                        checkpoint_dir=ck(groups[2 + list(methods).index(name)]), **loops)
     seconds[name] = time.perf_counter() - t
-    conf[name], acc[name] = evaluate(unlearned)
-  return ChallengeEnsemble(conf, acc, seconds, strategy)
+    conf[name], acc[name], marg[name] = evaluate(unlearned)
+  return ChallengeEnsemble(conf, acc, seconds, strategy, marg)
 
 
 def run_challenge(cfg: ChallengeConfig) -> dict:
@@ -158,15 +197,23 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
   retain set (keys ``fold_in(k, m)``) and N unlearned from the original (keys ``fold_in(k', m)``).
   The forget examples' logit confidences (one query, no flip) give the forget quality
   (``jaxunlearn.metrics.forget_quality``) and, with mean retain / test accuracies, the final
-  ``challenge_score``.
+  ``challenge_score``. The same models' margins give KLOM (Georgiev et al. 2024,
+  ``jaxunlearn.metrics.klom``: per example, the KL divergence of the N unlearned models' margin
+  histogram from the N retrained ones') on every retain, forget and test (the paper's validation)
+  example, summarised by percentiles per split (``originals="per_model"`` for the paper's protocol); the margins and per-example values are written
+  to ``margins.npz`` (``{retrained,unlearned}_{retain,forget,test}`` ``[N, E]`` and
+  ``klom_{retain,forget,test}`` ``[E]``).
 
   Returns (and writes)::
 
     {"study": "challenge", "config", "method", "method_config", "forget", "num_models",
      "sizes": {"retain", "forget", "test"}, "forget_quality", "challenge_score", "max_epsilon",
      "epsilon": {"mean", "median", "max"}, "epsilons": [F],
+     "klom": {"convention", "margin", "direction", "bins", "eps", "clip", "originals",
+              "retain" | "forget" | "test": {"p5", "p25", "p50", "p75", "p95", "p99", "mean"}},
      "accuracy": {"original": {...}, "retrained": {"retain", "forget", "test"}, "unlearned": {...}},
-     "seconds", "models_per_second", "strategy_used", "plots": {"epsilons": "epsilons.png"}, "versions"}
+     "seconds", "models_per_second", "strategy_used", "plots": {"epsilons": "epsilons.png"},
+     "arrays": {"margins": "margins.npz"}, "versions"}
   """
   from jaxunlearn import metrics
   from jaxunlearn import plotting
@@ -179,12 +226,16 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
   ens = challenge_ensemble(jax.random.key(cfg.seed), ds, split, model, tcfg, {cfg.method: mcfg},
                            num_models=n_models, checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress,
                            chunk_size=cfg.chunk_size, strategy=cfg.strategy, executor=cfg.executor,
-                           log=lambda t: C.log(cfg, f"[strategy] {t}"))
+                           log=lambda t: C.log(cfg, f"[strategy] {t}"), originals=cfg.originals)
   acc_o, acc_r, acc_u = ens.accuracy["original"], ens.accuracy["retrained"], ens.accuracy[cfg.method]
   fq = metrics.forget_quality(ens.confidences[cfg.method], ens.confidences["retrained"])
   score = metrics.challenge_score(fq, acc_u["retain"], acc_r["retain"], acc_u["test"], acc_r["test"])
   t_retrain, t_unlearn = ens.seconds["retrained"], ens.seconds[cfg.method]
+  m_r, m_u = ens.margins["retrained"], ens.margins[cfg.method]
+  klom = {k: metrics.klom(m_u[k], m_r[k]) for k in SPLITS}
   if jax.process_index() == 0:  # multi-host: one writer
+    atomic_savez(out / "margins.npz", **{f"retrained_{k}": m_r[k] for k in SPLITS},
+                 **{f"unlearned_{k}": m_u[k] for k in SPLITS}, **{f"klom_{k}": klom[k] for k in SPLITS})
     plotting.plot_epsilon_hist({cfg.method: fq.epsilons}, out / "epsilons.png",
                                title=f"Per-example epsilon, {cfg.method}, N={n_models}",
                                max_epsilon=fq.max_epsilon)
@@ -199,11 +250,12 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
       "epsilon": {"mean": float(np.mean(fq.epsilons)), "median": float(np.median(fq.epsilons)),
                   "max": float(np.max(fq.epsilons))},
       "epsilons": fq.epsilons,
+      "klom": {**klom_fields(), "originals": cfg.originals, **{k: metrics.klom_summary(klom[k]) for k in SPLITS}},
       "accuracy": {"original": mean(acc_o), "retrained": mean(acc_r), "unlearned": mean(acc_u)},
       "seconds": {"original": ens.seconds["original"], "retrain": t_retrain, "unlearn": t_unlearn, "total": total},
       "models_per_second": {"retrain": n_models / t_retrain, "unlearn": n_models / t_unlearn},
       "strategy_used": ens.strategy,
-      "plots": {"epsilons": "epsilons.png"}, "versions": C.versions(),
+      "plots": {"epsilons": "epsilons.png"}, "arrays": {"margins": "margins.npz"}, "versions": C.versions(),
   }
   C.write(out, results)
   return results

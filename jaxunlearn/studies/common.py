@@ -210,6 +210,11 @@ def format_result(results: dict) -> str:
     return "\n".join(lines)
   a = results["accuracy"]
   lines = [f"forget quality {results['forget_quality']:.4f}   challenge score {results['challenge_score']:.4f}"]
+  if "klom" in results:  # results written before KLOM have none
+    k = results["klom"]
+    lines.append("KLOM p95 (median)  " + "  ".join(f"{s} {k[s]['p95']:.3f} ({k[s]['p50']:.3f})"
+                                                  for s in ("forget", "retain", "test"))
+                 + f"   [KL(unlearned || retrained) of {k['bins']}-bin margin histograms; 0 = like retraining]")
   for k, v in a.items():
     lines.append(f"{k:<10} retain {100 * v['retain']:5.1f}%  forget {100 * v['forget']:5.1f}%  test {100 * v['test']:5.1f}%")
   return "\n".join(lines)
