@@ -32,6 +32,8 @@ TINY = {
     "cf_k": dict(epochs=1, batch_size=32),
     "eu_k": dict(epochs=1, batch_size=32),
     "lau": dict(epochs=1, batch_size=16, pgd_steps=3, lr=0.1, early_stop=False),
+    "boundary_shrink": dict(epochs=1, batch_size=16),
+    "boundary_expand": dict(epochs=1, batch_size=16),
 }
 
 
