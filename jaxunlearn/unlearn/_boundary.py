@@ -49,7 +49,7 @@ class BoundaryShrinkConfig:
 
   Our defaults: SGD lr 1e-3, momentum 0.9, no weight decay, constant rate, 10 epochs over the forget set
   at batch 64, bound 0.1 (measured with ``--model mlp`` and the CNN on the digits, class:3, and on
-  Fashion-MNIST, class:7: the class forgotten, retain accuracy within 1 point; lr 1e-2 cost 3 points).
+  Fashion-MNIST, class:7: the class forgotten, retain accuracy within 1 point; lr 1e-2 cost 2-3 points).
   The paper's finetuning as we read it (SGD lr 1e-5, momentum 0.9, 10 epochs, bound 0.1; batch 64 is our
   choice) is preset ``boundary_paper``: on CIFAR-10's 5000-example classes that is ~800 steps, on a few
   hundred forget examples it changes almost nothing.
