@@ -33,6 +33,8 @@ TINY = {
     "eu_k": dict(epochs=1, batch_size=32),
     "lau": dict(epochs=1, batch_size=16, pgd_steps=3, lr=0.1, early_stop=False),
     "influence": dict(num_samples=32, chunk_size=16),
+    "boundary_shrink": dict(epochs=1, batch_size=16),
+    "boundary_expand": dict(epochs=1, batch_size=16),
 }
 
 

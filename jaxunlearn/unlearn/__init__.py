@@ -54,6 +54,10 @@ from jaxunlearn.unlearn._lau import LauConfig
 from jaxunlearn.unlearn._lau import lau
 from jaxunlearn.unlearn._influence import InfluenceConfig
 from jaxunlearn.unlearn._influence import influence
+from jaxunlearn.unlearn._boundary import BoundaryExpandConfig
+from jaxunlearn.unlearn._boundary import BoundaryShrinkConfig
+from jaxunlearn.unlearn._boundary import boundary_expand
+from jaxunlearn.unlearn._boundary import boundary_shrink
 from jaxunlearn.unlearn.defaults import DataScale
 from jaxunlearn.unlearn.defaults import DefaultChoice
 from jaxunlearn.unlearn.defaults import choose_defaults
@@ -68,4 +72,5 @@ __all__ = (
     "DelConfig", "SalunConfig", "del_unlearn", "salun", "CFkConfig", "EUkConfig", "cf_k", "eu_k",
     "LauConfig", "lau", "DataScale", "DefaultChoice", "choose_defaults", "default_config",
     "InfluenceConfig", "influence",
+    "BoundaryShrinkConfig", "BoundaryExpandConfig", "boundary_shrink", "boundary_expand",
 )
