@@ -103,7 +103,7 @@ def prepare(cfg: RunConfig) -> Prepared:
       raise ConfigError(f"unknown --eval option {e!r}; choose from {', '.join(eval_options())}")
   if len(set(cfg.methods)) != len(cfg.methods):
     raise ConfigError(f"a method is given twice in {list(cfg.methods)}")
-  _check_method_keys(("retrain",) + tuple(cfg.methods))
+  _check_method_keys(("retrain",) + tuple(m for m in cfg.methods if m != "retrain"))  # retrain always runs
   with user_input():
     jdata.parse_forget_spec(cfg.forget)
   if cfg.mask is not None:

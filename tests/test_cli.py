@@ -388,3 +388,11 @@ def test_help_lists_every_method_and_its_presets(capsys):
       for preset in spec.presets:
         assert preset in text, (sub, name, preset)
     assert "scrub: small, large, privacy" in text
+
+
+def test_retrain_named_as_a_method_is_accepted(tmp_path):
+  """``--method retrain`` names the oracle that always runs: accepted, not reported as a key collision."""
+  from jaxunlearn import run
+
+  p = run.prepare(run.RunConfig(methods=("retrain", "finetune"), out=str(tmp_path / "o")))
+  assert set(p.method_cfgs) == {"retrain", "finetune"}
