@@ -131,9 +131,11 @@ class JobConfig:
     return ds
 
   def create_model(self, ds: jdata.Dataset) -> jmodels.Model:
-    """The network for ``ds`` (classes, image shape, normalisation)."""
-    return jmodels.create_model(self.model, num_classes=ds.num_classes, input_shape=ds.image_shape,
-                                mean=ds.mean, std=ds.std, width=self.width, flip_ok=ds.flip_ok)
+    """The network for ``ds`` (classes, image shape, normalisation); a model that refuses the data's shape
+    (``vit`` needs multiples of 4) is a ConfigError."""
+    with user_input():
+      return jmodels.create_model(self.model, num_classes=ds.num_classes, input_shape=ds.image_shape,
+                                  mean=ds.mean, std=ds.std, width=self.width, flip_ok=ds.flip_ok)
 
 
 def refuse_saved_reset(method_cfgs, where: str) -> None:

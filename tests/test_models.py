@@ -9,7 +9,7 @@ from jaxunlearn import models as jm
 from jaxunlearn import train as jt
 
 SMALL = {"mlp": 0.125, "cnn": 0.25, "allcnn": 0.1, "resnet18": 0.125, "wrn16_4": 0.25, "wrn28_2": 0.5,
-         "airbench": 0.125}
+         "airbench": 0.125, "vit": 0.125}
 
 
 @pytest.mark.parametrize("name", jm.MODEL_NAMES)
@@ -54,7 +54,7 @@ def test_bf16_compute_keeps_f32_params():
   assert logits.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "airbench"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "airbench", "vit"])
 def test_the_head_computes_in_float32_in_a_bf16_model(name):
   """Logits of a bfloat16 model are the float32 head of its features: a bf16 head would quantise
   logits near 16 in steps of 0.06-0.125 (head weights scaled up so the logits are that large)."""

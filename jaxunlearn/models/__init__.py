@@ -1,4 +1,4 @@
-"""Models: MLP, small CNN, All-CNN, ResNet-18 (width multiplier), WideResNets and airbench94 as pure pytrees."""
+"""Models: MLP, small CNN, All-CNN, ResNet-18 (width multiplier), WideResNets, airbench94 and a small ViT as pure pytrees."""
 
 from jaxunlearn.models._airbench import AirbenchNet
 from jaxunlearn.models._airbench import CIFAR10_MEAN
@@ -8,6 +8,7 @@ from jaxunlearn.models._nets import CNN
 from jaxunlearn.models._nets import AllCNN
 from jaxunlearn.models._nets import ResNet18
 from jaxunlearn.models._nets import WideResNet
+from jaxunlearn.models._vit import ViT
 from jaxunlearn.models._registry import MODEL_NAMES
 from jaxunlearn.models._registry import Model
 from jaxunlearn.models._registry import create_airbench
@@ -15,5 +16,5 @@ from jaxunlearn.models._registry import create_model
 
 __all__ = (
     "AirbenchNet", "AllCNN", "CIFAR10_MEAN", "CIFAR10_STD", "CNN", "MLP", "MODEL_NAMES", "Model", "ResNet18",
-    "WideResNet", "create_airbench", "create_model",
+    "ViT", "WideResNet", "create_airbench", "create_model",
 )

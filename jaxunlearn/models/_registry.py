@@ -12,11 +12,12 @@ import jax.numpy as jnp
 
 from jaxunlearn.models import _airbench
 from jaxunlearn.models import _nets
+from jaxunlearn.models import _vit
 
 Params = Any
 BatchStats = Any
 
-MODEL_NAMES = ("mlp", "cnn", "allcnn", "resnet18", "wrn16_4", "wrn28_2", "airbench")
+MODEL_NAMES = ("mlp", "cnn", "allcnn", "resnet18", "wrn16_4", "wrn28_2", "airbench", "vit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +97,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "wrn28_2": lambda nc, width, dtype, c: _nets.WideResNet(nc, depth=28, widen=max(1, int(round(2 * width))), dtype=dtype),
     "airbench": lambda nc, width, dtype, c: _airbench.AirbenchNet(
         nc, in_channels=c, widths=tuple(max(1, int(round(w * width))) for w in _airbench.AIRBENCH_WIDTHS), dtype=dtype),
+    "vit": lambda nc, width, dtype, c: _vit.ViT(nc, dim=_vit.HEADS * max(1, int(round(64 * width))), dtype=dtype),
 }
 
 
@@ -106,11 +108,12 @@ def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, in
 
   Args:
     name: one of ``mlp``, ``cnn``, ``allcnn``, ``resnet18``, ``wrn16_4``, ``wrn28_2``, ``airbench``
-      (its first layer only whitens once trained with :func:`jaxunlearn.recipes.make_airbench_fit`).
+      (its first layer only whitens once trained with :func:`jaxunlearn.recipes.make_airbench_fit`), ``vit``
+      (a small Vision Transformer with 4x4 patches: height and width must be multiples of 4).
     num_classes: outputs.
     input_shape: ``(H, W, C)``.
     mean, std: per-channel input normalisation (defaults 0 and 1).
-    width: channel multiplier (the SCRUB paper's small-scale ResNet-18 uses 0.4).
+    width: channel multiplier (vit: the embedding width 192; the SCRUB paper's small-scale ResNet-18 uses 0.4).
     dtype: compute dtype (``jnp.bfloat16`` for mixed precision; parameters stay float32).
     flip_ok: whether ``augment`` may flip images horizontally (pass the dataset's ``flip_ok``).
   """
@@ -120,6 +123,8 @@ def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, in
     raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
   if len(input_shape) != 3:
     raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}")
+  if name == "vit":
+    _vit.check_input_shape(input_shape)
   if not width > 0:
     raise ValueError(f"width must be positive, got {width!r}")
   c = input_shape[-1]

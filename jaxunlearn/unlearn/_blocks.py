@@ -12,7 +12,8 @@ order, the last being the classifier ``head``. ``k`` counts those groups FROM TH
 the last residual block + head for ResNet-18 (``block8``, ``head``), the hidden dense layer + head for
 the small CNN (``fc``, ``head``) and the second hidden layer + head for the MLP. For WideResNets the
 group before the head is ``final_bn`` (the final BatchNorm), so use ``k=3`` there to include the last
-residual block.
+residual block. The ViT's groups are ``embed``, ``block1`` ... ``block6``, ``norm`` (its final LayerNorm)
+and ``head``: likewise ``k=3`` includes the last encoder block.
 
 BatchNorm: the forward pass runs in train mode (batch statistics normalise every layer, as PyTorch's
 ``model.train()`` does) but the running statistics of the frozen groups are restored after every step,
