@@ -159,6 +159,8 @@ def prepare(cfg: RunConfig) -> Prepared:
   for m, mc in method_cfgs.items():
     if getattr(mc, "k", 0) > n_blocks:
       raise ConfigError(f"{m}.k={mc.k}: model {cfg.model!r} has only {n_blocks} blocks {model.block_names()}")
+    with user_input():
+      jun.check_model(m, model)  # e.g. ct refuses a model without convolutions
   if cfg.original is not None:
     refuse_saved_reset(method_cfgs, "a loaded --original (its initialisation is not recorded)")
   original = None

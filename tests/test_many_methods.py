@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from test_method_api import TINY  # the tiny per-method settings (every registered method has one)
 from test_method_api import VARY
+from test_method_api import original
 
 from jaxunlearn import many as jmany
 from jaxunlearn import train as jtrain
@@ -18,9 +19,10 @@ CASES = [(name, "steps") for name in sorted(TINY)] + [(name, "scan") for name in
 
 
 @pytest.mark.parametrize("name,executor", CASES)
-def test_unlearn_many_equals_single_runs(name, executor, mlp_trained, class_data):
+def test_unlearn_many_equals_single_runs(name, executor, request, class_data):
   """Two models with their own keys and learning rates in one many-model run (host-stepped: the chunk
   vmapped, each step one jitted call; or one scanned program) equal two separate jitted runs."""
+  mlp_trained = original(name, request)
   method = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **TINY[name]))
   hp = VARY.get(name, "lr")
   lrs = np.array([0.5, 2.0], np.float32) * np.float32(method.hparams[hp])

@@ -17,6 +17,8 @@ VARY: dict[str, str] = {"influence": "alpha"}
 # training passes (distinct step functions) of those with more than one.
 NO_LOOP: set[str] = {"influence"}
 PASSES = {"scrub": 2, "scrub_rewind": 4}  # scrub_rewind: SCRUB's two passes, run twice
+# Methods that refuse the MLP (they need convolution kernels): these tests run them on the tiny CNN.
+CNN_ONLY = {"ct"}
 TINY = {
     "finetune": dict(epochs=1, batch_size=32),
     "retrain": dict(epochs=1, batch_size=32),
@@ -35,12 +37,19 @@ TINY = {
     "influence": dict(num_samples=32, chunk_size=16),
     "boundary_shrink": dict(epochs=1, batch_size=16),
     "boundary_expand": dict(epochs=1, batch_size=16),
+    "msg": dict(epochs=1, batch_size=32, score_batch_size=32),
+    "ct": dict(epochs=1, batch_size=32),
 }
 
 
 def _method(name):
   spec = jun.get_method(name)
   return jun.make(name, jun.replace(spec.config_cls(), **TINY[name]))
+
+
+def original(name, request):
+  """The model a method's API tests start from: the small MLP, or the tiny CNN for :data:`CNN_ONLY`."""
+  return request.getfixturevalue("trained" if name in CNN_ONLY else "mlp_trained")
 
 
 def _leaves(state, *idx):
@@ -59,7 +68,8 @@ def test_every_method_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_vmap_over_hparams_and_keys_equals_separate_runs(name, mlp_trained, class_data):
+def test_vmap_over_hparams_and_keys_equals_separate_runs(name, request, class_data):
+  mlp_trained = original(name, request)
   m = _method(name)
   hp = VARY.get(name, "lr")
   lrs = jnp.array([0.5, 1.0, 2.0], jnp.float32) * m.hparams[hp]
@@ -130,11 +140,12 @@ def test_register_is_public_and_rejects_duplicates():
 
 
 @pytest.mark.parametrize("name", sorted(set(TINY) - NO_LOOP))
-def test_steps_executor_equals_scan(name, mlp_trained, class_data):
+def test_steps_executor_equals_scan(name, request, class_data):
   """Every method run host-stepped (each step its own jitted call) equals its one-program (scan) run,
   up to float32 rounding, and really steps on the host (the step callback fires)."""
   from jaxunlearn.train import _loop
 
+  mlp_trained = original(name, request)
   m = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **{**TINY[name], "epochs": 3}))
   a, ma = jax.jit(m)(mlp_trained, class_data, jax.random.key(8))
   calls = []

@@ -71,6 +71,7 @@ def _prepare(cfg: ChallengeConfig):
   mcfg = C.method_config(cfg.method, cfg.overrides, cfg.preset)
   ds = cfg.load_data()
   model = cfg.create_model(ds)
+  C.check_model(cfg.method, model)
   with user_input():
     split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
   if cfg.batch_size > len(split.retain):

@@ -83,6 +83,15 @@ def method_config(method: str, overrides, preset):
   return mcfg
 
 
+def check_model(method: str, model) -> None:
+  """One line (ConfigError) when ``method`` cannot run on ``model`` (e.g. ct on a model without
+  convolutions), before anything trains."""
+  from jaxunlearn import unlearn as jun
+
+  with user_input():
+    jun.check_model(method, model)
+
+
 def ckpt(cfg: StudyConfig, name: str):
   return None if cfg.checkpoint_dir is None else os.path.join(cfg.checkpoint_dir, name)
 

@@ -56,6 +56,7 @@ def _prepare(cfg: UliraConfig):
   mcfg = C.method_config(cfg.method, cfg.overrides, cfg.preset)
   ds = cfg.load_data()
   model = cfg.create_model(ds)
+  C.check_model(cfg.method, model)
   n = len(ds.y_train)
   if cfg.pool_size > n - 4:
     raise ConfigError(f"pool_size {cfg.pool_size} leaves too few other examples (train split has {n})")

@@ -58,6 +58,11 @@ from jaxunlearn.unlearn._boundary import BoundaryExpandConfig
 from jaxunlearn.unlearn._boundary import BoundaryShrinkConfig
 from jaxunlearn.unlearn._boundary import boundary_expand
 from jaxunlearn.unlearn._boundary import boundary_shrink
+from jaxunlearn.unlearn._challenge import CtConfig
+from jaxunlearn.unlearn._challenge import MsgConfig
+from jaxunlearn.unlearn._challenge import ct
+from jaxunlearn.unlearn._challenge import msg
+from jaxunlearn.unlearn._registry import check_model
 from jaxunlearn.unlearn.defaults import DataScale
 from jaxunlearn.unlearn.defaults import DefaultChoice
 from jaxunlearn.unlearn.defaults import choose_defaults
@@ -73,4 +78,5 @@ __all__ = (
     "LauConfig", "lau", "DataScale", "DefaultChoice", "choose_defaults", "default_config",
     "InfluenceConfig", "influence",
     "BoundaryShrinkConfig", "BoundaryExpandConfig", "boundary_shrink", "boundary_expand",
+    "MsgConfig", "msg", "CtConfig", "ct", "check_model",
 )

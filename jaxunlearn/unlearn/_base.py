@@ -20,6 +20,7 @@ from jaxunlearn.train import make_step
 from jaxunlearn.train import run_epochs
 from jaxunlearn.unlearn._data import UnlearnData
 from jaxunlearn.unlearn.masks import apply_mask
+from jaxunlearn.unlearn.masks import scale_gradients
 
 
 def check_loop_fields(cfg, *batch_fields: str) -> None:
@@ -71,7 +72,8 @@ def anchor_penalty(params, anchor):
 
 
 def drive(state: ModelState, key: jax.Array, config, hparams: Mapping, loss_fn, plan, spe: int, *,
-          mask=None, params=None, batch_stats=None, epochs: int | None = None) -> tuple[ModelState, dict]:
+          mask=None, params=None, batch_stats=None, epochs: int | None = None,
+          grad_scale=None) -> tuple[ModelState, dict]:
   """Runs ``epochs`` epochs of ``make_step(loss_fn, tx)`` over the rows that ``plan`` lays out.
 
   Args:
@@ -85,12 +87,14 @@ def drive(state: ModelState, key: jax.Array, config, hparams: Mapping, loss_fn, 
     mask: optional params-shaped 0/1 pytree for :func:`~jaxunlearn.unlearn.apply_mask`.
     params, batch_stats: starting weights (default ``state``'s).
     epochs: number of epochs (default ``config.epochs``).
+    grad_scale: optional params-shaped pytree multiplying the gradients before the optimizer
+      (:func:`~jaxunlearn.unlearn.masks.scale_gradients`; MSG's small gradients).
 
   Returns:
     ``(state, metrics)`` with each metric averaged over the steps of an epoch, ``[epochs]``.
   """
   epochs = config.epochs if epochs is None else epochs
-  tx = apply_mask(make_optimizer(config.optim, spe, epochs, hparams=hparams), mask)
+  tx = apply_mask(scale_gradients(make_optimizer(config.optim, spe, epochs, hparams=hparams), grad_scale), mask)
   ts0 = TrainState.create(state.params if params is None else params,
                           state.batch_stats if batch_stats is None else batch_stats, tx)
   ts, hist = run_epochs(make_step(loss_fn, tx), ts0, key, epochs, plan)

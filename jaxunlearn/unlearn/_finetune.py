@@ -62,8 +62,9 @@ class RetrainConfig:
 
 
 def train_on(state: ModelState, data: UnlearnData, index: jax.Array, key: jax.Array, cfg, hparams, *,
-             mask=None, params=None, batch_stats=None, loss_fn=None) -> tuple[ModelState, dict]:
-  """Supervised training on ``data.x[index]`` starting from ``params`` (default: ``state``'s).
+             mask=None, params=None, batch_stats=None, loss_fn=None, grad_scale=None) -> tuple[ModelState, dict]:
+  """Supervised training on ``data.x[index]`` starting from ``params`` (default: ``state``'s), gradients
+  multiplied by ``grad_scale`` before the optimizer where given (:func:`~jaxunlearn.unlearn._base.drive`).
 
   Returns ``(state, {"loss": [epochs], "acc": [epochs]})``.
   """
@@ -71,7 +72,7 @@ def train_on(state: ModelState, data: UnlearnData, index: jax.Array, key: jax.Ar
   loss_fn = loss_fn or ce_loss(state.model, data, cfg.augment)
   plan = lambda k, e: epoch_batches(k, index, cfg.batch_size).map(lambda i: {"idx": i})  # noqa: E731
   new, hist = drive(state, key, cfg, hparams, loss_fn, plan, spe, mask=mask, params=params,
-                    batch_stats=batch_stats)
+                    batch_stats=batch_stats, grad_scale=grad_scale)
   return new, {"loss": hist["loss"], "acc": hist["acc"]}
 
 

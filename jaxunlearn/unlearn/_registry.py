@@ -42,6 +42,10 @@ class MethodSpec:
   # ``tune_grid(config) -> ("name.option=VALUES", ...)``: the grid ``tune --tuned`` sweeps (None: 5 learning
   # rates around the config's, :func:`jaxunlearn.sweeps.default_grid`); methods without an optimizer need one
   tune_grid: Callable | None = None
+  # ``check_model(model)``: raises ValueError (one line) when the method cannot run on ``model`` (a
+  # ``jaxunlearn.models.Model``), e.g. CT on a model without convolutions; run / tune / the studies call it
+  # (:func:`check_model`) before anything trains
+  check_model: Callable | None = None
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -148,13 +152,22 @@ def make(name: str, config=None, *, preset: str | None = None, overrides: Mappin
   return Method(spec, config)
 
 
+def check_model(name: str, model) -> None:
+  """Raises ValueError (one line) when method ``name`` refuses ``model`` (its ``check_model``, if any)."""
+  spec = get_method(name)
+  if spec.check_model is not None:
+    spec.check_model(model)
+
+
 def register(name: str, config_cls: type, *, presets: Mapping | None = None, supports_mask: bool = True,
-             tune_grid: Callable | None = None):
+             tune_grid: Callable | None = None, check_model: Callable | None = None):
   """Decorator adding a method implementation to :data:`METHODS` under its CLI name.
 
   The implementation is ``impl(state, data, key, config, hparams, *, mask) -> (state, metrics)``.
   ``tune_grid(config)`` returns the ``--grid`` entries ``tune`` sweeps by default (e.g.
   ``("ssd.alpha=log:1:100:5",)``); without it, 5 learning rates around the config's.
+  ``check_model(model)`` raises ValueError when the method cannot run on a model (checked by
+  :func:`check_model` before anything trains; the method itself should refuse too).
   Returns the convenience function ``fn(state, data, key, config=None, *, mask=None)`` (the method at
   ``config``'s hyperparameters; ``jax.jit(fn, static_argnames="config")`` compiles it), which is what
   the method modules export under the method's name.
@@ -168,7 +181,7 @@ def register(name: str, config_cls: type, *, presets: Mapping | None = None, sup
       return make(name, config)(state, data, key, mask=mask)
 
     fn.__doc__ = impl.__doc__
-    spec = MethodSpec(name, impl, config_cls, dict(presets or {}), supports_mask, fn, tune_grid)
+    spec = MethodSpec(name, impl, config_cls, dict(presets or {}), supports_mask, fn, tune_grid, check_model)
     hparam_fields(config_cls())  # a config whose hyperparameter names collide fails here, at import
     METHODS[name] = spec
     return fn

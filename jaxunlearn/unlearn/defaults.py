@@ -37,6 +37,8 @@ The rules (``S(n, b) = max(1, n // b)`` optimizer steps per epoch; the BUDGET is
   set, cut to the budget. Other forget sets: one epoch of at most 10 updates (forget batch
   ``max(64, ceil(n_forget / 10))``): relabelling a random forget set without any retain data lowers every
   class (Shrink's 30 steps took the digits MLP's retain accuracy from 100 % to 73 % on random:0.1).
+* ``msg``, ``ct`` (NeurIPS-2023 challenge solutions): their registered finetuning epochs (5 each), cut
+  to the budget like ``finetune``'s.
 
 Measured with ``--model mlp`` (see ``experiments/defaults.md``): on the embedded digits
 (1.3k retain) and full Fashion-MNIST (54k retain), class and random forget sets, every method keeps
@@ -253,6 +255,8 @@ RULES: dict[str, Callable[[DataScale], DefaultChoice]] = {
     "influence": _unchanged("influence", "one Newton step; no epochs to scale"),
     "boundary_shrink": _boundary_rule("boundary_shrink"),
     "boundary_expand": _boundary_rule("boundary_expand"),
+    "msg": _epoch_budget_rule("msg"),
+    "ct": _epoch_budget_rule("ct"),
 }
 
 

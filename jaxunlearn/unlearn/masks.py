@@ -66,6 +66,21 @@ def apply_mask(tx: optax.GradientTransformation, mask) -> optax.GradientTransfor
   return optax.chain(tx, optax.stateless(zero_unmasked))
 
 
+def scale_gradients(tx: optax.GradientTransformation, scale) -> optax.GradientTransformation:
+  """``tx`` fed the gradients multiplied by ``scale`` (a params-shaped pytree of arrays or scalars),
+  BEFORE the optimizer: momentum sees the scaled gradients, and SGD's weight decay (added to the
+  gradient inside ``tx``) is not scaled, as a PyTorch gradient hook behaves. ``None``: ``tx`` itself.
+  (:func:`apply_mask` acts on the updates AFTER the optimizer instead.)"""
+  if scale is None:
+    return tx
+
+  def mul(grads, params=None):
+    del params
+    return jax.tree.map(lambda g, s: g * jnp.asarray(s, g.dtype), grads, scale)
+
+  return optax.chain(optax.stateless(mul), tx)
+
+
 def _check_fraction(fraction) -> float:
   f = float(fraction)
   if not 0.0 <= f <= 1.0:
@@ -85,29 +100,50 @@ def forget_gradient(state: ModelState, data, *, batch_size: int = 128):
   Returns:
     A params-shaped float32 pytree of summed gradients.
   """
-  return _forget_gradient(state, data, int(batch_size))
-
-
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def _forget_gradient(state: ModelState, data, batch_size: int):
-  model, stats = state.model, state.batch_stats
-  idx = data.forget
-  f = idx.shape[0]
-  if f == 0:
+  if data.forget.shape[0] == 0:
     raise ValueError("the forget set is empty")
+  return set_gradient(state, data, data.forget, sign=-1.0, batch_size=batch_size)
+
+
+def set_gradient(state: ModelState, data, index, *, sign: float = 1.0, batch_size: int = 128):
+  """``sum over batches of index of grad_theta(sign * mean CE of the batch)``, eval mode, params-shaped.
+
+  The batches are ``index`` (``int32 [N]``, N >= 1) taken in order, ``batch_size`` at a time (clamped
+  to ``N``; the last batch may be partial, its mean over its own examples). :func:`forget_gradient` is
+  this with the forget set and ``sign=-1``.
+
+  Args:
+    state: the model (eval mode: BatchNorm running statistics, not updated).
+    data: an :class:`~jaxunlearn.unlearn.UnlearnData` (its ``x``/``y`` are indexed).
+    index: the examples' indices (traced or concrete; the length is static).
+    sign: a Python float multiplying every batch's loss.
+    batch_size: examples per batch.
+
+  Returns:
+    A params-shaped float32 pytree of summed gradients.
+  """
+  if index.shape[0] == 0:
+    raise ValueError("set_gradient needs at least one example")
+  return _set_gradient(state, data, index, float(sign), int(batch_size))
+
+
+@functools.partial(jax.jit, static_argnames=("sign", "batch_size"))
+def _set_gradient(state: ModelState, data, idx, sign: float, batch_size: int):
+  model, stats = state.model, state.batch_stats
+  f = idx.shape[0]
   bs = max(1, min(batch_size, f))
   nb = -(-f // bs)
   pad = nb * bs - f
   idx_p = jnp.concatenate([idx, jnp.zeros((pad,), idx.dtype)]).reshape(nb, bs)
   w_p = (jnp.arange(nb * bs) < f).astype(jnp.float32).reshape(nb, bs)
 
-  def neg_ce(params, xb, yb, wb):
+  def batch_loss(params, xb, yb, wb):
     logits, _ = model.apply(params, stats, xb, train=False)
-    return -jnp.sum(wb * cross_entropy(logits, yb)) / jnp.sum(wb)
+    return sign * jnp.sum(wb * cross_entropy(logits, yb)) / jnp.sum(wb)
 
   def body(acc, inp):
     ib, wb = inp
-    g = jax.grad(neg_ce)(state.params, data.x[ib], data.y[ib], wb)
+    g = jax.grad(batch_loss)(state.params, data.x[ib], data.y[ib], wb)
     return jax.tree.map(jnp.add, acc, g), None
 
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
@@ -159,20 +195,25 @@ def salun_scores(state: ModelState, data, *, batch_size: int = 128):
   return jax.tree.map(jnp.abs, forget_gradient(state, data, batch_size=batch_size))
 
 
-def topk_mask(scores, fraction: float):
+def topk_mask(scores, fraction: float, *, per_leaf: bool = False):
   """A params-shaped float32 0/1 mask of the globally top-``fraction`` scores.
 
   Exactly ``round(fraction * total)`` entries are ones; ties are broken by position in the flattened
   concatenation of the leaves (pytree order), as a stable sort would. NaN scores rank lowest. No sort
   runs: :func:`top_n_flags` finds the n-th largest score by a 32-step bitwise search (32 counting passes,
   linear in the parameters; a global ``argsort`` of every parameter per model is slow on TPUs).
+  With ``per_leaf`` every leaf is ranked on its own: exactly ``round(fraction * leaf.size)`` ones per leaf.
+  (The SMALLEST scores: pass ``-scores``.)
 
   Args:
     scores: a pytree of float arrays.
     fraction: in ``[0, 1]`` (a Python number).
+    per_leaf: one ranking per leaf instead of one over all leaves.
   """
   fraction = _check_fraction(fraction)
   leaves, treedef = jax.tree.flatten(scores)
+  if per_leaf:
+    return jax.tree.unflatten(treedef, [topk_mask(leaf, fraction) for leaf in leaves])
   sizes = [int(np.prod(l.shape)) for l in leaves]
   total = sum(sizes)
   n = int(round(fraction * total))
