@@ -12,10 +12,10 @@ from jaxunlearn import unlearn as jun
 # Tiny discrete settings per method (a few steps each). A newly registered method must be added here:
 # test_every_method_is_covered fails otherwise. A method without an optimizer names the hyperparameter the
 # vmap test varies in VARY (default ``lr``), and scales it by 0.5, 1, 2.
-VARY: dict[str, str] = {}
+VARY: dict[str, str] = {"fisher": "alpha", "ssd": "lam", "lfssd": "lam"}
 # Methods that run no training loop (their steps-executor test does not apply), and the number of
 # training passes (distinct step functions) of those with more than one.
-NO_LOOP: set[str] = set()
+NO_LOOP: set[str] = {"fisher", "ssd", "lfssd"}
 PASSES = {"scrub": 2, "scrub_rewind": 4}  # scrub_rewind: SCRUB's two passes, run twice
 TINY = {
     "finetune": dict(epochs=1, batch_size=32),
@@ -32,6 +32,9 @@ TINY = {
     "cf_k": dict(epochs=1, batch_size=32),
     "eu_k": dict(epochs=1, batch_size=32),
     "lau": dict(epochs=1, batch_size=16, pgd_steps=3, lr=0.1, early_stop=False),
+    "fisher": dict(retain_subset=40, chunk_size=16),
+    "ssd": dict(alpha=1.5, retain_subset=60, chunk_size=32),  # blobs: a class is 1/4 of D, so ratios are <= 4
+    "lfssd": dict(alpha=1.5, retain_subset=60, chunk_size=32),
 }
 
 

@@ -52,6 +52,12 @@ from jaxunlearn.unlearn._blocks import cf_k
 from jaxunlearn.unlearn._blocks import eu_k
 from jaxunlearn.unlearn._lau import LauConfig
 from jaxunlearn.unlearn._lau import lau
+from jaxunlearn.unlearn._fisher import FisherConfig
+from jaxunlearn.unlearn._fisher import fisher
+from jaxunlearn.unlearn._ssd import LfssdConfig
+from jaxunlearn.unlearn._ssd import SsdConfig
+from jaxunlearn.unlearn._ssd import lfssd
+from jaxunlearn.unlearn._ssd import ssd
 from jaxunlearn.unlearn.defaults import DataScale
 from jaxunlearn.unlearn.defaults import DefaultChoice
 from jaxunlearn.unlearn.defaults import choose_defaults
@@ -65,4 +71,5 @@ __all__ = (
     "L1SparseConfig", "l1_sparse", "BadTeacherConfig", "bad_teacher", "ScrubConfig", "scrub", "scrub_rewind",
     "DelConfig", "SalunConfig", "del_unlearn", "salun", "CFkConfig", "EUkConfig", "cf_k", "eu_k",
     "LauConfig", "lau", "DataScale", "DefaultChoice", "choose_defaults", "default_config",
+    "FisherConfig", "fisher", "SsdConfig", "ssd", "LfssdConfig", "lfssd",
 )

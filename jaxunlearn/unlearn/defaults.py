@@ -31,6 +31,8 @@ The rules (``S(n, b) = max(1, n // b)`` optimizer steps per epoch; the BUDGET is
   forget batch ``max(64, ceil(n_forget / 3))``, at most 3 head updates (each update lowers every
   class's accuracy: 18 updates took Fashion-MNIST's retain accuracy from 94 % to 42 %).
 * ``retrain``: no change (the job trains the oracle like the original).
+* ``fisher``, ``ssd``, ``lfssd``: no change (no training loop: one pass of per-example gradients,
+  Fisher's over at most ``retain_subset`` retain examples).
 
 Measured with ``--model mlp`` (see ``experiments/defaults.md``): on the embedded digits
 (1.3k retain) and full Fashion-MNIST (54k retain), class and random forget sets, every method keeps
@@ -231,6 +233,9 @@ RULES: dict[str, Callable[[DataScale], DefaultChoice]] = {
     "neggrad": _neggrad_rule,
     "bad_teacher": _bad_teacher_rule,
     "lau": _lau_rule,
+    "fisher": _unchanged("fisher", "no training loop; its Fisher takes at most retain_subset retain examples"),
+    "ssd": _unchanged("ssd", "no training loop"),
+    "lfssd": _unchanged("lfssd", "no training loop"),
 }
 
 
