@@ -16,8 +16,9 @@ per-example gradient), which does not depend on the batch size or on how the bat
 A consequence worth knowing when setting ``alpha``: D contains the forget set, so per entry
 ``[]_D >= (n_forget / n) []_f`` and ``[]_f / []_D <= n / n_forget``. Forgetting one class of ten
 (``n / n_forget ~ 10``) with the paper's ``alpha = 10`` (set for CIFAR-100, where one class is 1 % of the
-data) selects only weights the retain set does not use at all: our default ``alpha`` is smaller (see
-:class:`SsdConfig`) and the metric ``dampened_fraction`` reports how much was selected. D's retain part
+data) selects only weights the retain set does not use at all (on the digits, nothing): our default
+``alpha`` is 5, and the scale rule (:mod:`jaxunlearn.unlearn.defaults`) takes ``min(10, n / (2
+n_forget))``; the metric ``dampened_fraction`` reports how much was selected. D's retain part
 may be estimated from a random subset of the retain set (``retain_subset``, weighted by the retain set's
 full size: the forget part stays exact). The LFSSD code uses ``|d mean_batch ||f||^2 / d theta|`` (the
 Memory Aware Synapses importance, per batch); we default to the per-example square of the gradient of
@@ -96,7 +97,9 @@ def _check_common(cfg) -> None:
 
 
 def _tune_grid(name):
-  return lambda cfg: (f"{name}.alpha=log:{cfg.alpha / 5:.6g}:{cfg.alpha * 5:.6g}:5",
+  """alpha from a quarter to twice the config's (5 log-spaced; above the bound n / n_forget nothing is
+  selected, which the scale rule's alpha, half the bound, keeps in range), times lambda / 2, lambda, 2 lambda."""
+  return lambda cfg: (f"{name}.alpha=log:{cfg.alpha / 4:.6g}:{cfg.alpha * 2:.6g}:5",
                       f"{name}.lam={cfg.lam / 2:.6g},{cfg.lam:.6g},{cfg.lam * 2:.6g}")
 
 
@@ -106,8 +109,8 @@ class SsdConfig:
 
   Attributes:
     alpha: selection weighting: dampen where the forget importance exceeds ``alpha`` times the full
-      importance (hyperparameter; 3 here, because the per-example Fisher ratio of a whole class of ten
-      is at most ~10, see the module docstring; the paper's 10 in preset ``ssd_paper``).
+      importance (hyperparameter; 5 here, because the per-example Fisher ratio of a forget set that is
+      a tenth of the data is at most 10, see the module docstring; the paper's 10 in preset ``ssd_paper``).
     lam: dampening constant ``lambda``: a selected weight is multiplied by ``min(lam * []_D / []_f, 1)``
       (hyperparameter; 1, the paper's).
     retain_subset: D's retain part from at most this many random retain examples (None: all, as the
@@ -118,7 +121,7 @@ class SsdConfig:
   alpha 5, lambda 1).
   """
 
-  alpha: float = hparam(3.0)
+  alpha: float = hparam(5.0)
   lam: float = hparam(1.0)
   retain_subset: int | None = None
   chunk_size: int = 64
@@ -151,7 +154,7 @@ class LfssdConfig:
   """Label-free SSD settings (as :class:`SsdConfig`, importance from the output norm).
 
   Attributes:
-    alpha: selection weighting (hyperparameter; 3, as SSD's here; the paper uses SSD's settings).
+    alpha: selection weighting (hyperparameter; 5, as SSD's here; the paper uses SSD's settings).
     lam: dampening constant (hyperparameter; 1).
     output_importance: ``"squared"``, the mean over examples of ``(d ||f(x)||_2 / d theta)^2``, or
       ``"mas"``, of ``|d ||f(x)||_2^2 / d theta|`` (the authors' code's quantity, per example; see
@@ -163,7 +166,7 @@ class LfssdConfig:
   ``output_importance="mas"``).
   """
 
-  alpha: float = hparam(3.0)
+  alpha: float = hparam(5.0)
   lam: float = hparam(1.0)
   output_importance: str = "squared"
   retain_subset: int | None = None
