@@ -134,3 +134,25 @@ def test_bad_settings_are_one_line_errors():
     jun.SsdConfig(alpha=-1.0)
   with pytest.raises(ValueError, match="output_importance"):
     jun.LfssdConfig(output_importance="l1")
+
+
+def test_scale_rule_takes_half_the_bound_on_the_importance_ratio():
+  whole_class = jun.DataScale(n_retain=1294, n_forget=143, num_classes=10, retrain_epochs=15, retrain_batch_size=64,
+                              whole_class=True)
+  for name in ("ssd", "lfssd"):
+    cfg, choice = jun.default_config(name, whole_class)
+    assert cfg.alpha == round(1437 / 286, 3) and "n / (2 n_forget)" in choice.rule
+    tiny = jun.DataScale(9900, 100, 100, 10, 128)  # one class of a hundred: the paper's 10
+    assert jun.default_config(name, tiny)[0].alpha == 10.0
+
+
+def test_a_method_without_steps_is_timed_as_one_program_under_the_steps_executor(mlp_trained, class_data):
+  """Under ``--executor steps`` a method that takes no optimizer step would count all its work as
+  compilation and report 0 seconds (and a speed-up of billions); it is timed under ``scan`` instead."""
+  from jaxunlearn import run as jrun
+  spec, cfg = jun.get_method("ssd"), jun.SsdConfig(alpha=ALPHA, chunk_size=32)
+  state, _, secs, compile_secs, counted = jrun._unlearn(spec, mlp_trained, class_data, jax.random.key(0), cfg, None,
+                                                        "steps")
+  assert secs > 0 and compile_secs > 0 and counted.steps == 0
+  ref, _ = jax.jit(jun.make("ssd", cfg))(mlp_trained, class_data, jax.random.key(0))
+  np.testing.assert_array_equal(_flat(state.params), _flat(ref.params))
