@@ -345,7 +345,8 @@ def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan", 
 
   ``scan``: compiled ahead of time, so ``seconds`` is the unlearning work alone. ``steps`` (each step one
   jitted call): ``compile_seconds`` is the time to the first step (its compilation and any work before
-  it, e.g. a mask's gradients), ``seconds`` the rest.
+  it, e.g. a mask's gradients), ``seconds`` the rest. A method that took no step there (no training loop:
+  all its work would count as compilation and its seconds be 0) is run again under ``scan``.
   """
   t0 = time.perf_counter()
   method = jun.make(m.name, config)
@@ -362,9 +363,10 @@ def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan", 
       state, metrics = method(original, data, mkey, mask=use_mask)
     jax.block_until_ready(state.params)
     bar.close()
+    if not first:  # no training loop (Fisher forgetting, SSD): nothing to step; time it as one compiled program
+      return _unlearn(m, original, data, mkey, config, use_mask, "scan", progress)
     t2 = time.perf_counter()
-    t1 = first[0] if first else t2
-    return state, metrics, t2 - t1, t1 - t0, counted
+    return state, metrics, t2 - first[0], first[0] - t0, counted
   # compile ahead of time so that "seconds" is the unlearning work alone, comparable across methods
   with count_steps() as counted:
     lowered = jax.jit(method).lower(original, data, mkey, mask=use_mask)

@@ -16,6 +16,10 @@ VARY: dict[str, str] = {"influence": "alpha"}
 # Methods that run no training loop (their steps-executor test does not apply), and the number of
 # training passes (distinct step functions) of those with more than one.
 NO_LOOP: set[str] = {"influence"}
+VARY: dict[str, str] = {"fisher": "alpha", "ssd": "lam", "lfssd": "lam"}
+# Methods that run no training loop (their steps-executor test does not apply), and the number of
+# training passes (distinct step functions) of those with more than one.
+NO_LOOP: set[str] = {"fisher", "ssd", "lfssd"}
 PASSES = {"scrub": 2, "scrub_rewind": 4}  # scrub_rewind: SCRUB's two passes, run twice
 # Methods that refuse the MLP (they need convolution kernels): these tests run them on the tiny CNN.
 CNN_ONLY = {"ct"}
@@ -39,6 +43,9 @@ TINY = {
     "boundary_expand": dict(epochs=1, batch_size=16),
     "msg": dict(epochs=1, batch_size=32, score_batch_size=32),
     "ct": dict(epochs=1, batch_size=32),
+    "fisher": dict(retain_subset=40, chunk_size=16),
+    "ssd": dict(alpha=1.5, retain_subset=60, chunk_size=32),  # blobs: a class is 1/4 of D, so ratios are <= 4
+    "lfssd": dict(alpha=1.5, retain_subset=60, chunk_size=32),
 }
 
 

@@ -63,6 +63,12 @@ from jaxunlearn.unlearn._challenge import MsgConfig
 from jaxunlearn.unlearn._challenge import ct
 from jaxunlearn.unlearn._challenge import msg
 from jaxunlearn.unlearn._registry import check_model
+from jaxunlearn.unlearn._fisher import FisherConfig
+from jaxunlearn.unlearn._fisher import fisher
+from jaxunlearn.unlearn._ssd import LfssdConfig
+from jaxunlearn.unlearn._ssd import SsdConfig
+from jaxunlearn.unlearn._ssd import lfssd
+from jaxunlearn.unlearn._ssd import ssd
 from jaxunlearn.unlearn.defaults import DataScale
 from jaxunlearn.unlearn.defaults import DefaultChoice
 from jaxunlearn.unlearn.defaults import choose_defaults
@@ -79,4 +85,5 @@ __all__ = (
     "InfluenceConfig", "influence",
     "BoundaryShrinkConfig", "BoundaryExpandConfig", "boundary_shrink", "boundary_expand",
     "MsgConfig", "msg", "CtConfig", "ct", "check_model",
+    "FisherConfig", "fisher", "SsdConfig", "ssd", "LfssdConfig", "lfssd",
 )

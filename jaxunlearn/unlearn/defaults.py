@@ -39,6 +39,12 @@ The rules (``S(n, b) = max(1, n // b)`` optimizer steps per epoch; the BUDGET is
   class (Shrink's 30 steps took the digits MLP's retain accuracy from 100 % to 73 % on random:0.1).
 * ``msg``, ``ct`` (NeurIPS-2023 challenge solutions): their registered finetuning epochs (5 each), cut
   to the budget like ``finetune``'s.
+* ``fisher``: no change (no training loop; its Fisher takes at most ``retain_subset`` retain examples).
+* ``ssd``, ``lfssd``: selection weighting ``alpha = min(10, n / (2 n_forget))``, ``n = n_retain +
+  n_forget``: the forget importance is at most ``n / n_forget`` times the full-data importance (D
+  contains the forget set), so the paper's 10 selects nothing once the forget set is a tenth of the
+  data (a class of ten); half the bound sits in the middle of the window that forgets (digits, class 3,
+  cnn and mlp: alpha 2-5 forget the class with retain >= 99.4 %, 8 forgets nothing or little).
 
 Measured with ``--model mlp`` (see ``experiments/defaults.md``): on the embedded digits
 (1.3k retain) and full Fashion-MNIST (54k retain), class and random forget sets, every method keeps
@@ -230,6 +236,16 @@ def _boundary_rule(name: str):
     return DefaultChoice(None, {"epochs": 1, "batch_size": bs},
                          f"{name}: epochs 1, forget batch {bs} (<= {BOUNDARY_MAX_UPDATES} updates: designed for whole "
                          f"classes; relabelling other forget sets without retain data lowers every class)")
+SSD_PAPER_ALPHA = 10.0
+
+
+def _ssd_rule(name: str):
+  def rule(s: DataScale) -> DefaultChoice:
+    bound = (s.n_retain + s.n_forget) / max(1, s.n_forget)
+    alpha = round(min(SSD_PAPER_ALPHA, bound / 2), 3)
+    return DefaultChoice(None, {"alpha": alpha},
+                         f"{name}: alpha {alpha:g} (= min(paper's {SSD_PAPER_ALPHA:g}, n / (2 n_forget)); the forget "
+                         f"importance is at most n / n_forget = {bound:.3g} times the full-data importance)")
   return rule
 
 
@@ -257,6 +273,9 @@ RULES: dict[str, Callable[[DataScale], DefaultChoice]] = {
     "boundary_expand": _boundary_rule("boundary_expand"),
     "msg": _epoch_budget_rule("msg"),
     "ct": _epoch_budget_rule("ct"),
+    "fisher": _unchanged("fisher", "no training loop; its Fisher takes at most retain_subset retain examples"),
+    "ssd": _ssd_rule("ssd"),
+    "lfssd": _ssd_rule("lfssd"),
 }
 
 

@@ -1,6 +1,7 @@
-"""Per-example gradients of a model's cross-entropy, chunked over examples so memory stays bounded:
-diagonal Fishers, mean gradients and stacked per-example gradients for the methods that need them
-(Fisher forgetting, SSD, influence unlearning).
+"""Per-example gradients of a model's cross-entropy (or of the norm of its output), chunked over examples
+so memory stays bounded: diagonal Fishers, label-free output sensitivities, mean gradients and stacked
+per-example gradients for the methods that need them (Fisher forgetting, SSD, label-free SSD, influence
+unlearning).
 
 Every function here runs the model in EVAL mode (BatchNorm running statistics, not updated) on
 ``data.x[index]``, ``chunk_size`` examples at a time: a ``lax.scan`` over chunks, ``jax.vmap(jax.grad)``
@@ -16,6 +17,11 @@ Labels (the ``labels`` argument of :func:`diag_fisher`):
   the *true* Fisher of the model (Fisher forgetting, Golatkar et al. 2020); one backward pass per class;
 * ``"sampled"``: one label per example drawn from ``p(. | x)`` with ``key`` (a one-sample Monte-Carlo
   estimate of ``"expected"``, one backward pass).
+
+Per-example quantities (the ``quantity`` argument of :func:`reduce_example_grads`): ``"nll"``, the
+cross-entropy ``-log p(label | x)`` above; ``"output_norm"``, ``||f(x)||_2``, the l2 norm of the logits,
+and ``"output_sq_norm"``, its square: label-free (the labels ``data.y`` are never read), for
+:func:`output_sensitivity` (label-free SSD, Foster et al. 2024).
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ from jaxunlearn.train import ModelState
 from jaxunlearn.train import cross_entropy
 
 FISHER_LABELS = ("true", "expected", "sampled")
+EXAMPLE_QUANTITIES = ("nll", "output_norm", "output_sq_norm")
+OUTPUT_FORMS = ("squared", "mas")
 
-__all__ = ("FISHER_LABELS", "diag_fisher", "mean_grad", "reduce_example_grads", "stacked_grads")
+__all__ = ("EXAMPLE_QUANTITIES", "FISHER_LABELS", "OUTPUT_FORMS", "diag_fisher", "mean_grad", "output_sensitivity",
+           "reduce_example_grads", "stacked_grads")
 
 
 def _chunks(index: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
@@ -53,19 +62,28 @@ def _log_probs(state: ModelState, params, x):
   return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
 
-def _example_grad(state: ModelState):
-  """``(x [1 image], y) -> grad of -log p(y | x)``: one example's gradient, params-shaped."""
+def _example_grad(state: ModelState, quantity: str = "nll"):
+  """``(params, x [1 image], y) -> grad of the example's quantity``, params-shaped: ``-log p(y | x)``
+  (``"nll"``), ``||f(x)||_2`` (``"output_norm"``, ``y`` unused) or ``||f(x)||_2^2`` (``"output_sq_norm"``)."""
 
-  def nll(params, x, y):
+  def value(params, x, y):
     logits, _ = state.model.apply(params, state.batch_stats, x[None], train=False)
-    return cross_entropy(logits, y[None])[0]
+    if quantity == "nll":
+      return cross_entropy(logits, y[None])[0]
+    sq = jnp.sum(jnp.square(logits.astype(jnp.float32)))
+    if quantity == "output_sq_norm":
+      return sq
+    # the norm's gradient is undefined at 0 (all-zero logits): the floor keeps it finite there, and is
+    # below every square that float32 holds as a normal number, so the norm is exact elsewhere
+    return jnp.sqrt(jnp.maximum(sq, jnp.finfo(jnp.float32).tiny))
 
-  return jax.grad(nll)
+  return jax.grad(value)
 
 
 def reduce_example_grads(state: ModelState, data, index: jax.Array, fn: Callable, init, *, chunk_size: int = 64,
-                         labels: str = "true", key: jax.Array | None = None):
-  """Folds per-example gradients of ``-log p(label | x)`` into an accumulator, chunk by chunk.
+                         labels: str = "true", key: jax.Array | None = None, quantity: str = "nll"):
+  """Folds per-example gradients of ``-log p(label | x)`` (or of a label-free ``quantity``) into an
+  accumulator, chunk by chunk.
 
   Args:
     state: the model whose gradients are taken (eval mode).
@@ -78,21 +96,30 @@ def reduce_example_grads(state: ModelState, data, index: jax.Array, fn: Callable
     chunk_size: examples per chunk (static; bounds memory).
     labels: ``"true"``, ``"expected"`` or ``"sampled"`` (see the module docstring).
     key: PRNG key, needed for ``labels="sampled"``.
+    quantity: ``"nll"`` (the cross-entropy of ``labels``), ``"output_norm"`` (``||f(x)||_2`` of the
+      logits) or ``"output_sq_norm"`` (its square); the two label-free ones never read ``data.y`` and
+      take ``labels="true"`` (the default; the labels play no part).
 
   Returns:
     The final accumulator.
   """
   if labels not in FISHER_LABELS:
     raise ValueError(f"labels must be one of {', '.join(FISHER_LABELS)}, got {labels!r}")
+  if quantity not in EXAMPLE_QUANTITIES:
+    raise ValueError(f"quantity must be one of {', '.join(EXAMPLE_QUANTITIES)}, got {quantity!r}")
+  if quantity != "nll" and labels != "true":
+    raise ValueError(f"labels={labels!r} applies to quantity='nll' only; {quantity!r} is label-free")
   if labels == "sampled" and key is None:
     raise ValueError("labels='sampled' needs a key")
   idx, w = _chunks(index, chunk_size)
-  grad_one = jax.vmap(_example_grad(state), in_axes=(None, 0, 0))
+  grad_one = jax.vmap(_example_grad(state, quantity), in_axes=(None, 0, 0))
   num_classes = data.num_classes or int(jax.eval_shape(lambda: _log_probs(state, state.params, data.x[:1])).shape[-1])
 
   def body(acc, inp):
     i, ib, wb = inp
     xb = data.x[ib]
+    if quantity != "nll":  # label-free: data.y is not read
+      return fn(acc, grad_one(state.params, xb, jnp.zeros(ib.shape, jnp.int32)), wb, i), None
     if labels == "true":
       return fn(acc, grad_one(state.params, xb, data.y[ib]), wb, i), None
     logp = _log_probs(state, state.params, xb)
@@ -136,6 +163,28 @@ def diag_fisher(state: ModelState, data, index: jax.Array, *, labels: str = "tru
   sq = lambda acc, g, w, i: jax.tree.map(lambda a, gi: a + _weighted_sum(jnp.square(gi), w), acc, g)  # noqa: E731
   total = reduce_example_grads(state, data, index, sq, _zeros_like_params(state.params), chunk_size=chunk_size,
                                labels=labels, key=key)
+  return jax.tree.map(lambda t: t / index.shape[0], total)
+
+
+@functools.partial(jax.jit, static_argnames=("form", "chunk_size"))
+def output_sensitivity(state: ModelState, data, index: jax.Array, *, form: str = "squared", chunk_size: int = 64):
+  """A label-free diagonal importance from the norm of the model's output (logits), params-shaped float32.
+
+  * ``form="squared"``: ``mean over examples of (d ||f(x)||_2 / d theta)^2``, the diagonal Fisher's
+    square of a per-example gradient with ``||f(x)||_2`` in place of the log-likelihood (label-free SSD,
+    Foster, Schoepf, Brintrup 2024, "Loss-Free Machine Unlearning");
+  * ``form="mas"``: ``mean over examples of |d ||f(x)||_2^2 / d theta|``, the Memory Aware Synapses
+    importance (Aljundi et al. 2018) that the label-free SSD authors' code uses (there per batch: the
+    absolute gradient of the batch mean).
+
+  ``data.y`` is never read. Eval mode, chunked as :func:`diag_fisher`.
+  """
+  if form not in OUTPUT_FORMS:
+    raise ValueError(f"form must be one of {', '.join(OUTPUT_FORMS)}, got {form!r}")
+  quantity, op = ("output_norm", jnp.square) if form == "squared" else ("output_sq_norm", jnp.abs)
+  red = lambda acc, g, w, i: jax.tree.map(lambda a, gi: a + _weighted_sum(op(gi), w), acc, g)  # noqa: E731
+  total = reduce_example_grads(state, data, index, red, _zeros_like_params(state.params), chunk_size=chunk_size,
+                               quantity=quantity)
   return jax.tree.map(lambda t: t / index.shape[0], total)
 
 
