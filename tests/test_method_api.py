@@ -12,14 +12,10 @@ from jaxunlearn import unlearn as jun
 # Tiny discrete settings per method (a few steps each). A newly registered method must be added here:
 # test_every_method_is_covered fails otherwise. A method without an optimizer names the hyperparameter the
 # vmap test varies in VARY (default ``lr``), and scales it by 0.5, 1, 2.
-VARY: dict[str, str] = {"influence": "alpha"}
+VARY: dict[str, str] = {"influence": "alpha", "fisher": "alpha", "ssd": "lam", "lfssd": "lam"}
 # Methods that run no training loop (their steps-executor test does not apply), and the number of
 # training passes (distinct step functions) of those with more than one.
-NO_LOOP: set[str] = {"influence"}
-VARY: dict[str, str] = {"fisher": "alpha", "ssd": "lam", "lfssd": "lam"}
-# Methods that run no training loop (their steps-executor test does not apply), and the number of
-# training passes (distinct step functions) of those with more than one.
-NO_LOOP: set[str] = {"fisher", "ssd", "lfssd"}
+NO_LOOP: set[str] = {"influence", "fisher", "ssd", "lfssd"}
 PASSES = {"scrub": 2, "scrub_rewind": 4}  # scrub_rewind: SCRUB's two passes, run twice
 # Methods that refuse the MLP (they need convolution kernels): these tests run them on the tiny CNN.
 CNN_ONLY = {"ct"}
