@@ -44,7 +44,7 @@ def _finite(acc: Mapping[str, float]) -> bool:
 
 
 def model_warnings(name: str, acc: Mapping[str, float], original: Mapping[str, float], *, heldout_acc: float,
-                   whole_class: bool, n_forget: int, finite: bool = True) -> list[str]:
+                   whole_class: bool, n_forget: int, finite: bool = True, trains: bool = True) -> list[str]:
   """The warnings about unlearned model ``name`` (empty when healthy).
 
   Args:
@@ -55,6 +55,8 @@ def model_warnings(name: str, acc: Mapping[str, float], original: Mapping[str, f
     whole_class: the forget set is every example of one or more classes (reference 0).
     n_forget: size of the forget set (the standard error of its accuracy).
     finite: whether the model's weights are finite.
+    trains: whether the method trains (has an optimizer): the hints name epochs and the learning rate;
+      else (Fisher forgetting, SSD, influence) its strength hyperparameters.
 
   Returns:
     One line per problem found; a non-finite model gets only that warning.
@@ -65,7 +67,8 @@ def model_warnings(name: str, acc: Mapping[str, float], original: Mapping[str, f
   r, r0 = acc["retain"], original.get("retain")
   if r0 is not None and math.isfinite(r0) and 100 * (r0 - r) > COLLAPSE_POINTS:
     out.append(f"{name}: retain accuracy collapsed to {100 * r:.1f}% (original {100 * r0:.1f}%, more than "
-               f"{COLLAPSE_POINTS:g} points below); try fewer epochs or a smaller lr")
+               f"{COLLAPSE_POINTS:g} points below); " + ("try fewer epochs or a smaller lr" if trains else
+                                                         "try a weaker setting of its hyperparameters (jaxunlearn tune)"))
   ref = 0.0 if whole_class else heldout_acc
   if ref is not None and math.isfinite(ref):
     tol = forget_tolerance(ref, n_forget)
@@ -73,5 +76,6 @@ def model_warnings(name: str, acc: Mapping[str, float], original: Mapping[str, f
     if f - ref > tol:
       what = "0% for a whole forgotten class" if whole_class else f"the original's {100 * ref:.1f}% on held-out data"
       out.append(f"{name}: did not forget: forget accuracy {100 * f:.1f}% is {100 * (f - ref):.1f} points above "
-                 f"{what} (tolerance {100 * tol:.1f}); try more epochs or a larger lr")
+                 f"{what} (tolerance {100 * tol:.1f}); " + ("try more epochs or a larger lr" if trains else
+                                                            "try a stronger setting of its hyperparameters (jaxunlearn tune)"))
   return out

@@ -313,7 +313,8 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
     acc = _checked_acc(results, name, state, acc, cfg.progress)
     if name != "retrain":  # collapse / not forgotten (the NaN warning is _checked_acc's)
       for w in health.model_warnings(name, acc, results["models"]["original"]["acc"], heldout_acc=heldout,
-                                     whole_class=sp.whole_class, n_forget=len(sp.forget)):
+                                     whole_class=sp.whole_class, n_forget=len(sp.forget),
+                                     trains=hasattr(p.method_cfgs[name], "optim")):
         if w not in results.get("warnings", ()):
           _warn(results, w, cfg.progress)
     steps = counted.steps

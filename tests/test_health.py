@@ -88,3 +88,15 @@ def test_run_records_the_warnings(tmp_path, capsys):
   ws = r["warnings"]
   assert any(w.startswith("finetune: did not forget") for w in ws)
   assert not any(w.startswith(("retrain:", "original:")) for w in ws)
+
+
+def test_hints_of_a_method_without_a_training_loop_name_its_hyperparameters():
+  from jaxunlearn import health
+
+  acc, orig = {"retain": 0.3, "forget": 1.0, "test": 0.3}, {"retain": 1.0, "forget": 1.0, "test": 0.98}
+  trains = health.model_warnings("finetune", acc, orig, heldout_acc=0.9, whole_class=True, n_forget=100)
+  assert any("collapsed" in w and "smaller lr" in w for w in trains)
+  assert any("did not forget" in w and "more epochs" in w for w in trains)
+  no_loop = health.model_warnings("ssd", acc, orig, heldout_acc=0.9, whole_class=True, n_forget=100, trains=False)
+  assert len(no_loop) == 2 and not any("epochs" in w or " lr" in w for w in no_loop)
+  assert all("hyperparameters (jaxunlearn tune)" in w for w in no_loop)

@@ -113,7 +113,8 @@ def _report(p, results: dict, name: str, health) -> None:
     return
   heldout_acc, sp = health
   for w in model_warnings(name, e["acc"], results["models"]["original"]["acc"], heldout_acc=heldout_acc,
-                          whole_class=sp.whole_class, n_forget=len(sp.forget), finite=all(e["finite"])):
+                          whole_class=sp.whole_class, n_forget=len(sp.forget), finite=all(e["finite"]),
+                          trains=hasattr(p.method_cfgs[name], "optim")):
     _warn(p, results, w)
 
 
