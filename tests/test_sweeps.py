@@ -145,7 +145,8 @@ def test_tune_cli_writes_json_table_and_plot(tmp_path, capsys):
 
 
 def test_run_seeds_reports_mean_and_std_of_the_per_seed_values(tmp_path, capsys):
-  cfg = RunConfig(**TINY_JOB, methods=("finetune",), forget="class:3", seeds=3, out=str(tmp_path / "s"))
+  cfg = RunConfig(**TINY_JOB, methods=("finetune",), forget="class:3", seeds=3, out=str(tmp_path / "s"),
+                  evals=("tow", "mia"))
   _, r = sweeps.run_job(cfg)
   assert r["seeds"] == 3 and r["complete"] and set(r["models"]) == {"original", "retrain", "finetune"}
   for name, e in r["models"].items():
@@ -157,6 +158,14 @@ def test_run_seeds_reports_mean_and_std_of_the_per_seed_values(tmp_path, capsys)
       r["models"]["finetune"]["acc_per_seed"]
   table = sweeps.format_seeds(r)
   assert "±" in table and "mean ± std over 3 seeds" in table
+  # --eval per seed: seed s's unlearned model against seed s's oracle (ToW from the per-seed accuracies)
+  ft, rt = r["models"]["finetune"], r["models"]["retrain"]
+  tow = [np.prod([1 - abs(ft["acc_per_seed"][k][s] - rt["acc_per_seed"][k][s]) for k in ("retain", "forget", "test")])
+         for s in range(3)]
+  np.testing.assert_allclose(ft["evals_per_seed"]["tow"], tow, rtol=1e-9)
+  assert ft["evals"]["tow"] == pytest.approx(np.mean(tow)) and ft["evals_std"]["tow"] == pytest.approx(np.std(tow))
+  assert len(r["models"]["original"]["evals_per_seed"]["mia"]) == 3 and "tow" not in r["models"]["original"]["evals"]
+  assert r["mia_convention"] == {"mia": "scrub_logreg_loss"} and "scrub_logreg_loss" in table and "tow" in table
 
 
 def test_run_tuned_runs_the_default_grid_first_and_uses_its_choice(tmp_path, capsys):

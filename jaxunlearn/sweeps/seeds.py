@@ -15,12 +15,16 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxunlearn import many
 from jaxunlearn import run as jrun
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import refuse_saved_reset
 from jaxunlearn.errors import ConfigError
+from jaxunlearn.evals import EvalContext
+from jaxunlearn.evals import eval_conventions
 from jaxunlearn.evals import forget_validation_index
 from jaxunlearn.health import model_warnings
+from jaxunlearn.train import evaluate
 from jaxunlearn.sweeps import engine
 
 __all__ = ("check_seeds", "format_seeds", "run_job", "run_seeds", "tuned_config")
@@ -35,8 +39,32 @@ def check_seeds(cfg) -> None:
   for flag, v in (("--mask", cfg.mask), ("--save-models", cfg.save_models), ("--original", cfg.original)):
     if v is not None:
       raise ConfigError(f"--seeds {cfg.seeds} does not combine with {flag} yet (run one seed at a time)")
-  if cfg.evals:
-    raise ConfigError(f"--seeds {cfg.seeds} does not combine with --eval {cfg.evals[0]} yet (run one seed at a time)")
+
+
+def _eval_numbers(v, prefix: str = "") -> dict[str, float]:
+  """An eval's JSON entry as ``{name: number}`` (a dict entry, e.g. IC's, flattened to ``name.field``)."""
+  if isinstance(v, dict):
+    out: dict[str, float] = {}
+    for k, sub in v.items():
+      out.update(_eval_numbers(sub, f"{prefix}.{k}" if prefix else k))
+    return out
+  return {prefix: float(v)}
+
+
+def seed_evals(p, ctx: EvalContext, states, sets: dict, retrain_per_seed: dict | None, seeds: int) -> dict:
+  """The ``--eval`` entries of S stacked models, each model evaluated as a single run evaluates it (seed s's
+  unlearned model against seed s's oracle): ``{"evals": {name: mean}, "evals_std": {name: std},
+  "evals_per_seed": {name: [S values]}}`` (dict entries such as IC's flattened to ``name.field``)."""
+  per: dict[str, list[float]] = {}
+  for s in range(seeds):
+    st = many.take(states, s)
+    ev = {k: evaluate(st.model, st.params, st.batch_stats, x, y) for k, (x, y) in sets.items()}
+    ref = None if retrain_per_seed is None else {k: retrain_per_seed[k][s] for k in SPLITS}
+    for name, v in _eval_numbers(ctx(ev, ref)).items():
+      per.setdefault(name, []).append(v)
+  return {"evals": {n: engine.seed_mean(np.asarray(v)) for n, v in per.items()},
+          "evals_std": {n: engine.seed_std(np.asarray(v)) for n, v in per.items()},
+          "evals_per_seed": per}
 
 
 def _log(p, msg: str) -> None:
@@ -86,6 +114,12 @@ def run_seeds(p, on_model=None) -> dict:
   held = {"heldout": engine.EvalSet(ds.x_test[val], ds.y_test[val])}
   ev = engine.evaluate_states(originals, {**sets, **held})
   results["models"]["original"] = _entry(ev, time.perf_counter() - t0)
+  ctx = None
+  if cfg.evals:  # per seed, as a single run evaluates a model (the timing above excludes it)
+    results["mia_convention"] = eval_conventions(cfg.evals) or None
+    ctx = EvalContext(p, ds.x_train[sp.forget], jax.random.fold_in(root, jrun.KEY_RANDOM_INIT))
+    eval_sets = {k: (v.x, v.y) for k, v in sets.items()}
+    results["models"]["original"].update(seed_evals(p, ctx, originals, eval_sets, None, seeds))
   heldout_acc = float(np.mean(ev.acc["heldout"]))
   _report(p, results, "original", None)
   if on_model:
@@ -95,6 +129,9 @@ def run_seeds(p, on_model=None) -> dict:
     states = engine.run_grid(name, p.method_cfgs[name], originals, data, root, seeds=seeds, **kw)
     jax.block_until_ready(states.params)
     entry = _entry(engine.evaluate_states(states, sets), time.perf_counter() - t0)
+    if ctx is not None:
+      ref = None if name == "retrain" else results["models"]["retrain"]["acc_per_seed"]
+      entry.update(seed_evals(p, ctx, states, eval_sets, ref, seeds))
     results["models"][name] = entry
     _report(p, results, name, None if name == "retrain" else (heldout_acc, sp))
     if on_model:
@@ -138,6 +175,15 @@ def format_seeds(results: dict) -> str:
                 + f"{e['seconds']:9.1f}")
   rows.append(f"(accuracy in %, mean ± std over {results['seeds']} seeds, std with ddof 0; seconds: all seeds of a "
               "model in one program, compilation included)")
+  names = list(dict.fromkeys(n for e in results["models"].values() for n in e.get("evals", {})))
+  if names:  # --eval: mean ± std over seeds, each model evaluated as a single run does
+    rows.append("")
+    rows.append(f"{'model':<14}" + "".join(f"{n:>16}" for n in names))
+    for name, e in results["models"].items():
+      ev, sd = e.get("evals", {}), e.get("evals_std", {})
+      rows.append(f"{name:<14}" + "".join(f"{ev[n]:>9.3f}±{sd[n]:<6.3f}" if n in ev else f"{'':>16}" for n in names))
+    conv = results.get("mia_convention") or {}
+    rows += [f"({n}: {c})" for n, c in conv.items()]
   rows += [f"note: {w}" for w in results.get("notes", ())]
   rows += [f"warning: {w}" for w in results.get("warnings", ())]
   return "\n".join(rows)
