@@ -1,0 +1,462 @@
+"""The reproduction benchmark (issue 16): every method tuned, then evaluated over seeds; one command per protocol.
+
+    python experiments/benchmark.py deepunlearn --scale cpu     # every method, 4 forget sets, Fashion-MNIST MLP
+    python experiments/benchmark.py salun --scale cpu           # SalUn's table: random 10 %, RA / UA / TA / MIA-efficacy
+    python experiments/benchmark.py privacy --scale cpu         # U-LiRA + forget quality of protocol 1's top methods
+    python experiments/benchmark.py salun --scale gpu           # CIFAR-10 JPEG, ResNet-18 (the published scale)
+    python experiments/benchmark.py deepunlearn --scale smoke --out /tmp/b   # ~1 minute on the digits (the tests run it)
+
+Resumable, one job at a time: ``--job next`` runs the next unfinished job and stops (default: every
+unfinished job); ``--list`` prints the jobs and which are done. A job's own ``results.json`` (complete)
+marks it done, so a killed run loses at most the job it was in. After the jobs, ``results.json``,
+``README.md`` and the plots of the protocol are rewritten from every finished job.
+
+Protocols
+---------
+* ``deepunlearn`` (after Cadet et al. 2024): for each forget set (class, random 10 %, confusion, non-IID),
+  each method is tuned by ``jaxunlearn tune --select oracle`` (its default grid, on a validation split
+  carved from the training split, ``--tune-seeds`` seeds); then ONE ``jaxunlearn run --seeds S`` runs every
+  method at its chosen setting with ``--eval tow mia svc`` (the originals and oracles shared by the
+  methods). Per method: retain / forget / test accuracy mean ± std, the gaps to the oracle (per seed
+  ``|acc - oracle acc|``, then averaged), ToW, the simple MIA (``scrub_logreg_loss``), the SVC
+  MIA-efficacy (``svc_mia_efficacy_salun``), seconds, speed-up over retraining, and a rank: per metric
+  (the three gaps, ``|MIA - oracle MIA|``, seconds) methods are ranked 1 (best) to M; a method's score is
+  its mean rank, as DeepUnlearn ranks (their metric set differs: see RESULTS.md).
+* ``salun`` (Fan et al., ICLR 2024, Table 3): random 10 % forgetting; RA (retain), FA (forget accuracy; UA
+  = 100 - FA), TA (test), MIA-efficacy (SVC) in %, seconds, and the "average gap" to retrain = the mean of
+  ``|RA - RA_r|, |UA - UA_r|, |TA - TA_r|, |MIA - MIA_r|`` (in points); each method tuned as above. The
+  published CIFAR-10 / ResNet-18 numbers (:data:`SALUN_PUBLISHED`) are printed beside ours.
+* ``privacy``: per-example attacks on the top ``--top`` methods of a ``deepunlearn`` result (``--from``,
+  default the same scale's folder), each at its tuned setting: U-LiRA (``jaxunlearn ulira``, N models)
+  and the NeurIPS-2023 forget quality with KLOM (``jaxunlearn challenge``, N unlearned vs N retrained).
+
+Scales (``--scale``): ``smoke`` (digits subset, MLP width 0.25, 3 epochs, 2 seeds, a few methods),
+``cpu`` (full Fashion-MNIST from ../shared/data, MLP 256-256, 10 epochs, 5 seeds, every method),
+``gpu`` (CIFAR-10 JPEG, ResNet-18, 30 epochs; one job per command of at most 10 minutes is the
+budget of a lent device). ``--method``, ``--forget``, ``--seeds`` override a scale's choices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import report  # noqa: E402
+
+from jaxunlearn import plotting  # noqa: E402
+from jaxunlearn import sweeps  # noqa: E402
+from jaxunlearn import unlearn as jun  # noqa: E402
+from jaxunlearn.atomic import write_json_atomic  # noqa: E402
+from jaxunlearn.run import RunConfig  # noqa: E402
+
+PROTOCOLS = ("deepunlearn", "salun", "privacy")
+SPLITS = ("retain", "forget", "test")
+EVALS = ("tow", "mia", "svc")
+RANK_METRICS = ("retain_gap", "forget_gap", "test_gap", "mia_gap", "seconds")
+
+# SalUn (Fan et al., ICLR 2024) Table 3, CIFAR-10 / ResNet-18, random 10 %: RA, FA (= 100 - UA), TA,
+# MIA-efficacy, in %, mean of 10 trials (the issue quotes them; UA there is 100 - forget accuracy).
+SALUN_PUBLISHED = {
+    "retrain": (100.00, 94.76, 94.26, 12.88), "finetune": (99.88, 99.37, 94.06, 2.70),
+    "random_label": (99.67, 92.39, 92.83, 37.36), "neggrad": (99.50, 99.31, 94.01, 1.70),
+    "l1_sparse": (97.74, 95.81, 91.59, 9.84), "salun": (99.62, 97.15, 93.93, 14.39),
+}
+SALUN_METHODS = ("finetune", "random_label", "neggrad", "l1_sparse", "salun")
+
+
+def _fashion() -> str:
+  return f"npz:{report.FASHION}"
+
+
+def scale_job(scale: str) -> dict:
+  """The data / model / training of a scale (``jaxunlearn.config.JobConfig`` fields)."""
+  if scale == "smoke":
+    return dict(dataset="digits", model="mlp", width=0.25, epochs=3, batch_size=32, lr=0.05, train_subset=400,
+                test_subset=200, executor="scan")
+  if scale == "cpu":
+    return dict(dataset=_fashion(), model="mlp", width=1.0, epochs=10, batch_size=128, lr=0.05)
+  return dict(dataset=f"npz:{report.CIFAR}", model="resnet18", width=1.0, epochs=30, batch_size=128, lr=0.1,
+              augment=True)
+
+
+def scale_defaults(protocol: str, scale: str) -> dict:
+  """Seeds, forget sets and methods of a protocol at a scale."""
+  every = tuple(sorted(m for m in jun.METHODS if m != "retrain"))
+  if scale == "smoke":
+    return dict(seeds=2, tune_seeds=1, forget=("class:3",) if protocol != "salun" else ("random:0.1",),
+                methods=("finetune", "neggrad_plus", "ssd"), models=8, top=1)
+  if protocol == "salun":
+    return dict(seeds=5, tune_seeds=3, forget=("random:0.1",), methods=SALUN_METHODS, models=64, top=3)
+  forget = ("class:7", "random:0.1", "confuse:0,6:1000", "noniid:0,6:0.1") if scale == "cpu" else \
+           ("class:3", "random:0.1", "confuse:3,5:1000", "noniid:2,5:0.1")
+  return dict(seeds=5, tune_seeds=3, forget=forget, methods=every, models=64, top=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One resumable unit: its name, output folder and how to run it."""
+
+  name: str
+  out: Path
+  run: object  # () -> None
+
+  def done(self) -> bool:
+    path = self.out / "results.json"
+    if not path.is_file():
+      return False
+    try:
+      r = json.loads(path.read_text())
+    except json.JSONDecodeError:
+      return False
+    return bool(r.get("complete", "choice" in r))
+
+
+def _tag(spec: str) -> str:
+  return spec.replace(":", "_").replace(",", "-")
+
+
+def _choice(out: Path) -> dict:
+  return json.loads((out / "results.json").read_text())["choice"]
+
+
+def tuned_overrides(root: Path, spec: str, methods) -> tuple:
+  """The ``(method, option, value)`` overrides chosen by each finished tuning job of forget set ``spec``."""
+  ov = []
+  for m in methods:
+    t = root / _tag(spec) / f"tune-{m}"
+    if (t / "results.json").is_file():
+      ov += [(m, k, str(v)) for k, v in _choice(t)["overrides"].items()]
+  return tuple(ov)
+
+
+def method_jobs(a, job: dict, root: Path, evals=EVALS) -> list[Job]:
+  """``deepunlearn`` / ``salun``: per forget set, a tuning job per method, then the S-seed evaluation."""
+  jobs = []
+  for spec in a.forget:
+    for m in a.methods:
+      out = root / _tag(spec) / f"tune-{m}"
+      cfg = sweeps.TuneConfig(**job, method=m, forget=spec, seeds=a.tune_seeds, out=str(out), progress=a.progress)
+      jobs.append(Job(f"tune/{spec}/{m}", out, lambda cfg=cfg: sweeps.run_tune(cfg)))
+    out = root / _tag(spec) / "eval"
+
+    def run_eval(spec=spec, out=out):
+      cfg = RunConfig(**job, forget=spec, methods=tuple(a.methods), seeds=a.seeds, evals=tuple(evals), out=str(out),
+                      overrides=tuned_overrides(root, spec, a.methods), progress=a.progress)
+      sweeps.run_job(cfg)
+    jobs.append(Job(f"eval/{spec}", out, run_eval))
+  return jobs
+
+
+def privacy_jobs(a, job: dict, root: Path) -> list[Job]:
+  """``privacy``: U-LiRA and the challenge's forget quality for the top methods of a deepunlearn result."""
+  from jaxunlearn.studies.challenge import ChallengeConfig, run_challenge  # noqa: PLC0415
+  from jaxunlearn.studies.ulira import UliraConfig, run_ulira  # noqa: PLC0415
+
+  src = Path(a.source)
+  summary = json.loads((src / "results.json").read_text())
+  spec = a.forget[0]
+  if spec not in summary["forget"]:
+    raise SystemExit(f"benchmark: {src}/results.json has no forget set {spec!r} (has {', '.join(summary['forget'])})")
+  ranked = summary["forget"][spec]["ranking"][:a.top]
+  study = {k: v for k, v in job.items() if k != "executor"}
+  jobs = []
+  for m in ranked:
+    ov = tuple((k, v) for mm, k, v in tuned_overrides(src, spec, [m]) if mm == m)
+    out = root / f"ulira-{m}"
+    cfg = UliraConfig(**study, method=m, overrides=ov, num_models=a.models, out=str(out), progress=a.progress)
+    jobs.append(Job(f"ulira/{m}", out, lambda cfg=cfg: run_ulira(cfg)))
+    out = root / f"challenge-{m}"
+    cfg = ChallengeConfig(**study, method=m, overrides=ov, models=a.models, forget=spec, out=str(out),
+                          progress=a.progress)
+    jobs.append(Job(f"challenge/{m}", out, lambda cfg=cfg: run_challenge(cfg)))
+  return jobs
+
+
+# ------------------------------------------------------------------------------------------------------
+# Summaries
+# ------------------------------------------------------------------------------------------------------
+
+def _mean_std(vals) -> tuple[float, float]:
+  v = [x for x in vals if x is not None and math.isfinite(x)]
+  if not v:
+    return float("nan"), float("nan")
+  m = sum(v) / len(v)
+  return m, math.sqrt(sum((x - m) ** 2 for x in v) / len(v))
+
+
+def summarize_eval(r: dict) -> dict:
+  """Per model of an S-seed evaluation: mean / std of the accuracies, the per-seed gaps to the oracle,
+  the evals, seconds and speed-up over retraining."""
+  rt = r["models"]["retrain"]
+  out = {}
+  for name, e in r["models"].items():
+    row = {}
+    for s in SPLITS:
+      row[s] = (e["acc"][s], e["acc_std"][s])
+      gaps = [abs(a - b) for a, b in zip(e["acc_per_seed"][s], rt["acc_per_seed"][s])]
+      row[f"{s}_gap"] = _mean_std(gaps)
+    for ev in EVALS:
+      if ev in e.get("evals_per_seed", {}):
+        row[ev] = _mean_std(e["evals_per_seed"][ev])
+    if "mia" in e.get("evals_per_seed", {}) and "mia" in rt.get("evals_per_seed", {}):
+      row["mia_gap"] = _mean_std([abs(a - b) for a, b in zip(e["evals_per_seed"]["mia"], rt["evals_per_seed"]["mia"])])
+    row["seconds"] = e["seconds"]
+    row["speedup"] = rt["seconds"] / max(e["seconds"], 1e-9)
+    out[name] = row
+  return out
+
+
+def rank_methods(rows: dict, metrics=RANK_METRICS) -> tuple[list[str], dict]:
+  """Methods (not the original nor the oracle) ranked by their mean rank over ``metrics`` (lower is better;
+  ties share the lower rank; a NaN ranks last). Returns ``(order, {method: {metric: rank, "mean": r}})``."""
+  names = [n for n in rows if n not in ("original", "retrain")]
+  ranks = {n: {} for n in names}
+  for met in metrics:
+    def val(n):
+      v = rows[n][met]
+      v = v[0] if isinstance(v, tuple) else v
+      return v if v is not None and math.isfinite(v) else math.inf
+    for n in names:
+      ranks[n][met] = 1 + sum(val(o) < val(n) for o in names)
+  for n in names:
+    ranks[n]["mean"] = sum(ranks[n][m] for m in metrics) / len(metrics)
+  order = sorted(names, key=lambda n: (ranks[n]["mean"], n))
+  return order, ranks
+
+
+def _pm(v, pct=True) -> str:
+  if v is None:
+    return ""
+  m, s = v if isinstance(v, tuple) else (v, None)
+  if m is None or not math.isfinite(m):
+    return "nan"
+  k = 100 if pct else 1
+  return f"{k * m:.1f} ± {k * s:.1f}" if s is not None else f"{k * m:.1f}"
+
+
+def deepunlearn_markdown(spec: str, rows: dict, order: list, ranks: dict, seeds: int) -> list[str]:
+  md = [f"### forget {spec} ({seeds} seeds; every method at its tuned setting)", "",
+        "| rank | model | retain | forget | test | retain gap | forget gap | test gap | ToW | MIA | SVC MIA-eff. | s | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for n in ["original", "retrain"] + order:
+    r = rows[n]
+    rk = f"{ranks[n]['mean']:.1f}" if n in ranks else ""
+    md.append(f"| {rk} | {n} | " + " | ".join(_pm(r[s]) for s in SPLITS) + " | "
+              + " | ".join(_pm(r[f"{s}_gap"]) for s in SPLITS) + " | "
+              + " | ".join(_pm(r.get(ev), pct=False) if ev != "svc" else _pm(r.get(ev)) for ev in EVALS)
+              + f" | {r['seconds']:.1f} | {r['speedup']:.1f}x |")
+  md += ["", "Accuracies, gaps and SVC MIA-efficacy in %, mean ± std over seeds (std ddof 0); gaps are per seed "
+             "|acc - oracle acc|; ToW and MIA (scrub_logreg_loss, 0.5 = like unseen) as fractions; seconds: all seeds "
+             "of a model in one program, compilation included. Rank: mean of the per-metric ranks over "
+             f"{', '.join(RANK_METRICS)} (1 = best).", ""]
+  return md
+
+
+def salun_rows(rows: dict) -> dict:
+  """SalUn's columns (in %): RA, FA, UA, TA, MIA-efficacy, seconds and the average gap to retrain."""
+  out = {}
+  rt = rows["retrain"]
+  ref = (100 * rt["retain"][0], 100 - 100 * rt["forget"][0], 100 * rt["test"][0], 100 * rt["svc"][0])
+  for n, r in rows.items():
+    ra, fa, ta, mia = 100 * r["retain"][0], 100 * r["forget"][0], 100 * r["test"][0], 100 * r["svc"][0]
+    ua = 100 - fa
+    gap = sum(abs(x - y) for x, y in zip((ra, ua, ta, mia), ref)) / 4
+    out[n] = {"RA": ra, "FA": fa, "UA": ua, "TA": ta, "MIA": mia, "seconds": r["seconds"], "avg_gap": gap,
+              "std": {"RA": 100 * r["retain"][1], "FA": 100 * r["forget"][1], "TA": 100 * r["test"][1],
+                      "MIA": 100 * r["svc"][1]}}
+  return out
+
+
+def salun_markdown(spec: str, srows: dict, seeds: int) -> list[str]:
+  md = [f"### forget {spec} ({seeds} seeds; SalUn's columns)", "",
+        "| model | RA | FA (UA = 100 - FA) | TA | MIA-efficacy | avg gap | s | published RA / FA / TA / MIA (CIFAR-10, ResNet-18) |",
+        "|---|---|---|---|---|---|---|---|"]
+  for n, r in srows.items():
+    if n == "original":
+      continue
+    pub = SALUN_PUBLISHED.get(n)
+    md.append(f"| {n} | {r['RA']:.2f} ± {r['std']['RA']:.2f} | {r['FA']:.2f} ± {r['std']['FA']:.2f} | "
+              f"{r['TA']:.2f} ± {r['std']['TA']:.2f} | {r['MIA']:.2f} ± {r['std']['MIA']:.2f} | {r['avg_gap']:.2f} | "
+              f"{r['seconds']:.1f} | {' / '.join(f'{v:.2f}' for v in pub) if pub else ''} |")
+  md += ["", "In %, mean ± std over seeds. MIA-efficacy: svc_mia_efficacy_salun (share of forget examples an SVC on "
+             "confidence, trained on retain vs test, calls non-members). Average gap: mean of |RA - RA_r|, "
+             "|UA - UA_r|, |TA - TA_r|, |MIA - MIA_r| to this run's retrain.", ""]
+  return md
+
+
+def plot_ranks(order: list, ranks: dict, path: Path, title: str) -> None:
+  """A heat map of the per-metric ranks (rows: methods by mean rank)."""
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  cols = list(RANK_METRICS) + ["mean"]
+  data = [[ranks[n][c] for c in cols] for n in order]
+  fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2, 0.35 * len(order) + 1.2))
+  im = ax.imshow(data, cmap="viridis_r", aspect="auto")
+  ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+  ax.set_yticks(range(len(order)), order)
+  for i, row in enumerate(data):
+    for j, v in enumerate(row):
+      ax.text(j, i, f"{v:.1f}" if j == len(cols) - 1 else f"{v:g}", ha="center", va="center", color="w", fontsize=8)
+  fig.colorbar(im, ax=ax, label="rank (1 = best)")
+  ax.set_title(title)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def write_summary(a, root: Path, jobs: list[Job]) -> dict:
+  """results.json, README.md and plots of the protocol from every finished job."""
+  summary = {"protocol": a.protocol, "scale": a.scale, "command": " ".join(sys.argv), "job": scale_job(a.scale),
+             "seeds": a.seeds, "tune_seeds": a.tune_seeds, "methods": list(a.methods), "forget": {},
+             "env": report.env_info(), "jobs": {j.name: j.done() for j in jobs}}
+  if a.dataset_override:
+    summary["job"]["dataset"] = a.dataset_override
+  md = [f"# Benchmark: protocol {a.protocol}, scale {a.scale}", "", f"Command: `{summary['command']}`", "",
+        f"Data / model / training: `{json.dumps(summary['job'])}`; jobs done: "
+        f"{sum(summary['jobs'].values())} of {len(jobs)}.", ""]
+  if a.protocol in ("deepunlearn", "salun"):
+    for spec in a.forget:
+      ev = root / _tag(spec) / "eval" / "results.json"
+      if not ev.is_file():
+        continue
+      r = json.loads(ev.read_text())
+      if not r.get("complete"):
+        continue
+      rows = summarize_eval(r)
+      order, ranks = rank_methods(rows)
+      tuned = {m: _choice(root / _tag(spec) / f"tune-{m}")["values"] for m in a.methods
+               if (root / _tag(spec) / f"tune-{m}" / "results.json").is_file()}
+      entry = {"rows": rows, "ranking": order, "ranks": ranks, "tuned": tuned, "warnings": r.get("warnings", []),
+               "eval_results": str(ev.relative_to(root))}
+      if a.protocol == "salun":
+        entry["salun"] = salun_rows(rows)
+        md += salun_markdown(spec, entry["salun"], a.seeds)
+      else:
+        md += deepunlearn_markdown(spec, rows, order, ranks, a.seeds)
+      md += [f"- tuned: {m}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.items())
+             for m, t in tuned.items()]
+      md += [f"- warning: {w}" for w in r.get("warnings", [])] + [""]
+      accs = {n: {s: rows[n][s][0] for s in SPLITS} for n in ["retrain"] + order}
+      errs = {n: {s: rows[n][s][1] for s in SPLITS} for n in ["retrain"] + order}
+      plotting.plot_accuracy_bars(accs, root / f"accuracy_{_tag(spec)}.png", errors=errs,
+                                  title=f"{a.protocol}: forget {spec} ({a.seeds} seeds)")
+      plot_ranks(order, ranks, root / f"ranks_{_tag(spec)}.png", f"ranks, forget {spec}")
+      md += [f"![accuracy](accuracy_{_tag(spec)}.png) ![ranks](ranks_{_tag(spec)}.png)", ""]
+      summary["forget"][spec] = entry
+  else:
+    md += ["| method | U-LiRA AUC | U-LiRA TPR@1% | forget quality | KLOM p95 (forget, median over examples) |",
+           "|---|---|---|---|---|"]
+    for j in jobs:
+      if not j.done() or not j.name.startswith("ulira/"):
+        continue
+      m = j.name.split("/", 1)[1]
+      u = json.loads((j.out / "results.json").read_text())
+      c_path = root / f"challenge-{m}" / "results.json"
+      c = json.loads(c_path.read_text()) if c_path.is_file() else {}
+      summary["forget"][m] = {"ulira": str(j.out / "results.json"), "challenge": str(c_path) if c else None}
+      md.append(f"| {m} | {_find(u, 'auc')} | {_find(u, 'tpr_at_1pct', 'tpr@1%')} | "
+                f"{_find(c, 'forget_quality', 'score')} | {_find(c.get('klom', {}), 'p95')} |")
+    md.append("")
+  write_json_atomic(root / "results.json", summary)
+  (root / "README.md").write_text("\n".join(md) + "\n")
+  return summary
+
+
+def _find(d, *keys):
+  """The first of ``keys`` found anywhere in a nested results dict, formatted (blank when absent)."""
+  stack = [d]
+  while stack:
+    x = stack.pop(0)
+    if isinstance(x, dict):
+      for k in keys:
+        if k in x and isinstance(x[k], (int, float)):
+          return f"{x[k]:.4g}"
+      stack += list(x.values())
+  return ""
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                               epilog=__doc__.split("\n", 2)[2])
+  ap.add_argument("protocol", choices=PROTOCOLS)
+  ap.add_argument("--scale", choices=("smoke", "cpu", "gpu"), default="cpu")
+  ap.add_argument("--method", action="append", dest="methods", default=None, help="default: the scale's methods")
+  ap.add_argument("--forget", action="append", default=None, help="default: the scale's forget sets")
+  ap.add_argument("--seeds", type=int, default=None)
+  ap.add_argument("--tune-seeds", type=int, default=None)
+  ap.add_argument("--models", type=int, default=None, help="privacy: models per study (N)")
+  ap.add_argument("--top", type=int, default=None, help="privacy: how many top-ranked methods")
+  ap.add_argument("--from", dest="source", default=None, help="privacy: the deepunlearn result folder")
+  ap.add_argument("--dataset", dest="dataset_override", default=None, help="replace the scale's dataset")
+  ap.add_argument("--job", default="all", help="'all' (every unfinished job), 'next' (one), or a job name")
+  ap.add_argument("--list", action="store_true", help="print the jobs and whether each is done")
+  ap.add_argument("--out", default=None, help="default experiments/results/bench/PROTOCOL_SCALE")
+  ap.add_argument("--quiet", dest="progress", action="store_false")
+  a = ap.parse_args(argv)
+  d = scale_defaults(a.protocol, a.scale)
+  a.methods = tuple(a.methods or d["methods"])
+  a.forget = tuple(a.forget or d["forget"])
+  a.seeds, a.tune_seeds = a.seeds or d["seeds"], a.tune_seeds or d["tune_seeds"]
+  a.models, a.top = a.models or d["models"], a.top or d["top"]
+  root = Path(a.out or f"experiments/results/bench/{a.protocol}_{a.scale}")
+  job = scale_job(a.scale)
+  if a.dataset_override:
+    job["dataset"] = a.dataset_override
+  if a.scale == "cpu" and not a.dataset_override and not report.FASHION.is_file():
+    print(f"benchmark: --scale cpu needs {report.FASHION} (or --dataset)", file=sys.stderr)
+    return 2
+  if a.scale == "gpu" and not a.dataset_override and not report.CIFAR.is_file():
+    print(f"benchmark: --scale gpu needs {report.CIFAR} (or --dataset)", file=sys.stderr)
+    return 2
+  for m in a.methods:
+    if m not in jun.METHODS or m == "retrain":
+      print(f"benchmark: unknown method {m!r}; choose from {', '.join(sorted(set(jun.METHODS) - {'retrain'}))}",
+            file=sys.stderr)
+      return 2
+  if a.protocol == "privacy":
+    a.source = a.source or str(root.parent / f"deepunlearn_{a.scale}")
+    if not (Path(a.source) / "results.json").is_file():
+      print(f"benchmark: privacy needs a finished deepunlearn result in {a.source} (--from)", file=sys.stderr)
+      return 2
+    jobs = privacy_jobs(a, job, root)
+  else:
+    jobs = method_jobs(a, job, root, EVALS)
+  if a.list:
+    for j in jobs:
+      print(f"{'done' if j.done() else 'todo'}  {j.name}")
+    return 0
+  names = {j.name for j in jobs}
+  if a.job not in ("all", "next") and a.job not in names:
+    print(f"benchmark: unknown --job {a.job!r}; jobs: {', '.join(j.name for j in jobs)}", file=sys.stderr)
+    return 2
+  root.mkdir(parents=True, exist_ok=True)
+  for j in jobs:
+    if j.done() or (a.job not in ("all", "next") and j.name != a.job):
+      continue
+    t0 = time.perf_counter()
+    print(f"[benchmark] {j.name} ...", file=sys.stderr, flush=True)
+    j.run()
+    print(f"[benchmark] {j.name} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    if a.job == "next":
+      break
+  summary = write_summary(a, root, jobs)
+  print((root / "README.md").read_text())
+  print(f"jobs done: {sum(summary['jobs'].values())} of {len(jobs)}; wrote {root}/results.json and README.md")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
