@@ -16,7 +16,7 @@ VARY: dict[str, str] = {}
 # Methods that run no training loop (their steps-executor test does not apply), and the number of
 # training passes (distinct step functions) of those with more than one.
 NO_LOOP: set[str] = set()
-PASSES = {"scrub": 2, "scrub_rewind": 4}  # scrub_rewind: SCRUB's two passes, run twice
+PASSES = {"scrub": 2, "scrub_rewind": 4, "unsir": 2}  # scrub_rewind: SCRUB's passes twice; unsir: impair, repair
 TINY = {
     "finetune": dict(epochs=1, batch_size=32),
     "retrain": dict(epochs=1, batch_size=32),
@@ -32,6 +32,7 @@ TINY = {
     "cf_k": dict(epochs=1, batch_size=32),
     "eu_k": dict(epochs=1, batch_size=32),
     "lau": dict(epochs=1, batch_size=16, pgd_steps=3, lr=0.1, early_stop=False),
+    "unsir": dict(epochs=1, repair_epochs=1, retain_per_class=10, batch_size=16, noise_count=8, noise_steps=3),
 }
 
 

@@ -51,6 +51,8 @@ from jaxunlearn.unlearn._blocks import cf_k
 from jaxunlearn.unlearn._blocks import eu_k
 from jaxunlearn.unlearn._lau import LauConfig
 from jaxunlearn.unlearn._lau import lau
+from jaxunlearn.unlearn._unsir import UnsirConfig
+from jaxunlearn.unlearn._unsir import unsir
 from jaxunlearn.unlearn.defaults import DataScale
 from jaxunlearn.unlearn.defaults import DefaultChoice
 from jaxunlearn.unlearn.defaults import choose_defaults
@@ -64,4 +66,5 @@ __all__ = (
     "L1SparseConfig", "l1_sparse", "BadTeacherConfig", "bad_teacher", "ScrubConfig", "scrub", "scrub_rewind",
     "DelConfig", "SalunConfig", "del_unlearn", "salun", "CFkConfig", "EUkConfig", "cf_k", "eu_k",
     "LauConfig", "lau", "DataScale", "DefaultChoice", "choose_defaults", "default_config",
+    "UnsirConfig", "unsir",
 )
