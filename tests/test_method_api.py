@@ -33,6 +33,7 @@ TINY = {
     "eu_k": dict(epochs=1, batch_size=32),
     "lau": dict(epochs=1, batch_size=16, pgd_steps=3, lr=0.1, early_stop=False),
     "unsir": dict(epochs=1, repair_epochs=1, retain_per_class=10, batch_size=16, noise_count=8, noise_steps=3),
+    "srl": dict(epochs=1, batch_size=32),
 }
 
 

@@ -53,6 +53,7 @@ from jaxunlearn.unlearn._lau import LauConfig
 from jaxunlearn.unlearn._lau import lau
 from jaxunlearn.unlearn._unsir import UnsirConfig
 from jaxunlearn.unlearn._unsir import unsir
+from jaxunlearn.unlearn._srl import srl
 from jaxunlearn.unlearn.defaults import DataScale
 from jaxunlearn.unlearn.defaults import DefaultChoice
 from jaxunlearn.unlearn.defaults import choose_defaults
@@ -66,5 +67,5 @@ __all__ = (
     "L1SparseConfig", "l1_sparse", "BadTeacherConfig", "bad_teacher", "ScrubConfig", "scrub", "scrub_rewind",
     "DelConfig", "SalunConfig", "del_unlearn", "salun", "CFkConfig", "EUkConfig", "cf_k", "eu_k",
     "LauConfig", "lau", "DataScale", "DefaultChoice", "choose_defaults", "default_config",
-    "UnsirConfig", "unsir",
+    "UnsirConfig", "unsir", "srl",
 )

@@ -33,6 +33,7 @@ The rules (``S(n, b) = max(1, n // b)`` optimizer steps per epoch; the BUDGET is
 * ``retrain``: no change (the job trains the oracle like the original).
 * ``unsir``: no change (one impair and one repair epoch over a retain subset of at most 1000 examples
   per class: a few dozen steps even on full Fashion-MNIST).
+* ``srl``: as ``random_label`` (its alias): its epochs cut to the budget.
 
 Measured with ``--model mlp`` (see ``experiments/defaults.md``): on the embedded digits
 (1.3k retain) and full Fashion-MNIST (54k retain), class and random forget sets, every method keeps
@@ -234,6 +235,7 @@ RULES: dict[str, Callable[[DataScale], DefaultChoice]] = {
     "bad_teacher": _bad_teacher_rule,
     "lau": _lau_rule,
     "unsir": _unchanged("unsir", "1 impair + 1 repair epoch on a retain subset: far below the retrain budget"),
+    "srl": _epoch_budget_rule("srl", forget_too=True),
 }
 
 
