@@ -19,6 +19,8 @@ NO_LOOP: set[str] = {"influence", "fisher", "ssd", "lfssd"}
 PASSES = {"scrub": 2, "scrub_rewind": 4}  # scrub_rewind: SCRUB's two passes, run twice
 # Methods that refuse the MLP (they need convolution kernels): these tests run them on the tiny CNN.
 CNN_ONLY = {"ct"}
+NO_LOOP: set[str] = set()
+PASSES = {"scrub": 2, "scrub_rewind": 4, "unsir": 2}  # scrub_rewind: SCRUB's passes twice; unsir: impair, repair
 TINY = {
     "finetune": dict(epochs=1, batch_size=32),
     "retrain": dict(epochs=1, batch_size=32),
@@ -42,6 +44,8 @@ TINY = {
     "fisher": dict(retain_subset=40, chunk_size=16),
     "ssd": dict(alpha=1.5, retain_subset=60, chunk_size=32),  # blobs: a class is 1/4 of D, so ratios are <= 4
     "lfssd": dict(alpha=1.5, retain_subset=60, chunk_size=32),
+    "unsir": dict(epochs=1, repair_epochs=1, retain_per_class=10, batch_size=16, noise_count=8, noise_steps=3),
+    "srl": dict(epochs=1, batch_size=32),
 }
 
 

@@ -69,6 +69,9 @@ from jaxunlearn.unlearn._ssd import LfssdConfig
 from jaxunlearn.unlearn._ssd import SsdConfig
 from jaxunlearn.unlearn._ssd import lfssd
 from jaxunlearn.unlearn._ssd import ssd
+from jaxunlearn.unlearn._unsir import UnsirConfig
+from jaxunlearn.unlearn._unsir import unsir
+from jaxunlearn.unlearn._srl import srl
 from jaxunlearn.unlearn.defaults import DataScale
 from jaxunlearn.unlearn.defaults import DefaultChoice
 from jaxunlearn.unlearn.defaults import choose_defaults
@@ -86,4 +89,5 @@ __all__ = (
     "BoundaryShrinkConfig", "BoundaryExpandConfig", "boundary_shrink", "boundary_expand",
     "MsgConfig", "msg", "CtConfig", "ct", "check_model",
     "FisherConfig", "fisher", "SsdConfig", "ssd", "LfssdConfig", "lfssd",
+    "UnsirConfig", "unsir", "srl",
 )

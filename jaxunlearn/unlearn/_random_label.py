@@ -39,6 +39,9 @@ class RandomLabelConfig:
     two_pass: each epoch a pass over the relabelled forget set, THEN a pass over the retain set, as
       SalUn's code does for its 10-class datasets (preset ``salun_paper``; its CIFAR-100 and
       TinyImageNet runs shuffle the union, our default). Same number of steps up to one partial batch.
+
+  At these defaults Random Label is also ``srl``, Amnesiac ML's "Unlearning" (Graves et al. 2021), which
+  is registered as an alias running this same code (:mod:`jaxunlearn.unlearn._srl`).
   """
 
   epochs: int = 10

@@ -45,6 +45,9 @@ The rules (``S(n, b) = max(1, n // b)`` optimizer steps per epoch; the BUDGET is
   contains the forget set), so the paper's 10 selects nothing once the forget set is a tenth of the
   data (a class of ten); half the bound sits in the middle of the window that forgets (digits, class 3,
   cnn and mlp: alpha 2-5 forget the class with retain >= 99.4 %, 8 forgets nothing or little).
+* ``unsir``: no change (one impair and one repair epoch over a retain subset of at most 1000 examples
+  per class: a few dozen steps even on full Fashion-MNIST).
+* ``srl``: as ``random_label`` (its alias): its epochs cut to the budget.
 
 Measured with ``--model mlp`` (see ``experiments/defaults.md``): on the embedded digits
 (1.3k retain) and full Fashion-MNIST (54k retain), class and random forget sets, every method keeps
@@ -276,6 +279,8 @@ RULES: dict[str, Callable[[DataScale], DefaultChoice]] = {
     "fisher": _unchanged("fisher", "no training loop; its Fisher takes at most retain_subset retain examples"),
     "ssd": _ssd_rule("ssd"),
     "lfssd": _ssd_rule("lfssd"),
+    "unsir": _unchanged("unsir", "1 impair + 1 repair epoch on a retain subset: far below the retrain budget"),
+    "srl": _epoch_budget_rule("srl", forget_too=True),
 }
 
 
