@@ -16,11 +16,9 @@ VARY: dict[str, str] = {"influence": "alpha", "fisher": "alpha", "ssd": "lam", "
 # Methods that run no training loop (their steps-executor test does not apply), and the number of
 # training passes (distinct step functions) of those with more than one.
 NO_LOOP: set[str] = {"influence", "fisher", "ssd", "lfssd"}
-PASSES = {"scrub": 2, "scrub_rewind": 4}  # scrub_rewind: SCRUB's two passes, run twice
+PASSES = {"scrub": 2, "scrub_rewind": 4, "unsir": 2}  # scrub_rewind: SCRUB's passes twice; unsir: impair, repair
 # Methods that refuse the MLP (they need convolution kernels): these tests run them on the tiny CNN.
 CNN_ONLY = {"ct"}
-NO_LOOP: set[str] = set()
-PASSES = {"scrub": 2, "scrub_rewind": 4, "unsir": 2}  # scrub_rewind: SCRUB's passes twice; unsir: impair, repair
 TINY = {
     "finetune": dict(epochs=1, batch_size=32),
     "retrain": dict(epochs=1, batch_size=32),
