@@ -42,7 +42,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -93,7 +92,7 @@ def scale_defaults(protocol: str, scale: str) -> dict:
   every = tuple(sorted(m for m in jun.METHODS if m != "retrain"))
   if scale == "smoke":
     return dict(seeds=2, tune_seeds=1, forget=("class:3",) if protocol != "salun" else ("random:0.1",),
-                methods=("finetune", "neggrad_plus", "ssd"), models=8, top=1)
+                methods=("finetune", "ssd"), models=8, top=1)
   if protocol == "salun":
     return dict(seeds=5, tune_seeds=3, forget=("random:0.1",), methods=SALUN_METHODS, models=64, top=3)
   forget = ("class:7", "random:0.1", "confuse:0,6:1000", "noniid:0,6:0.1") if scale == "cpu" else \
@@ -117,7 +116,8 @@ class Job:
       r = json.loads(path.read_text())
     except json.JSONDecodeError:
       return False
-    return bool(r.get("complete", "choice" in r))
+    # run results say "complete"; tuning and study results are written once, at their end
+    return bool(r.get("complete", "choice" in r or "study" in r))
 
 
 def _tag(spec: str) -> str:
@@ -357,8 +357,9 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       md += [f"![accuracy](accuracy_{_tag(spec)}.png) ![ranks](ranks_{_tag(spec)}.png)", ""]
       summary["forget"][spec] = entry
   else:
-    md += ["| method | U-LiRA AUC | U-LiRA TPR@1% | forget quality | KLOM p95 (forget, median over examples) |",
-           "|---|---|---|---|---|"]
+    plots: list[str] = []
+    md += ["| method | U-LiRA AUC (online) | TPR@1% | TPR@0.1% | forget quality F | challenge score | "
+           "KLOM forget p50 / p95 |", "|---|---|---|---|---|---|---|"]
     for j in jobs:
       if not j.done() or not j.name.startswith("ulira/"):
         continue
@@ -366,26 +367,26 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       u = json.loads((j.out / "results.json").read_text())
       c_path = root / f"challenge-{m}" / "results.json"
       c = json.loads(c_path.read_text()) if c_path.is_file() else {}
-      summary["forget"][m] = {"ulira": str(j.out / "results.json"), "challenge": str(c_path) if c else None}
-      md.append(f"| {m} | {_find(u, 'auc')} | {_find(u, 'tpr_at_1pct', 'tpr@1%')} | "
-                f"{_find(c, 'forget_quality', 'score')} | {_find(c.get('klom', {}), 'p95')} |")
+      on = u["attacks"]["online"]
+      k = c.get("klom", {}).get("forget", {})
+      row = {"ulira_online": on, "lira_convention": u.get("lira_convention"), "tpr_readout": u.get("tpr_readout"),
+             "num_models": u.get("num_models"), "forget_quality": c.get("forget_quality"),
+             "challenge_score": c.get("challenge_score"), "klom_forget": k,
+             "klom_convention": c.get("klom", {}).get("convention")}
+      summary["forget"][m] = row
+      f = lambda v, n=3: "" if v is None else f"{v:.{n}f}"  # noqa: E731
+      plots += [f"![{m} {k}]({folder}/{q})" for folder, r in ((j.out.name, u), (c_path.parent.name, c))
+                for k, q in r.get("plots", {}).items() if isinstance(q, str)]
+      md.append(f"| {m} | {f(on['auc'])} | {f(100 * on['tpr@1%'], 2)}% | {f(100 * on['tpr@0.1%'], 2)}% | "
+                f"{f(c.get('forget_quality'))} | {f(c.get('challenge_score'))} | {f(k.get('p50'), 2)} / {f(k.get('p95'), 2)} |")
+    conv = {r.get("lira_convention") for r in summary["forget"].values()}
+    md += ["", f"U-LiRA: online attack, {a.models} models, convention {', '.join(map(str, conv))}; forget quality: the "
+               f"NeurIPS-2023 score over {a.models} unlearned vs {a.models} retrained models (higher = closer to "
+               "retraining); KLOM: KL(unlearned || retrained) of per-example margins (lower = closer).", ""] + plots
     md.append("")
   write_json_atomic(root / "results.json", summary)
   (root / "README.md").write_text("\n".join(md) + "\n")
   return summary
-
-
-def _find(d, *keys):
-  """The first of ``keys`` found anywhere in a nested results dict, formatted (blank when absent)."""
-  stack = [d]
-  while stack:
-    x = stack.pop(0)
-    if isinstance(x, dict):
-      for k in keys:
-        if k in x and isinstance(x[k], (int, float)):
-          return f"{x[k]:.4g}"
-      stack += list(x.values())
-  return ""
 
 
 def main(argv=None) -> int:

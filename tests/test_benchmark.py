@@ -1,0 +1,90 @@
+"""experiments/benchmark.py: the smoke protocol runs job by job (resumable), and its summary equals an
+independent recomputation from the evaluation job's own per-seed results."""
+
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+EXP = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def bench():
+  sys.path.insert(0, str(EXP))
+  spec = importlib.util.spec_from_file_location("benchmark", EXP / "benchmark.py")
+  mod = importlib.util.module_from_spec(spec)
+  sys.modules["benchmark"] = mod
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tmp_path, capsys):
+  out = str(tmp_path / "b")
+  assert bench.main(["deepunlearn", "--scale", "smoke", "--out", out, "--job", "next", "--quiet"]) == 0
+  r = json.loads((tmp_path / "b" / "results.json").read_text())
+  assert r["jobs"] == {"tune/class:3/finetune": True, "tune/class:3/ssd": False, "eval/class:3": False}
+  assert r["forget"] == {}  # no evaluation yet: no table
+  assert bench.main(["deepunlearn", "--scale", "smoke", "--out", out, "--quiet"]) == 0
+  r = json.loads((tmp_path / "b" / "results.json").read_text())
+  assert all(r["jobs"].values())
+  capsys.readouterr()
+  assert bench.main(["deepunlearn", "--scale", "smoke", "--out", out, "--list"]) == 0
+  assert capsys.readouterr().out.count("done ") == 3
+  # the evaluation ran every method at its tuned choice ...
+  ev = json.loads((tmp_path / "b" / "class_3" / "eval" / "results.json").read_text())
+  tune = json.loads((tmp_path / "b" / "class_3" / "tune-ssd" / "results.json").read_text())
+  assert ev["config"]["methods"]["ssd"]["alpha"] == pytest.approx(float(tune["choice"]["overrides"]["alpha"]))
+  # ... and the summary's gaps are the per-seed |acc - oracle acc| averaged, recomputed here
+  e = r["forget"]["class:3"]
+  for m in ("finetune", "ssd"):
+    for s in ("retain", "forget", "test"):
+      gaps = np.abs(np.asarray(ev["models"][m]["acc_per_seed"][s]) - np.asarray(ev["models"]["retrain"]["acc_per_seed"][s]))
+      assert e["rows"][m][f"{s}_gap"][0] == pytest.approx(gaps.mean()) and len(gaps) == 2
+    assert e["rows"][m]["svc"][0] == pytest.approx(np.mean(ev["models"][m]["evals_per_seed"]["svc"]))
+  # the ranking: mean rank over the metrics, recomputed for two methods
+  a, b = "finetune", "ssd"
+  wins = {a: 0.0, b: 0.0}
+  for met in bench.RANK_METRICS:
+    va, vb = (e["rows"][n][met][0] if isinstance(e["rows"][n][met], list) else e["rows"][n][met] for n in (a, b))
+    wins[a] += 1 + (vb < va)
+    wins[b] += 1 + (va < vb)
+  assert e["ranks"][a]["mean"] == pytest.approx(wins[a] / 5) and e["ranks"][b]["mean"] == pytest.approx(wins[b] / 5)
+  assert e["ranking"][0] == min((a, b), key=lambda n: (wins[n], n))
+  md = (tmp_path / "b" / "README.md").read_text()
+  assert "| retrain |" in md and "- tuned: ssd: alpha=" in md
+  assert all((tmp_path / "b" / f).stat().st_size > 1000 for f in ("accuracy_class_3.png", "ranks_class_3.png"))
+  # SalUn's columns from the same rows: UA = 100 - FA, the average gap over RA, UA, TA, MIA (points)
+  rows = {n: {k: tuple(v) if isinstance(v, list) else v for k, v in row.items()} for n, row in e["rows"].items()}
+  sal = bench.salun_rows(rows)
+  rt, ft = rows["retrain"], rows["finetune"]
+  gap = np.mean([abs(100 * ft["retain"][0] - 100 * rt["retain"][0]), abs(100 * ft["forget"][0] - 100 * rt["forget"][0]),
+                 abs(100 * ft["test"][0] - 100 * rt["test"][0]), abs(100 * ft["svc"][0] - 100 * rt["svc"][0])])
+  assert sal["finetune"]["avg_gap"] == pytest.approx(gap) and sal["retrain"]["avg_gap"] == 0.0
+  assert math.isclose(sal["finetune"]["UA"], 100 - sal["finetune"]["FA"])
+  # protocol 3 on the top-ranked method: its U-LiRA and challenge studies at the tuned setting, tabulated
+  priv = tmp_path / "p"
+  assert bench.main(["privacy", "--scale", "smoke", "--from", out, "--out", str(priv), "--models", "4", "--quiet"]) == 0
+  p = json.loads((priv / "results.json").read_text())
+  top = e["ranking"][0]
+  assert list(p["forget"]) == [top] and all(p["jobs"].values())
+  u = json.loads((priv / f"ulira-{top}" / "results.json").read_text())
+  c = json.loads((priv / f"challenge-{top}" / "results.json").read_text())
+  assert u["num_models"] == 4 and p["forget"][top]["ulira_online"] == u["attacks"]["online"]
+  assert p["forget"][top]["forget_quality"] == c["forget_quality"] and p["forget"][top]["klom_forget"] == c["klom"]["forget"]
+  chosen = json.loads((tmp_path / "b" / "class_3" / f"tune-{top}" / "results.json").read_text())["choice"]["overrides"]
+  for k, v in chosen.items():  # the studies ran the method at its tuned setting
+    assert c["method_config"].get(k, c["method_config"].get("optim", {}).get(k)) == pytest.approx(float(v))
+
+
+def test_bad_arguments_exit_2_before_any_work(bench, tmp_path, capsys):
+  assert bench.main(["deepunlearn", "--scale", "smoke", "--method", "nope", "--out", str(tmp_path / "x")]) == 2
+  assert "unknown method 'nope'" in capsys.readouterr().err
+  assert bench.main(["privacy", "--scale", "smoke", "--out", str(tmp_path / "p")]) == 2
+  assert "needs a finished deepunlearn result" in capsys.readouterr().err
+  assert bench.main(["deepunlearn", "--scale", "smoke", "--job", "tune/x", "--out", str(tmp_path / "y")]) == 2
+  assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
