@@ -194,3 +194,14 @@ def test_steps_executor_sequential_sweep_equals_the_vmapped_one(trained, class_d
     np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=2e-4, atol=2e-5)
   assert sweeps.engine.sweep_strategy("steps", trained.model) == "sequential"
   assert sweeps.engine.sweep_strategy("scan", trained.model) == "vmap"
+
+
+@pytest.mark.parametrize("name", sorted(set(jun.METHODS) - {"retrain"}))
+def test_every_method_has_a_default_grid_of_its_own_hyperparameters(name):
+  """``tune`` (and ``run --tuned``) works for every method: its default grid parses against its config, varies
+  at least one traced hyperparameter, and every point is a valid config (no compile)."""
+  cfg = jun.make_config(name)
+  grid = sweeps.parse_grid(name, sweeps.default_grid(name, cfg))
+  points, groups = sweeps.expand_grid(grid, cfg)
+  assert len(points) >= 3 and {k for k, _ in grid.axes} & set(jun.make(name).hparams)
+  assert sorted(i for g in groups for i in g.indices) == list(range(len(points)))
