@@ -44,6 +44,7 @@ def main(argv=None):
   ap.add_argument("--method", action="append", dest="methods", default=None)
   ap.add_argument("--seeds", type=int, default=3)
   ap.add_argument("--skip-tuned", action="store_true")
+  ap.add_argument("--chunk-size", type=int, default=None, help="models per compiled call in tuning (memory)")
   ap.add_argument("--out", default="experiments/results/defaults_vs_tuned")
   a = ap.parse_args(argv)
   methods = tuple(a.methods or sorted(m for m in jun.METHODS if m != "retrain"))
@@ -57,6 +58,7 @@ def main(argv=None):
     if old.get("job") == job and old.get("seeds") == a.seeds:
       summary["forget"] = old["forget"]
       summary["command"] = old["command"] + " ; " + summary["command"]
+      summary["methods"] = list(dict.fromkeys(old.get("methods", []) + list(methods)))
   for spec in a.forget or ["class:7", "random:0.1"]:
     tag = spec.replace(":", "_")
     t0 = time.perf_counter()
@@ -66,6 +68,12 @@ def main(argv=None):
                          for n, e in res["models"].items()},
              "default_warnings": res.get("warnings", []), "defaults": res.get("defaults", {}),
              "default_seconds": time.perf_counter() - t0, "tuned": {}}
+    prev = summary["forget"].get(spec)
+    if prev:  # an earlier invocation with other methods: keep its rows (this one's win for its methods)
+      entry["default"] = {**prev["default"], **entry["default"]}
+      entry["defaults"] = {**prev.get("defaults", {}), **entry["defaults"]}
+      entry["default_warnings"] = list(dict.fromkeys(prev.get("default_warnings", []) + entry["default_warnings"]))
+      entry["tuned"] = {k: v for k, v in prev.get("tuned", {}).items() if k not in methods}
     summary["forget"][spec] = entry
     write_json_atomic(path, summary)
     print(sweeps.format_seeds(res), flush=True)
@@ -73,7 +81,7 @@ def main(argv=None):
       continue
     for m in methods:
       t0 = time.perf_counter()
-      r = sweeps.run_tune(sweeps.TuneConfig(**job, method=m, forget=spec, seeds=a.seeds,
+      r = sweeps.run_tune(sweeps.TuneConfig(**job, method=m, forget=spec, seeds=a.seeds, chunk_size=a.chunk_size,
                                             out=os.path.join(a.out, tag, f"tune-{m}")))
       c = r["configs"][r["choice"]["index"]]
       entry["tuned"][m] = {"choice": r["choice"]["values"], "acc": {s: c["mean"][s] for s in SPLITS},
