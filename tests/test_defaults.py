@@ -21,6 +21,9 @@ def test_every_registered_method_has_a_rule():
   missing = [n for n in BUILTIN if n not in jdef.RULES]
   assert not missing, f"methods without a default rule in jaxunlearn/unlearn/defaults.py: {missing}"
   assert set(jdef.RULES) <= set(jun.METHODS)
+  for n in BUILTIN:  # a rule that is not a function (e.g. a factory missing its return) would fall back silently
+    assert callable(jdef.RULES[n]), n
+    assert "no scale rule" not in jun.choose_defaults(n, SMALL).rule, n
 
 
 @pytest.mark.parametrize("name", BUILTIN)

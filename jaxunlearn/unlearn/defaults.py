@@ -239,6 +239,9 @@ def _boundary_rule(name: str):
     return DefaultChoice(None, {"epochs": 1, "batch_size": bs},
                          f"{name}: epochs 1, forget batch {bs} (<= {BOUNDARY_MAX_UPDATES} updates: designed for whole "
                          f"classes; relabelling other forget sets without retain data lowers every class)")
+  return rule
+
+
 SSD_PAPER_ALPHA = 10.0
 
 
