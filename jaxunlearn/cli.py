@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import textwrap
 
 from jaxunlearn.errors import ConfigError
 
@@ -223,21 +224,88 @@ def _add_studies(sub, fmt) -> None:
   _add_study_flags(c, d)
 
 
+_CONVERT_HELP = """\
+Turns a downloaded dataset into the npz file that --dataset npz:OUT reads (no TensorFlow needed).
+SRC is a folder or a .tar / .tar.gz / .zip archive holding one of:
+  - CIFAR-10 / CIFAR-100, python or binary version, as downloaded (cifar-10-python.tar.gz,
+    cifar-10-binary.tar.gz, cifar-100-python.tar.gz, cifar-100-binary.tar.gz; CIFAR-100: fine labels);
+  - image folders train/CLASS/IMAGE and test/CLASS/IMAGE (or val/, valid/, validation/), one image
+    size throughout; classes are the sorted folder names.
+OUT holds x_train, y_train, x_test, y_test (uint8 NHWC) and classes, or with --jpeg the JPEG-bytes
+layout (train_jpeg, train_offsets, ...; JPEG files are copied unchanged, other images encoded).
+Then: jaxunlearn run --dataset npz:OUT"""
+
+
+def _add_data(sub, fmt) -> None:
+  d = sub.add_parser("data", formatter_class=fmt, help="data tools: convert a downloaded archive into an npz file",
+                     description="Data tools.")
+  dsub = d.add_subparsers(dest="data_command", parser_class=_Parser, required=True, metavar="{convert}")
+  c = dsub.add_parser("convert", formatter_class=argparse.RawDescriptionHelpFormatter,
+                      help="a downloaded archive or image folder -> npz:OUT",
+                      description=_CONVERT_HELP)
+  c.add_argument("src", metavar="SRC", help="folder or .tar / .tar.gz / .zip archive (e.g. cifar-10-python.tar.gz)")
+  c.add_argument("out", metavar="OUT", help="the .npz file to write")
+  c.add_argument("--jpeg", action="store_true", help="write the JPEG-bytes layout (smaller; lossy for non-JPEG images)")
+  c.add_argument("--jpeg-quality", type=int, default=75, help="JPEG quality of encoded images (default: 75)")
+  c.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+
 def _version() -> str:
-  import jaxunlearn  # noqa: PLC0415  (the package itself, not a unit: imports stay one-way)
-  return jaxunlearn.__version__
+  """The installed distribution's version (``importlib.metadata``); the package's ``__version__``
+  when run from a source tree that is not installed."""
+  from importlib import metadata  # noqa: PLC0415
+
+  try:
+    return metadata.version("jaxunlearn")
+  except metadata.PackageNotFoundError:
+    import jaxunlearn  # noqa: PLC0415  (the package itself, not a unit: imports stay one-way)
+    return jaxunlearn.__version__
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows an option's default once: not when its help already names it, nor when it is empty
+  (None, False, an empty list)."""
+
+  def _get_help_string(self, action):
+    h = action.help or ""
+    if ("default" in h or action.default in (None, False, [], ()) or action.default is argparse.SUPPRESS
+        or not action.option_strings):
+      return h
+    return super()._get_help_string(action)
+
+
+def _epilog() -> str:
+  """The top-level ``--help``'s list of methods, presets and where every option is described."""
+  from jaxunlearn import unlearn  # noqa: PLC0415
+  from jaxunlearn.models import MODEL_NAMES  # noqa: PLC0415
+
+  with_presets = [f"  {n}: {', '.join(s.presets)}" for n, s in sorted(unlearn.METHODS.items()) if s.presets]
+  return "\n".join([
+      "`jaxunlearn` alone (or with run's options and no command) runs `jaxunlearn run`.",
+      "Every option of a command, with its default: jaxunlearn COMMAND --help.",
+      "",
+      "methods (--method):",
+      *[f"  {line}" for line in textwrap.wrap(", ".join(sorted(unlearn.METHODS)), 76)],
+      "presets (--preset METHOD=PRESET; --set METHOD.OPTION=VALUE sets one option):",
+      *with_presets,
+      f"models (--model): {', '.join(MODEL_NAMES)}",
+      "datasets (--dataset): digits (embedded), npz:PATH, or a tfds name (cifar10, ...; --download prepares it)",
+  ])
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """``jaxunlearn`` with the subcommands ``run``, ``lira``, ``ulira``, ``challenge``; every option
-  shows its default (``ArgumentDefaultsHelpFormatter``)."""
-  fmt = argparse.ArgumentDefaultsHelpFormatter
-  parser = _Parser(prog="jaxunlearn", description="Deep machine unlearning in JAX.", formatter_class=fmt)
+  """``jaxunlearn`` with the subcommands ``run``, ``tune``, ``lira``, ``ulira``, ``challenge`` and
+  ``data convert``; every option shows its default once (:class:`_HelpFormatter`), the top-level
+  help lists the methods and their presets, ``--version`` prints the installed version."""
+  fmt = _HelpFormatter
+  parser = _Parser(prog="jaxunlearn", description="Deep machine unlearning in JAX.", epilog=_epilog(),
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
   sub = parser.add_subparsers(dest="command", parser_class=_Parser)
   _add_run(sub, fmt)
   _add_tune(sub, fmt)
   _add_studies(sub, fmt)
+  _add_data(sub, fmt)
   return parser
 
 
@@ -307,6 +375,24 @@ def _study(args) -> int:
   return 0
 
 
+def _data(args) -> int:
+  from jaxunlearn.data import convert_archive  # noqa: PLC0415
+  from jaxunlearn.errors import user_input  # noqa: PLC0415
+
+  try:
+    with user_input():
+      r = convert_archive(args.src, args.out, jpeg=args.jpeg, jpeg_quality=args.jpeg_quality,
+                          overwrite=args.overwrite)
+  except ConfigError as e:
+    return _error(e)
+  shape = "x".join(map(str, r["image_shape"]))
+  names = ", ".join(r["classes"][:10]) + (", ..." if len(r["classes"]) > 10 else "")
+  print(f"wrote {r['out']} ({r['layout']}{', JPEG bytes' if r['jpeg'] else ''}): {r['train']} train / "
+        f"{r['test']} test images of {shape}, {len(r['classes'])} classes ({names})")
+  print(f"use it with: jaxunlearn run --dataset npz:{r['out']}")
+  return 0
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
@@ -319,6 +405,8 @@ def main(argv=None) -> int:
     return _tune(args)
   if args.command in STUDIES:
     return _study(args)
+  if args.command == "data":
+    return _data(args)
   parser.print_help()
   return 2
 
