@@ -1,4 +1,4 @@
-"""Command line: ``jaxunlearn run | tune | lira | ulira | challenge``: every flag, and the exit codes; the work lives in the library.
+"""Command line: ``jaxunlearn run | tune | lira | ulira | challenge | data convert``: every flag, and the exit codes; the work lives in the library.
 
 Exit status: 0 done; 2 bad input (argparse, or a :class:`jaxunlearn.errors.ConfigError`), printed
 as one line ``jaxunlearn: error: ...``; any other exception (a bug, a JAX tracer error, ...)
