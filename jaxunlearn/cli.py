@@ -130,9 +130,11 @@ def _add_tune(sub, fmt) -> None:
                  help="share of the training split held out for the selection (the test split is never read by it)")
   t.add_argument("--retain-tolerance", type=float, default=d.retain_tolerance, help="no-oracle: allowed retain drop")
   t.add_argument("--max-eval", type=int, default=d.max_eval, help="retain accuracy on at most this many examples")
-  t.add_argument("--set", action="append", type=_kv_set, dest="overrides", default=[],
-                 metavar="METHOD.OPTION=VALUE", help="base setting the grid varies around (repeatable)")
-  t.add_argument("--preset", default=d.preset, help=f"the method's base preset ({presets})")
+  t.add_argument("--set", action="append", type=_kv, dest="overrides", default=[],
+                 metavar="METHOD.OPTION=VALUE", help="base setting the grid varies around, e.g. scrub.alpha=0.5 "
+                 "(or alpha=0.5: the tuned method's; repeatable)")
+  t.add_argument("--preset", default=d.preset, metavar="METHOD=PRESET",
+                 help=f"the method's base preset, e.g. scrub=privacy (or privacy) ({presets})")
   t.add_argument("--chunk-size", type=int, default=d.chunk_size, help="models per compiled call (default all)")
   t.add_argument("--out", default=d.out, help="output folder for results.json and sweep.png")
 
@@ -175,9 +177,31 @@ def _methods_help() -> tuple[str, str]:
 def _add_method_flags(p: argparse.ArgumentParser, d) -> None:
   names, presets = _methods_help()
   p.add_argument("--method", default=d.method, help=f"registered unlearning method: {names}")
-  p.add_argument("--set", action="append", type=_kv, dest="overrides", default=[], metavar="OPTION=VALUE",
-                 help="method option, e.g. lr=0.01 or finetune.lr=0.01 (repeatable)")
-  p.add_argument("--preset", default=d.preset, help=f"named method preset ({presets})")
+  p.add_argument("--set", action="append", type=_kv, dest="overrides", default=[], metavar="METHOD.OPTION=VALUE",
+                 help="method option, e.g. finetune.lr=0.01 (or lr=0.01: the method's; repeatable)")
+  p.add_argument("--preset", default=d.preset, metavar="METHOD=PRESET",
+                 help=f"named method preset, e.g. scrub=privacy (or privacy) ({presets})")
+
+
+def _one_method(args) -> None:
+  """``--preset`` / ``--set`` of a one-method command (``tune``, ``ulira``, ``challenge``): run's
+  syntax (``METHOD=PRESET``, ``METHOD.OPTION=VALUE``) or the shorthand without ``METHOD``; a METHOD
+  named must be ``--method``'s (``tune`` also takes ``retrain.OPTION``, the oracle's). Rewrites
+  ``args`` into the config's fields: ``preset`` a bare name; ``tune``'s overrides
+  ``(method, option, value)``, the studies' ``(option, value)``."""
+  if args.preset is not None and "=" in args.preset:
+    m, p = args.preset.split("=", 1)
+    if m != args.method:
+      raise ConfigError(f"--preset {args.preset}: method {m!r} is not the chosen --method {args.method!r}")
+    args.preset = p
+  ov = []
+  for k, v in args.overrides:
+    m, _, opt = k.partition(".")
+    if args.command == "tune":
+      ov.append((m, opt, v) if opt else (args.method, m, v))
+    else:  # (another method's METHOD.OPTION stays: the study refuses it, naming both)
+      ov.append((opt, v) if opt and m == args.method else (k, v))
+  args.overrides = ov
 
 
 def _add_studies(sub, fmt) -> None:
@@ -343,8 +367,9 @@ def _run(args) -> int:
 def _tune(args) -> int:
   from jaxunlearn.sweeps import TuneConfig, format_tune, run_tune
 
-  cfg = config_from_args(TuneConfig, args)
   try:
+    _one_method(args)
+    cfg = config_from_args(TuneConfig, args)
     results = run_tune(cfg)
   except ConfigError as e:
     return _error(e)
@@ -362,6 +387,11 @@ def _study(args) -> int:
   from jaxunlearn import studies
 
   cls = {"lira": studies.LiraConfig, "ulira": studies.UliraConfig, "challenge": studies.ChallengeConfig}[args.command]
+  try:
+    if args.command != "lira":
+      _one_method(args)
+  except ConfigError as e:
+    return _error(e)
   cfg = config_from_args(cls, args)
   if args.distributed:
     jax.distributed.initialize()  # before any computation; every process runs this same command
