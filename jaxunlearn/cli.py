@@ -1,4 +1,4 @@
-"""Command line: ``jaxunlearn run | tune | lira | ulira | challenge``: every flag, and the exit codes; the work lives in the library.
+"""Command line: ``jaxunlearn run | tune | lira | ulira | challenge | data convert``: every flag, and the exit codes; the work lives in the library.
 
 Exit status: 0 done; 2 bad input (argparse, or a :class:`jaxunlearn.errors.ConfigError`), printed
 as one line ``jaxunlearn: error: ...``; any other exception (a bug, a JAX tracer error, ...)
@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import textwrap
 
 from jaxunlearn.errors import ConfigError
 
@@ -129,9 +130,11 @@ def _add_tune(sub, fmt) -> None:
                  help="share of the training split held out for the selection (the test split is never read by it)")
   t.add_argument("--retain-tolerance", type=float, default=d.retain_tolerance, help="no-oracle: allowed retain drop")
   t.add_argument("--max-eval", type=int, default=d.max_eval, help="retain accuracy on at most this many examples")
-  t.add_argument("--set", action="append", type=_kv_set, dest="overrides", default=[],
-                 metavar="METHOD.OPTION=VALUE", help="base setting the grid varies around (repeatable)")
-  t.add_argument("--preset", default=d.preset, help=f"the method's base preset ({presets})")
+  t.add_argument("--set", action="append", type=_kv, dest="overrides", default=[],
+                 metavar="METHOD.OPTION=VALUE", help="base setting the grid varies around, e.g. scrub.alpha=0.5 "
+                 "(or alpha=0.5: the tuned method's; repeatable)")
+  t.add_argument("--preset", default=d.preset, metavar="METHOD=PRESET",
+                 help=f"the method's base preset, e.g. scrub=privacy (or privacy) ({presets})")
   t.add_argument("--chunk-size", type=int, default=d.chunk_size, help="models per compiled call (default all)")
   t.add_argument("--out", default=d.out, help="output folder for results.json and sweep.png")
 
@@ -174,9 +177,31 @@ def _methods_help() -> tuple[str, str]:
 def _add_method_flags(p: argparse.ArgumentParser, d) -> None:
   names, presets = _methods_help()
   p.add_argument("--method", default=d.method, help=f"registered unlearning method: {names}")
-  p.add_argument("--set", action="append", type=_kv, dest="overrides", default=[], metavar="OPTION=VALUE",
-                 help="method option, e.g. lr=0.01 or finetune.lr=0.01 (repeatable)")
-  p.add_argument("--preset", default=d.preset, help=f"named method preset ({presets})")
+  p.add_argument("--set", action="append", type=_kv, dest="overrides", default=[], metavar="METHOD.OPTION=VALUE",
+                 help="method option, e.g. finetune.lr=0.01 (or lr=0.01: the method's; repeatable)")
+  p.add_argument("--preset", default=d.preset, metavar="METHOD=PRESET",
+                 help=f"named method preset, e.g. scrub=privacy (or privacy) ({presets})")
+
+
+def _one_method(args) -> None:
+  """``--preset`` / ``--set`` of a one-method command (``tune``, ``ulira``, ``challenge``): run's
+  syntax (``METHOD=PRESET``, ``METHOD.OPTION=VALUE``) or the shorthand without ``METHOD``; a METHOD
+  named must be ``--method``'s (``tune`` also takes ``retrain.OPTION``, the oracle's). Rewrites
+  ``args`` into the config's fields: ``preset`` a bare name; ``tune``'s overrides
+  ``(method, option, value)``, the studies' ``(option, value)``."""
+  if args.preset is not None and "=" in args.preset:
+    m, p = args.preset.split("=", 1)
+    if m != args.method:
+      raise ConfigError(f"--preset {args.preset}: method {m!r} is not the chosen --method {args.method!r}")
+    args.preset = p
+  ov = []
+  for k, v in args.overrides:
+    m, _, opt = k.partition(".")
+    if args.command == "tune":
+      ov.append((m, opt, v) if opt else (args.method, m, v))
+    else:  # (another method's METHOD.OPTION stays: the study refuses it, naming both)
+      ov.append((opt, v) if opt and m == args.method else (k, v))
+  args.overrides = ov
 
 
 def _add_studies(sub, fmt) -> None:
@@ -223,21 +248,88 @@ def _add_studies(sub, fmt) -> None:
   _add_study_flags(c, d)
 
 
+_CONVERT_HELP = """\
+Turns a downloaded dataset into the npz file that --dataset npz:OUT reads (no TensorFlow needed).
+SRC is a folder or a .tar / .tar.gz / .zip archive holding one of:
+  - CIFAR-10 / CIFAR-100, python or binary version, as downloaded (cifar-10-python.tar.gz,
+    cifar-10-binary.tar.gz, cifar-100-python.tar.gz, cifar-100-binary.tar.gz; CIFAR-100: fine labels);
+  - image folders train/CLASS/IMAGE and test/CLASS/IMAGE (or val/, valid/, validation/), one image
+    size throughout; classes are the sorted folder names.
+OUT holds x_train, y_train, x_test, y_test (uint8 NHWC) and classes, or with --jpeg the JPEG-bytes
+layout (train_jpeg, train_offsets, ...; JPEG files are copied unchanged, other images encoded).
+Then: jaxunlearn run --dataset npz:OUT"""
+
+
+def _add_data(sub, fmt) -> None:
+  d = sub.add_parser("data", formatter_class=fmt, help="data tools: convert a downloaded archive into an npz file",
+                     description="Data tools.")
+  dsub = d.add_subparsers(dest="data_command", parser_class=_Parser, required=True, metavar="{convert}")
+  c = dsub.add_parser("convert", formatter_class=argparse.RawDescriptionHelpFormatter,
+                      help="a downloaded archive or image folder -> npz:OUT",
+                      description=_CONVERT_HELP)
+  c.add_argument("src", metavar="SRC", help="folder or .tar / .tar.gz / .zip archive (e.g. cifar-10-python.tar.gz)")
+  c.add_argument("out", metavar="OUT", help="the .npz file to write")
+  c.add_argument("--jpeg", action="store_true", help="write the JPEG-bytes layout (smaller; lossy for non-JPEG images)")
+  c.add_argument("--jpeg-quality", type=int, default=75, help="JPEG quality of encoded images (default: 75)")
+  c.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+
 def _version() -> str:
-  import jaxunlearn  # noqa: PLC0415  (the package itself, not a unit: imports stay one-way)
-  return jaxunlearn.__version__
+  """The installed distribution's version (``importlib.metadata``); the package's ``__version__``
+  when run from a source tree that is not installed."""
+  from importlib import metadata  # noqa: PLC0415
+
+  try:
+    return metadata.version("jaxunlearn")
+  except metadata.PackageNotFoundError:
+    import jaxunlearn  # noqa: PLC0415  (the package itself, not a unit: imports stay one-way)
+    return jaxunlearn.__version__
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows an option's default once: not when its help already names it, nor when it is empty
+  (None, False, an empty list)."""
+
+  def _get_help_string(self, action):
+    h = action.help or ""
+    if ("default" in h or action.default in (None, False, [], ()) or action.default is argparse.SUPPRESS
+        or not action.option_strings):
+      return h
+    return super()._get_help_string(action)
+
+
+def _epilog() -> str:
+  """The top-level ``--help``'s list of methods, presets and where every option is described."""
+  from jaxunlearn import unlearn  # noqa: PLC0415
+  from jaxunlearn.models import MODEL_NAMES  # noqa: PLC0415
+
+  with_presets = [f"  {n}: {', '.join(s.presets)}" for n, s in sorted(unlearn.METHODS.items()) if s.presets]
+  return "\n".join([
+      "`jaxunlearn` alone (or with run's options and no command) runs `jaxunlearn run`.",
+      "Every option of a command, with its default: jaxunlearn COMMAND --help.",
+      "",
+      "methods (--method):",
+      *[f"  {line}" for line in textwrap.wrap(", ".join(sorted(unlearn.METHODS)), 76)],
+      "presets (--preset METHOD=PRESET; --set METHOD.OPTION=VALUE sets one option):",
+      *with_presets,
+      f"models (--model): {', '.join(MODEL_NAMES)}",
+      "datasets (--dataset): digits (embedded), npz:PATH, or a tfds name (cifar10, ...; --download prepares it)",
+  ])
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """``jaxunlearn`` with the subcommands ``run``, ``lira``, ``ulira``, ``challenge``; every option
-  shows its default (``ArgumentDefaultsHelpFormatter``)."""
-  fmt = argparse.ArgumentDefaultsHelpFormatter
-  parser = _Parser(prog="jaxunlearn", description="Deep machine unlearning in JAX.", formatter_class=fmt)
+  """``jaxunlearn`` with the subcommands ``run``, ``tune``, ``lira``, ``ulira``, ``challenge`` and
+  ``data convert``; every option shows its default once (:class:`_HelpFormatter`), the top-level
+  help lists the methods and their presets, ``--version`` prints the installed version."""
+  fmt = _HelpFormatter
+  parser = _Parser(prog="jaxunlearn", description="Deep machine unlearning in JAX.", epilog=_epilog(),
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
   sub = parser.add_subparsers(dest="command", parser_class=_Parser)
   _add_run(sub, fmt)
   _add_tune(sub, fmt)
   _add_studies(sub, fmt)
+  _add_data(sub, fmt)
   return parser
 
 
@@ -275,8 +367,9 @@ def _run(args) -> int:
 def _tune(args) -> int:
   from jaxunlearn.sweeps import TuneConfig, format_tune, run_tune
 
-  cfg = config_from_args(TuneConfig, args)
   try:
+    _one_method(args)
+    cfg = config_from_args(TuneConfig, args)
     results = run_tune(cfg)
   except ConfigError as e:
     return _error(e)
@@ -294,6 +387,11 @@ def _study(args) -> int:
   from jaxunlearn import studies
 
   cls = {"lira": studies.LiraConfig, "ulira": studies.UliraConfig, "challenge": studies.ChallengeConfig}[args.command]
+  try:
+    if args.command != "lira":
+      _one_method(args)
+  except ConfigError as e:
+    return _error(e)
   cfg = config_from_args(cls, args)
   if args.distributed:
     jax.distributed.initialize()  # before any computation; every process runs this same command
@@ -304,6 +402,24 @@ def _study(args) -> int:
   if jax.process_index() == 0:
     print(studies.format_result(results))
     print(f"wrote {os.path.join(cfg.out, 'results.json')}")
+  return 0
+
+
+def _data(args) -> int:
+  from jaxunlearn.data import convert_archive  # noqa: PLC0415
+  from jaxunlearn.errors import user_input  # noqa: PLC0415
+
+  try:
+    with user_input():
+      r = convert_archive(args.src, args.out, jpeg=args.jpeg, jpeg_quality=args.jpeg_quality,
+                          overwrite=args.overwrite)
+  except ConfigError as e:
+    return _error(e)
+  shape = "x".join(map(str, r["image_shape"]))
+  names = ", ".join(r["classes"][:10]) + (", ..." if len(r["classes"]) > 10 else "")
+  print(f"wrote {r['out']} ({r['layout']}{', JPEG bytes' if r['jpeg'] else ''}): {r['train']} train / "
+        f"{r['test']} test images of {shape}, {len(r['classes'])} classes ({names})")
+  print(f"use it with: jaxunlearn run --dataset npz:{r['out']}")
   return 0
 
 
@@ -319,6 +435,8 @@ def main(argv=None) -> int:
     return _tune(args)
   if args.command in STUDIES:
     return _study(args)
+  if args.command == "data":
+    return _data(args)
   parser.print_help()
   return 2
 

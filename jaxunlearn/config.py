@@ -62,8 +62,7 @@ def _positive(name: str, v) -> None:
 class JobConfig:
   """Data, network and from-scratch training of a job; every front end's config extends it.
 
-  The defaults here are ``jaxunlearn run``'s; the many-model studies override ``width`` (0.5)
-  and ``epochs`` (10), their committed defaults.
+  Its defaults are every front end's (``run``, ``tune``, ``lira``, ``ulira``, ``challenge``).
 
   Attributes:
     dataset: ``digits`` | ``npz:PATH`` | a tfds name.

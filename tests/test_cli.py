@@ -127,8 +127,10 @@ def test_every_option_of_every_subcommand_has_help_with_its_default():
 
   p = cli.build_parser()
   sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-  assert set(sub.choices) == {"run", "tune", "lira", "ulira", "challenge"}
+  assert set(sub.choices) == {"run", "tune", "lira", "ulira", "challenge", "data"}
   for name, sp in sub.choices.items():
+    if name == "data":  # (data convert: checked in tests/test_convert.py)
+      continue
     assert isinstance(sp.formatter_class, type) and issubclass(sp.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
     for a in sp._actions:
       assert a.help, f"{name} {a.option_strings} has no help text"
@@ -268,14 +270,18 @@ def test_every_front_end_shares_the_job_config_and_its_flags():
   job = {f.name for f in dataclasses.fields(config.JobConfig)}
   for cls in (run.RunConfig, sweeps.TuneConfig, studies.LiraConfig, studies.UliraConfig, studies.ChallengeConfig):
     assert issubclass(cls, config.JobConfig) and job <= {f.name for f in dataclasses.fields(cls)}
-  # the committed defaults: run 1.0 / 15 epochs, the studies 0.5 / 10
-  assert (run.RunConfig().width, run.RunConfig().epochs) == (1.0, 15)
-  assert all((c().width, c().epochs) == (0.5, 10) for c in (studies.LiraConfig, studies.ChallengeConfig))
+  # one set of defaults: every front end trains its models as `jaxunlearn run` does
+  d = config.JobConfig()
+  for cls in (run.RunConfig, sweeps.TuneConfig, studies.LiraConfig, studies.UliraConfig, studies.ChallengeConfig):
+    assert {f.name: getattr(cls(), f.name) for f in dataclasses.fields(config.JobConfig)} == dataclasses.asdict(d), cls
+  assert (d.width, d.epochs) == (1.0, 15)
   group = argparse.ArgumentParser()
   cli.add_job_flags(group, config.JobConfig())
   flags = {o for a in group._actions for o in a.option_strings} - {"-h", "--help"}
   sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
   for name, sp in sub.choices.items():
+    if name == "data":  # (data tools: no job)
+      continue
     assert flags <= {o for a in sp._actions for o in a.option_strings}, name
     args = sp.parse_args([])
     d = cli.config_from_args({"run": run.RunConfig, "tune": sweeps.TuneConfig, "lira": studies.LiraConfig, "ulira": studies.UliraConfig,
@@ -396,3 +402,95 @@ def test_retrain_named_as_a_method_is_accepted(tmp_path):
 
   p = run.prepare(run.RunConfig(methods=("retrain", "finetune"), out=str(tmp_path / "o")))
   assert set(p.method_cfgs) == {"retrain", "finetune"}
+
+
+def test_top_level_help_lists_methods_presets_and_where_the_options_are(capsys):
+  from jaxunlearn import unlearn
+
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--help"])
+  assert e.value.code == 0
+  text = capsys.readouterr().out
+  for name, spec in unlearn.METHODS.items():
+    assert name in text
+    if spec.presets:
+      assert f"  {name}: {', '.join(spec.presets)}" in text
+  assert "jaxunlearn COMMAND --help" in text and "data" in text and "resnet18" in text
+
+
+def test_help_shows_every_default_once():
+  """No option's help names its default twice ("default finetune ... (default: None)") nor shows an
+  empty one ("(default: [])", "(default: None)", "(default: False)")."""
+  import argparse
+
+  sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+  for name, sp in sub.choices.items():
+    fmt = sp._get_formatter()
+    for a in sp._actions:
+      if a.help is None or a.help is argparse.SUPPRESS:
+        continue
+      text = fmt._expand_help(a)
+      assert text.count("default") <= 1, (name, a.option_strings, text)
+      for empty in ("(default: None)", "(default: [])", "(default: False)"):
+        assert empty not in text, (name, a.option_strings, text)
+    if name != "data":
+      assert "(default: out/" in " ".join(sp.format_help().split())  # real defaults are still shown
+
+
+def test_version_is_the_installed_distributions(capsys, monkeypatch):
+  from importlib import metadata
+
+  monkeypatch.setattr(metadata, "version", lambda dist: {"jaxunlearn": "9.8.7"}[dist])
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--version"])
+  assert e.value.code == 0 and capsys.readouterr().out.strip() == "jaxunlearn 9.8.7"
+
+
+def test_pyproject_version_and_dependencies():
+  """The fallback __version__ (source tree not installed) is pyproject's; tfds imports
+  importlib_resources on every Python but declares it only below 3.9, so we declare it."""
+  import pathlib
+
+  import jaxunlearn
+
+  tomllib = pytest.importorskip("tomllib")
+  project = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+  assert project["version"] == jaxunlearn.__version__
+  names = {d.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in project["dependencies"]}
+  assert {"importlib_resources", "tensorflow-datasets", "pillow"} <= names
+
+
+@pytest.mark.parametrize("command", ["tune", "ulira", "challenge"])
+def test_one_method_commands_take_runs_preset_and_set_syntax(command, monkeypatch, capsys):
+  """``--preset scrub=privacy --set scrub.alpha=0.3`` (run's syntax) and the shorthand ``--preset
+  privacy --set alpha=0.3`` give the same config; a preset of another method is one line, exit 2."""
+  from jaxunlearn import studies
+  from jaxunlearn import sweeps
+  from jaxunlearn.studies.common import method_config
+
+  seen = []
+
+  class Stop(Exception):
+    pass
+
+  def capture(cfg):
+    seen.append(cfg)
+    raise Stop
+  if command == "tune":
+    monkeypatch.setattr(sweeps, "run_tune", capture)
+  else:
+    monkeypatch.setitem(studies.RUNNERS, command, capture)
+  for flags in (["--preset", "scrub=privacy", "--set", "scrub.alpha=0.3"], ["--preset", "privacy", "--set", "alpha=0.3"]):
+    with pytest.raises(Stop):
+      cli.main([command, "--method", "scrub", *flags])
+  a, b = seen
+  assert a == b and a.preset == "privacy"
+  if command == "tune":
+    assert a.overrides == (("scrub", "alpha", "0.3"),)
+  else:
+    m = method_config("scrub", a.overrides, a.preset)
+    assert m.alpha == 0.3 and m == method_config("scrub", (("alpha", "0.3"),), "privacy")
+  assert cli.main([command, "--method", "finetune", "--preset", "scrub=privacy"]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "--preset scrub=privacy: method 'scrub' is not the chosen --method 'finetune'" in err
+  assert len(seen) == 2  # refused before the job started

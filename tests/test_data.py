@@ -36,6 +36,34 @@ def test_tfds_without_test_split_uses_validation():
   assert "\n" not in str(e.value) and "npz:PATH" in str(e.value)
 
 
+NOT_GENERATED = ("Trying to access `splits['train']` but `splits` is empty. This likely indicates the dataset "
+                 "has not been generated yet.")  # tfds' words for a dataset not prepared in data_dir
+
+
+@pytest.mark.parametrize("raised, download, needles", [
+    (AssertionError(NOT_GENERATED), False, ["has not been generated", "--download", "pip install tensorflow",
+                                            "jaxunlearn data convert"]),
+    (ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow"), True,
+     ["needs TensorFlow: pip install tensorflow", "reading a prepared one does not", "jaxunlearn data convert"]),
+    (ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources"), True,
+     ["pip install importlib_resources"]),
+])
+def test_tfds_failure_says_what_to_do(monkeypatch, raised, download, needles):
+  """Offline: that --download exists and what preparing needs (network, TensorFlow); a missing
+  module: its pip line. tfds.data_source is replaced, so nothing is downloaded."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  def fail(*a, **k):
+    raise raised
+  monkeypatch.setattr(tfds, "data_source", fail)
+  with pytest.raises(ValueError) as e:
+    jd.load_dataset("mnist", download=download)
+  msg = str(e.value)
+  assert "\n" not in msg and msg.startswith("tfds dataset 'mnist' could not be loaded")
+  for n in needles:
+    assert n in msg, (n, msg)
+
+
 def test_unknown_dataset_is_one_clear_error():
   with pytest.raises(ValueError, match="unknown dataset 'not_a_dataset'"):
     jd.load_dataset("not_a_dataset")

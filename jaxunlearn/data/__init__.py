@@ -1,6 +1,7 @@
 """Data: datasets as host arrays, forget-set builders, keep masks and on-device augmentation."""
 
 from jaxunlearn.data._augment import random_crop_flip
+from jaxunlearn.data._convert import convert_archive
 from jaxunlearn.data._datasets import Dataset
 from jaxunlearn.data._datasets import carve_holdout
 from jaxunlearn.data._datasets import decode_jpeg_bytes
@@ -21,7 +22,7 @@ from jaxunlearn.data._splits import parse_forget_spec
 from jaxunlearn.data._splits import validate_split
 
 __all__ = (
-    "carve_holdout",
+    "carve_holdout", "convert_archive",
     "Dataset", "ForgetSplit", "SPEC_HELP", "as_keep_mask", "as_key", "decode_jpeg_bytes", "keep_indices",
     "NO_FLIP", "flip_ok", "keep_mask", "load_dataset", "load_digits", "load_npz", "load_tfds", "make_forget_split",
     "parse_forget_spec", "random_crop_flip", "validate_split",

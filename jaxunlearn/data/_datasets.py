@@ -194,9 +194,9 @@ def load_tfds(name: str, *, data_dir: str | None = None, download: bool = False)
       sources = {"train": tfds.data_source(name, split="train", data_dir=data_dir, download=download),
                  "test": tfds.data_source(name, split="validation", data_dir=data_dir, download=download)}
     except Exception as e2:  # noqa: BLE001 -- reported on one line below
-      msg = " ".join(str(e2).split()) or type(e2).__name__
+      msg = " ".join(str(e2).split()).strip("\"'") or type(e2).__name__
       raise ValueError(f"tfds dataset {name!r} could not be loaded (download={download}, "
-                       f"data_dir={data_dir}): {msg}") from None
+                       f"data_dir={data_dir}): {msg}{_tfds_hint(e2, download)}") from None
   arrays = {}
   num_classes = None
   for split, src in sources.items():
@@ -224,6 +224,28 @@ NO_FLIP = ("digits", "mnist", "emnist", "kmnist", "svhn_cropped")
 def flip_ok(name: str) -> bool:
   """Whether horizontal flips keep the class for the dataset ``name`` (False for :data:`NO_FLIP`)."""
   return name.split("/")[0].split(":")[0] not in NO_FLIP
+
+
+def _tfds_hint(e: Exception, download: bool) -> str:
+  """What to do next, appended to a tfds loading error: the missing module to install, or (offline)
+  that ``--download`` exists, what preparing needs, and the converter for an archive at hand."""
+  missing = getattr(e, "name", None) if isinstance(e, ImportError) else None
+  if missing is None and "No module named" in str(e):
+    missing = str(e).split("No module named", 1)[1].strip(" '\"").split("'")[0] or None
+  if missing:
+    top = missing.split(".")[0]
+    if top in ("tensorflow", "tf_nightly"):
+      return (". Preparing a tfds dataset (--download) needs TensorFlow: pip install tensorflow "
+              "(reading a prepared one does not); or convert an archive you downloaded yourself: "
+              "jaxunlearn data convert ARCHIVE OUT.npz, then --dataset npz:OUT.npz")
+    return f". Install the missing module: pip install {top}"
+  if download:
+    return (". Preparing needs network access and TensorFlow (pip install tensorflow); offline, convert a "
+            "downloaded archive instead: jaxunlearn data convert ARCHIVE OUT.npz, then --dataset npz:OUT.npz")
+  return (". To prepare it, add --download (download=True) to let tfds fetch and prepare it "
+          "(needs network and TensorFlow: pip install tensorflow; reading it afterwards does not), point "
+          "--data-dir at prepared array_record data, or convert a downloaded archive: "
+          "jaxunlearn data convert ARCHIVE OUT.npz, then --dataset npz:OUT.npz")
 
 
 def _missing_test_split(e: Exception) -> bool:

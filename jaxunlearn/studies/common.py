@@ -24,8 +24,8 @@ __all__ = ("StudyConfig", "check_study", "format_attacks", "format_result", "met
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig(JobConfig):
-  """:class:`jaxunlearn.config.JobConfig` (with the studies' committed defaults ``width=0.5``,
-  ``epochs=10``) plus how the many models run.
+  """:class:`jaxunlearn.config.JobConfig` (with its defaults, as every front end) plus how the many
+  models run.
 
   Attributes:
     chunk_size: models per compiled call (default all).
@@ -33,8 +33,6 @@ class StudyConfig(JobConfig):
     checkpoint_dir: resumable orbax checkpoints of every group of models below it.
   """
 
-  width: float = 0.5
-  epochs: int = 10
   chunk_size: int | None = None
   strategy: str | int = "vmap"
   checkpoint_dir: str | None = None
