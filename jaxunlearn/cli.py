@@ -244,6 +244,8 @@ def _add_studies(sub, fmt) -> None:
   c.add_argument("--originals", default=d.originals, choices=studies.challenge.ORIGINALS,
                  help="one: all unlearned models start from one original (the challenge's protocol); per_model: "
                       "model m from its own original m (KLOM's protocol, N more models to train)")
+  c.add_argument("--no-ceiling", dest="ceiling", action="store_false", default=None,
+                 help="skip the retrain-vs-retrain ceiling (N more retrained models scored against the N retrained)")
   c.add_argument("--out", default=d.out, help="output folder for results.json and epsilons.png")
   _add_study_flags(c, d)
 

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ("plot_accuracy_bars", "plot_epsilon_hist", "plot_roc", "plot_sweep")
+__all__ = ("dataset_label", "plot_accuracy_bars", "plot_epsilon_hist", "plot_roc", "plot_sweep")
 
 
 def _new_figure(figsize) -> Figure:
@@ -125,20 +125,70 @@ def plot_epsilon_hist(epsilons: Mapping, path, *, title: str = "Per-example epsi
   return _save(fig, path, dpi)
 
 
+def dataset_label(dataset: str) -> str:
+  """A dataset spec for a figure title: ``npz:/long/path/cifar10.npz`` -> ``npz:cifar10.npz`` (the folder says
+  nothing about the data and makes titles unreadable); other specs unchanged."""
+  kind, sep, rest = str(dataset).rpartition(":")
+  return f"{kind}{sep}{os.path.basename(rest.rstrip(os.sep)) or rest}"
+
+
+# bars shorter than this fraction of the accuracy axis are drawn at it, so a 0 shows (its label gives the value)
+_MIN_BAR = 0.012
+
+
+def _label(v: float, finite: bool, present: bool, pct: bool) -> str:
+  if not present:
+    return ""
+  if not finite:
+    return "nan"
+  if pct:
+    return f"{100 * v:.1f}"
+  return f"{v:.3f}" if abs(v) < 10 else f"{v:.3g}"
+
+
+def _bar_group(ax, values, names, groups, *, errors=None, pct: bool, top: float, present=None) -> None:
+  """Grouped bars ``values[i, j]`` (method i, group j) with a value label on each bar; a non-finite value
+  gets no bar and the label ``nan``, one not ``present`` neither; a bar too short to see is drawn at
+  ``_MIN_BAR * top``."""
+  x = np.arange(len(groups))
+  width = 0.8 / len(names)
+  rotate = len(names) > 3
+  present = np.ones(values.shape, bool) if present is None else present
+  for i, m in enumerate(names):
+    v = values[i]
+    finite = np.isfinite(v)
+    v0 = np.where(finite, v, 0.0)
+    shown = np.where(finite, np.where(np.abs(v0) < _MIN_BAR * top, _MIN_BAR * top, v0), 0.0)
+    err = None if errors is None else [e if np.isfinite(e) else 0.0 for e in errors[i]]
+    bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, shown, width, label=str(m), yerr=err, capsize=2,
+                  color=f"C{i % 10}")
+    labels = [_label(val, f, p, pct) for val, f, p in zip(v, finite, present[i])]
+    ax.bar_label(bars, labels, padding=1, fontsize=6 if rotate else 7, rotation=90 if rotate else 0)
+  ax.set_xticks(x, [str(g) for g in groups])
+
+
 def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
-                       splits=("retain", "forget", "test"), figsize=(7.5, 3.5),
-                       dpi: int = 150, errors: Mapping | None = None) -> str:
-  """Grouped bars of per-split accuracy for several methods.
+                       splits=("retain", "forget", "test"), figsize=None,
+                       dpi: int = 150, errors: Mapping | None = None, scores: Mapping | None = None,
+                       score_errors: Mapping | None = None) -> str:
+  """Grouped bars of per-split accuracy for several methods, each bar labelled with its value (in %), and
+  optionally a second panel of other per-method numbers (e.g. ``jaxunlearn run --eval`` values).
+
+  A bar too short to see (an accuracy of 0) is drawn at 1.2 % of the axis; its label gives the value.
 
   Args:
     results: ``{method: {"retain": acc, "forget": acc, "test": acc}}`` with accuracies as
       fractions in [0, 1] (scalars, or arrays that are averaged).
     path: output image path; parent directories are created.
-    title: axes title.
+    title: figure title.
     splits: the splits to draw, one bar per method within each split group.
-    figsize: figure size in inches.
+    figsize: figure size in inches (default: wider with a scores panel).
     dpi: resolution.
     errors: optional ``{method: {split: std}}`` drawn as error bars (e.g. over seeds).
+    scores: optional ``{score: {method: value}}`` (e.g. ``{"mia": {"retrain": 0.5, "scrub": 0.52}}``),
+      drawn in a panel of their own, one group per score, labelled with 3 significant digits; a
+      method without a value for a score has no bar there, a non-finite value shows ``nan``.
+    score_errors: optional ``{score: {method: std}}`` error bars of ``scores``.
 
   Returns:
     ``path`` as a string.
@@ -158,20 +208,45 @@ def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
       if not 0.0 <= v <= 1.0:
         raise ValueError(f"results[{m!r}][{s!r}] = {v!r} is not a fraction in [0, 1]")
       values[i, j] = v
-  fig = _new_figure(figsize)
-  ax = fig.add_subplot()
-  x = np.arange(len(splits))
-  width = 0.8 / len(methods)
-  for i, m in enumerate(methods):
-    err = None
-    if errors is not None and m in errors:
-      err = [float(errors[m].get(s, 0.0)) for s in splits]
-    ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[i], width, label=str(m), yerr=err, capsize=2)
-  ax.set_xticks(x, [str(s) for s in splits])
-  ax.set_ylim(0.0, 1.0)
-  ax.set_ylabel("accuracy")
-  ax.set_title(title)
-  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
+  scores = dict(scores or {})
+  for k, per in scores.items():
+    if not isinstance(per, Mapping):
+      raise TypeError(f"scores[{k!r}] must be a dict of method -> value, got {type(per).__name__}")
+    extra = set(per) - set(methods)
+    if extra:
+      raise ValueError(f"scores[{k!r}] names methods not in results: {sorted(map(str, extra))}")
+  fig = _new_figure(figsize or ((10.5, 3.8) if scores else (7.5, 3.8)))
+  if scores:
+    ax, ax_s = fig.subplots(1, 2, width_ratios=[len(splits), max(len(scores), 1.5)])
+  else:
+    ax, ax_s = fig.add_subplot(), None
+  err = None
+  if errors is not None:
+    err = [[float(errors[m].get(s, 0.0)) if m in errors else 0.0 for s in splits] for m in methods]
+  _bar_group(ax, values, methods, splits, errors=err, pct=True, top=1.0)
+  ax.set_ylim(0.0, 1.12)  # room for the labels above a 100 % bar
+  ax.set_yticks(np.linspace(0.0, 1.0, 6), [f"{t:.0f}" for t in np.linspace(0, 100, 6)])
+  ax.set_ylabel("accuracy (%)")
+  if ax_s is not None:
+    names = list(scores)
+
+    def val(table, k, m):
+      if table is None or k not in table or m not in table[k] or table[k][m] is None:
+        return np.nan
+      return float(np.mean(np.asarray(table[k][m], dtype=np.float64)))
+
+    present = np.array([[m in scores[k] for k in names] for m in methods]).reshape(len(methods), len(names))
+    sv = np.array([[val(scores, k, m) for k in names] for m in methods]).reshape(len(methods), len(names))
+    se = None if score_errors is None else [[val(score_errors, k, m) for k in names] for m in methods]
+    finite = sv[np.isfinite(sv)]
+    top = max(1.0, float(finite.max()) if finite.size else 1.0)
+    lo = min(0.0, float(finite.min()) if finite.size else 0.0)
+    _bar_group(ax_s, sv, methods, names, errors=se, pct=False, top=top - lo, present=present)
+    ax_s.set_ylim(lo, lo + 1.12 * (top - lo))
+    ax_s.set_ylabel("value")
+    ax_s.set_title("other metrics", fontsize=9)
+  fig.suptitle(title)
+  (ax_s or ax).legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
   return _save(fig, path, dpi)
 
 

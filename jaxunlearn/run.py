@@ -459,15 +459,18 @@ def _format_evals(results: dict) -> list[str]:
 
 def write_outputs(p: Prepared, results: dict) -> None:
   """``OUT/results.json`` (atomic) and ``OUT/accuracy.png`` (retain/forget/test bars of every model with
-  finite accuracies; no plot when there is none)."""
+  finite accuracies, beside the table's ``--eval`` numbers; no plot when there is none)."""
   from jaxunlearn import plotting
 
   write_json_atomic(p.out / "results.json", results)
   # models whose accuracies are not results (NaN weights) are left out of the plot
   bars = {n: e["acc"] for n, e in results["models"].items() if all(math.isfinite(v) for v in e["acc"].values())}
   if bars:
-    plotting.plot_accuracy_bars(bars, p.out / "accuracy.png",
-                                title=f"{results['dataset']} / {results['model']} / forget {results['forget']}")
+    scores = {n: {m: e[n] for m, e in results["models"].items() if m in bars and n in e}
+              for n, ev in EVALS.items() if ev.legend}  # the --eval columns of the table
+    plotting.plot_accuracy_bars(bars, p.out / "accuracy.png", scores={n: v for n, v in scores.items() if v},
+                                title=f"{plotting.dataset_label(results['dataset'])} / {results['model']} / "
+                                      f"forget {results['forget']}")
 
 
 def execute_and_write(p: Prepared, extra: dict | None = None, *, execute_fn: Callable = execute,

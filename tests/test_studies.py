@@ -120,7 +120,8 @@ def test_challenge_smoke(tmp_path, monkeypatch):
   res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, strategy="auto",
                                                       checkpoint_dir=str(ck), forget="random:0.1", out=str(out),
                                                       **TINY))
-  used = {json.loads((ck / g / "manifest.json").read_text())["strategy"] for g in ("original", "retrained", "unlearned")}
+  used = {json.loads((ck / g / "manifest.json").read_text())["strategy"]
+          for g in ("original", "retrained", "unlearned", "reference")}
   assert len(used) == 1 and used <= {"vmap", "sequential"}
   disk = _json(out)
   assert disk["strategy_used"] in used
@@ -152,6 +153,20 @@ def test_challenge_smoke(tmp_path, monkeypatch):
     assert ok.mean() > 0.5
     np.testing.assert_allclose(m[ok], conf[ok], rtol=1e-6, atol=1e-6)
   assert "KLOM p95" in studies.format_result(disk)
+  # the retrain-vs-retrain ceiling: N more exact retrains (other keys) scored against the retrained ones
+  c = disk["ceiling"]
+  ref, r = ens.confidences["reference"], ens.confidences["retrained"]
+  assert ref.shape == r.shape and not np.array_equal(ref, r)
+  assert c["num_models"] == 3 and c["forget_quality"] == metrics.forget_quality(ref, r).score
+  a_r = disk["accuracy"]["retrained"]
+  assert c["challenge_score"] == pytest.approx(c["forget_quality"] * c["accuracy"]["retain"] / a_r["retain"]
+                                               * c["accuracy"]["test"] / a_r["test"])
+  assert disk["seconds"]["reference"] > 0 and "exactly as the retrained" in c["source"]
+  text = studies.format_result(disk)
+  assert f"retrain-vs-retrain ceiling at N=3: forget quality {c['forget_quality']:.4f}" in text
+  # N = 3 cannot separate methods: said in results.json and under the printed result
+  assert len(disk["warnings"]) == 1 and "N=3 models per side is too few to separate methods" in disk["warnings"][0]
+  assert f"warning: {disk['warnings'][0]}" in text
   # killed after the original: the rerun takes the strategy from its checkpoint instead of measuring
   # again (a different pick would make the original's folder refuse to load) and ends the same
   shutil.rmtree(ck / "retrained")
@@ -175,8 +190,11 @@ def test_challenge_per_model_originals(tmp_path, monkeypatch):
   monkeypatch.setattr(many, "train_many", lambda *a, **kw: trained.append(real_train(*a, **kw)) or trained[-1])
   monkeypatch.setattr(many, "unlearn_many", lambda states, *a, **kw: starts.append(states) or real_unlearn(states, *a, **kw))
   res = studies.run_challenge(studies.ChallengeConfig(models=3, method="finetune", overrides=FT, originals="per_model",
-                                                      out=str(tmp_path / "ch"), **dict(TINY, model="mlp")))
+                                                      ceiling=False, out=str(tmp_path / "ch"),
+                                                      **dict(TINY, model="mlp")))
   assert res["klom"]["originals"] == "per_model" and res["config"]["originals"] == "per_model"
+  assert res["ceiling"] is None and len(trained) == 2  # ceiling=False: no reference retrains
+  assert "ceiling" not in studies.format_result(res)
   originals = trained[0][0]
   assert num_models_of(originals) == 3 and num_models_of(starts[0]) == 3
   for a, b in zip(jax.tree.leaves(originals.params), jax.tree.leaves(starts[0].params)):
@@ -185,6 +203,44 @@ def test_challenge_per_model_originals(tmp_path, monkeypatch):
   assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))  # different originals
   with pytest.raises(Exception, match="originals must be one of"):
     studies.run_challenge(studies.ChallengeConfig(originals="many", out=str(tmp_path / "bad"), **TINY))
+  with pytest.raises(Exception, match="ceiling must be True or False, got 'no'"):
+    studies.run_challenge(studies.ChallengeConfig(ceiling="no", out=str(tmp_path / "bad"), **TINY))
+
+
+def test_retrain_in_the_studies_trains_like_their_models(tmp_path):
+  """--method retrain means the job's recipe (epochs, batch size, optimizer), as the retrained side trains, not
+  RetrainConfig's defaults (30 epochs at lr 0.1); --set retrain.X still wins."""
+  from jaxunlearn.studies import challenge
+  from jaxunlearn.studies import ulira
+
+  job = dict(TINY, epochs=2, lr=0.03, optimizer="adam", weight_decay=1e-3)
+  out = str(tmp_path / "o")
+  tcfg, mcfg = challenge._prepare(studies.ChallengeConfig(method="retrain", out=out, **job))[:2]
+  assert (mcfg.epochs, mcfg.batch_size, mcfg.augment, mcfg.optim) == (2, 16, False, tcfg.optim)
+  assert tcfg.optim.lr == 0.03 and tcfg.optim.optimizer == "adam"
+  tcfg, mcfg = ulira._prepare(studies.UliraConfig(method="retrain", pool_size=24, out=out, **job))[:2]
+  assert (mcfg.epochs, mcfg.batch_size, mcfg.optim) == (2, 16, tcfg.optim)
+  ov = (("retrain.epochs", "5"), ("lr", "0.2"))
+  mcfg = challenge._prepare(studies.ChallengeConfig(method="retrain", overrides=ov, out=out, **job))[1]
+  assert (mcfg.epochs, mcfg.optim.lr, mcfg.optim.optimizer, mcfg.batch_size) == (5, 0.2, "adam", 16)
+
+
+def test_challenge_retrain_is_its_own_ceiling(tmp_path, monkeypatch):
+  """--method retrain at the job's recipe is the exact retrain: its score is the ceiling, nothing more trains."""
+  from jaxunlearn import many
+
+  trained = []
+  real_train = many.train_many
+  monkeypatch.setattr(many, "train_many", lambda *a, **kw: trained.append(kw.get("desc")) or real_train(*a, **kw))
+  res = studies.run_challenge(studies.ChallengeConfig(models=3, method="retrain", out=str(tmp_path / "ch"),
+                                                      **dict(TINY, model="mlp")))
+  assert trained == ["original", "retrain"]  # no reference retrains
+  c = res["ceiling"]
+  assert c["forget_quality"] == res["forget_quality"] and c["challenge_score"] == res["challenge_score"]
+  assert c["source"].startswith("the method's own models")
+  assert "here the method itself" in studies.format_result(res)
+  args = cli.build_parser().parse_args(["challenge", "--no-ceiling"])
+  assert cli.config_from_args(studies.ChallengeConfig, args).ceiling is False
 
 
 def test_lira_attacks_detects_planted_membership():

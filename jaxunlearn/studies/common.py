@@ -59,8 +59,12 @@ def check_targets(cfg) -> None:
     raise ConfigError(f"targets ({cfg.targets}) cannot exceed num_models ({cfg.num_models})")
 
 
-def method_config(method: str, overrides, preset):
-  """The method's config from ``(option, value)`` overrides (``option`` may be ``method.option``)."""
+def method_config(method: str, overrides, preset, train_config: TrainConfig | None = None):
+  """The method's config from ``(option, value)`` overrides (``option`` may be ``method.option``).
+
+  ``retrain`` with a ``train_config`` is :func:`retrain_recipe`: the oracle trains as the study's models
+  train from scratch (its epochs, batch size, optimizer and augmentation), not with ``RetrainConfig``'s
+  defaults; options the overrides set still win."""
   from jaxunlearn import unlearn as jun
 
   with user_input():
@@ -77,8 +81,21 @@ def method_config(method: str, overrides, preset):
     ov[k] = v
   with user_input():
     mcfg = jun.make_config(method, ov, preset=preset)
+  if method == "retrain" and train_config is not None:
+    mcfg = retrain_recipe(mcfg, train_config, keep=ov)
   refuse_saved_reset({method: mcfg}, "the lira / ulira / challenge studies (many models in one program)")
   return mcfg
+
+
+def retrain_recipe(config, train_config: TrainConfig, keep=()):
+  """``retrain``'s ``config`` with ``train_config``'s recipe (epochs, batch size, augmentation and every
+  optimizer field), as ``jaxunlearn run`` trains its oracle: "retrain" means the same training everywhere.
+  Options named in ``keep`` (the user's ``--set retrain.X``) keep ``config``'s values."""
+  from jaxunlearn import unlearn as jun
+
+  recipe = {"epochs": train_config.epochs, "batch_size": train_config.batch_size, "augment": train_config.augment,
+            **{f.name: getattr(train_config.optim, f.name) for f in dataclasses.fields(train_config.optim)}}
+  return jun.replace(config, **{k: v for k, v in recipe.items() if k not in keep})
 
 
 def check_model(method: str, model) -> None:
@@ -216,7 +233,14 @@ def format_result(results: dict) -> str:
                                             f"test {100 * v['test']:.1f}%" for k, v in a.items()))
     return "\n".join(lines)
   a = results["accuracy"]
-  lines = [f"forget quality {results['forget_quality']:.4f}   challenge score {results['challenge_score']:.4f}"]
+  lines = [f"forget quality {results['forget_quality']:.4f}   challenge score {results['challenge_score']:.4f}"
+           f"   (N={results['num_models']} models per side)"]
+  c = results.get("ceiling")  # results written before the ceiling have none
+  if c:
+    lines.append(f"retrain-vs-retrain ceiling at N={c['num_models']}: forget quality {c['forget_quality']:.4f}   "
+                 f"challenge score {c['challenge_score']:.4f}   [an exact retrain scored against the retrained "
+                 f"models; the best to expect at this N, not 1"
+                 + ("; here the method itself" if c.get("source", "").startswith("the method") else "") + "]")
   if "klom" in results:  # results written before KLOM have none
     k = results["klom"]
     lines.append("KLOM p95 (median)  " + "  ".join(f"{s} {k[s]['p95']:.3f} ({k[s]['p50']:.3f})"
@@ -224,4 +248,5 @@ def format_result(results: dict) -> str:
                  + f"   [KL(unlearned || retrained) of {k['bins']}-bin margin histograms; 0 = like retraining]")
   for k, v in a.items():
     lines.append(f"{k:<10} retain {100 * v['retain']:5.1f}%  forget {100 * v['forget']:5.1f}%  test {100 * v['test']:5.1f}%")
+  lines += [f"warning: {w}" for w in results.get("warnings", ())]
   return "\n".join(lines)

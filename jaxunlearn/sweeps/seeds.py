@@ -20,6 +20,7 @@ from jaxunlearn import run as jrun
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import refuse_saved_reset
 from jaxunlearn.errors import ConfigError
+from jaxunlearn.evals import EVALS
 from jaxunlearn.evals import EvalContext
 from jaxunlearn.evals import eval_conventions
 from jaxunlearn.evals import forget_validation_index
@@ -196,10 +197,16 @@ def write_seeds(p, results: dict) -> None:
   write_json_atomic(p.out / "results.json", results)
   ok = {n: e for n, e in results["models"].items() if all(math.isfinite(v) for v in e["acc"].values())}
   if ok:
+    # the --eval numbers of the table (mean ± std over seeds; not IC's counts)
+    names = dict.fromkeys(k for e in ok.values() for k in e.get("evals", {}) if k in EVALS and EVALS[k].legend)
     plotting.plot_accuracy_bars({n: e["acc"] for n, e in ok.items()}, p.out / "accuracy.png",
                                 errors={n: e["acc_std"] for n, e in ok.items()},
-                                title=f"{results['dataset']} / {results['model']} / forget {results['forget']} "
-                                      f"({results['seeds']} seeds)")
+                                scores={k: {n: e["evals"][k] for n, e in ok.items() if k in e.get("evals", {})}
+                                        for k in names},
+                                score_errors={k: {n: e["evals_std"][k] for n, e in ok.items()
+                                                  if k in e.get("evals_std", {})} for k in names},
+                                title=f"{plotting.dataset_label(results['dataset'])} / {results['model']} / "
+                                      f"forget {results['forget']} ({results['seeds']} seeds)")
 
 
 def tuned_config(cfg):
