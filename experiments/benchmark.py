@@ -358,8 +358,8 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       summary["forget"][spec] = entry
   else:
     plots: list[str] = []
-    md += ["| method | U-LiRA AUC (online) | TPR@1% | TPR@0.1% | forget quality F | challenge score | "
-           "KLOM forget p50 / p95 |", "|---|---|---|---|---|---|---|"]
+    md += ["| method | U-LiRA AUC (online) | TPR@1% | TPR@0.1% | forget quality F | F of an exact retrain (ceiling) | "
+           "challenge score | KLOM forget p50 / p95 |", "|---|---|---|---|---|---|---|---|"]
     for j in jobs:
       if not j.done() or not j.name.startswith("ulira/"):
         continue
@@ -372,13 +372,14 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       row = {"ulira_online": on, "lira_convention": u.get("lira_convention"), "tpr_readout": u.get("tpr_readout"),
              "num_models": u.get("num_models"), "forget_quality": c.get("forget_quality"),
              "challenge_score": c.get("challenge_score"), "klom_forget": k,
+             "ceiling_forget_quality": (c.get("ceiling") or {}).get("forget_quality"),
              "klom_convention": c.get("klom", {}).get("convention")}
       summary["forget"][m] = row
       f = lambda v, n=3: "" if v is None else f"{v:.{n}f}"  # noqa: E731
       plots += [f"![{m} {k}]({folder}/{q})" for folder, r in ((j.out.name, u), (c_path.parent.name, c))
                 for k, q in r.get("plots", {}).items() if isinstance(q, str)]
       md.append(f"| {m} | {f(on['auc'])} | {f(100 * on['tpr@1%'], 2)}% | {f(100 * on['tpr@0.1%'], 2)}% | "
-                f"{f(c.get('forget_quality'))} | {f(c.get('challenge_score'))} | {f(k.get('p50'), 2)} / {f(k.get('p95'), 2)} |")
+                f"{f(c.get('forget_quality'))} | {f(row['ceiling_forget_quality'])} | {f(c.get('challenge_score'))} | {f(k.get('p50'), 2)} / {f(k.get('p95'), 2)} |")
     conv = {r.get("lira_convention") for r in summary["forget"].values()}
     md += ["", f"U-LiRA: online attack, {a.models} models, convention {', '.join(map(str, conv))}; forget quality: the "
                f"NeurIPS-2023 score over {a.models} unlearned vs {a.models} retrained models (higher = closer to "

@@ -76,6 +76,7 @@ def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tm
   c = json.loads((priv / f"challenge-{top}" / "results.json").read_text())
   assert u["num_models"] == 4 and p["forget"][top]["ulira_online"] == u["attacks"]["online"]
   assert p["forget"][top]["forget_quality"] == c["forget_quality"] and p["forget"][top]["klom_forget"] == c["klom"]["forget"]
+  assert p["forget"][top]["ceiling_forget_quality"] == c["ceiling"]["forget_quality"]
   chosen = json.loads((tmp_path / "b" / "class_3" / f"tune-{top}" / "results.json").read_text())["choice"]["overrides"]
   for k, v in chosen.items():  # the studies ran the method at its tuned setting
     assert c["method_config"].get(k, c["method_config"].get("optim", {}).get(k)) == pytest.approx(float(v))
