@@ -64,6 +64,8 @@ def add_job_flags(p: argparse.ArgumentParser, d) -> None:
   p.add_argument("--test-subset", type=int, default=d.test_subset, help="use N random test examples")
   p.add_argument("--data-dir", default=d.data_dir, help="tfds data_dir")
   p.add_argument("--download", action="store_true", default=d.download, help="let tfds download (needs network)")
+  p.add_argument("--cache-dir", default=d.cache_dir, metavar="DIR",
+                 help="cache of decoded JPEG npz files (default: $XDG_CACHE_HOME/jaxunlearn or ~/.cache/jaxunlearn)")
   p.add_argument("--executor", default=d.executor, choices=("auto", "scan", "steps"),
                  help="training loops as one compiled scan, or one jitted call per step (auto: steps on CPU "
                       "for convolutional nets, 6-30x faster there)")
