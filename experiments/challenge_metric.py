@@ -75,6 +75,7 @@ def main(argv=None):
                   help="vmap, sequential, an int group size, or auto (measured once; see BUILD.md)")
   ap.add_argument("--out", default=None)
   a = ap.parse_args(argv)
+  report.check_data("challenge_metric.py", a.scale, a.smoke, a.out)
   s = setting(a.scale, a.smoke)
   n_models = a.models or s["n"]
   out = Path(a.out or f"experiments/results/challenge_{a.scale}")
@@ -128,7 +129,8 @@ def main(argv=None):
               f"{results['retrained']['models_per_second']:.1f} |" + " |" * len([k for k in s["subsets"] if k < n_models]))
   cmd = "python experiments/challenge_metric.py" + (" --smoke" if a.smoke else "") + f" --scale {a.scale}"
   md = report.write_markdown(out, f"NeurIPS-2023 forget quality, N = {n_models} per side", cmd,
-                             [("scores", "\n".join(rows) + "\n\n![](epsilons.png)")], results["env"])
+                             [("scores", "\n".join(rows) + "\n\n![](epsilons.png)")], results["env"],
+                             data=report.data_name(s["dataset"], s["ntr"], s["nte"]))
   print(md.read_text())
   return results
 

@@ -37,9 +37,41 @@ def strategy_arg(text: str):
     raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def check_data(prog: str, scale: str, smoke: bool, out) -> None:
+  """Refuses (one line, exit 2) what would put other results than the committed ones into
+  ``experiments/results/``: without ``--out``, ``--smoke`` or a CPU scale whose Fashion-MNIST file
+  (:data:`FASHION`) is missing (the fallback to the embedded digits is only taken into a folder the user
+  names, with a printed note); the GPU scale without :data:`CIFAR` in any case."""
+  if scale == "gpu":
+    if not CIFAR.is_file():
+      _refuse(prog, f"--scale gpu needs {CIFAR}, which does not exist (copy cifar10_jpeg.npz there)")
+    return
+  if out is None and smoke:
+    _refuse(prog, "--smoke needs --out DIR (the default folder holds the committed results)")
+  if not smoke and not FASHION.is_file():
+    if out is None:
+      _refuse(prog, f"{FASHION} does not exist: the committed results under experiments/results/ were made with "
+                    "it; copy it there, or give --out DIR to run on the embedded digits instead")
+    print(f"{prog}: note: {FASHION} does not exist: running on the embedded digits", file=sys.stderr, flush=True)
+
+
+def _refuse(prog: str, msg: str):
+  print(f"{prog}: error: {msg}", file=sys.stderr, flush=True)
+  raise SystemExit(2)
+
+
+def data_name(dataset: str, train_subset=None, test_subset=None) -> str:
+  """A job's data for a results README: ``npz:fashion_mnist.npz (3000 train / 1000 test examples)``."""
+  name = f"npz:{Path(dataset[4:]).name}" if dataset.startswith("npz:") else dataset
+  if name == "digits":
+    name = "digits (the embedded 8x8 digits)"
+  sizes = [f"{n} {s}" for n, s in ((train_subset, "train"), (test_subset, "test")) if n is not None]
+  return name + (f" ({' / '.join(sizes)} examples)" if sizes else "")
+
+
 def cpu_dataset(smoke: bool) -> tuple[str, int | None, int | None]:
   """(dataset, train_subset, test_subset) for the CPU scale: Fashion-MNIST subset if the shared
-  data is there, else the embedded digits."""
+  data is there, else the embedded digits (:func:`check_data` decides first whether that is allowed)."""
   if smoke:
     return "digits", 200, 60
   if FASHION.is_file():
@@ -117,9 +149,12 @@ def bars(result: dict, path: Path, title: str) -> str:
   return plotting.plot_accuracy_bars({n: e["acc"] for n, e in result["models"].items()}, path, title=title)
 
 
-def write_markdown(out_dir: Path, title: str, command: str, sections: list[tuple[str, str]], env: dict) -> Path:
-  md = [f"# {title}", "", f"Command: `{command}`", "",
-        f"Device: {env['device']} ({env['backend']}), jax {env['jax']}, {env['date']}", ""]
+def write_markdown(out_dir: Path, title: str, command: str, sections: list[tuple[str, str]], env: dict,
+                   data: str | None = None) -> Path:
+  md = [f"# {title}", "", f"Command: `{command}`", ""]
+  if data is not None:
+    md += [f"Data: {data}", ""]
+  md += [f"Device: {env['device']} ({env['backend']}), jax {env['jax']}, {env['date']}", ""]
   for head, body in sections:
     md += [f"## {head}", "", body, ""]
   path = out_dir / "README.md"
@@ -143,6 +178,7 @@ def main(argv, *, doc: str, name: str, title: str, plot_prefix: str, jobs, colum
                   help="run only this job (repeatable); the other jobs already in OUT/results.json are kept, "
                        "so a long experiment can be split over several calls")
   a = ap.parse_args(argv)
+  check_data(f"{name}.py", a.scale, a.smoke, a.out)
   out = Path(a.out or f"experiments/results/{name}_{a.scale}")
   all_jobs = jobs(a.scale, a.smoke)
   labels = [label for label, _ in all_jobs]
@@ -162,7 +198,9 @@ def main(argv, *, doc: str, name: str, title: str, plot_prefix: str, jobs, colum
   cmd = f"python experiments/{name}.py" + (" --smoke" if a.smoke else "") + f" --scale {a.scale}"
   if a.job:
     cmd += " --job LABEL (one call per job)"
-  md = write_markdown(out, title, cmd, sections, res["env"])
+  data = sorted({data_name(r["dataset"], c.train_subset, c.test_subset) for label, c in all_jobs
+                 for r in [res["jobs"].get(label)] if r is not None})
+  md = write_markdown(out, title, cmd, sections, res["env"], data="; ".join(data))
   print(md.read_text())
   return out
 

@@ -19,7 +19,9 @@ def atomic_write(path, writer: Callable[[IO], Any], *, binary: bool = False, suf
   """Calls ``writer(f)`` on a unique temporary file next to ``path``, then ``os.replace``\\ s it.
 
   A crash (or an exception in ``writer``) never leaves a half-written ``path`` nor a temporary
-  file; concurrent writers never collide (the last one wins, whole). Creates missing parents.
+  file; concurrent writers never collide (the last one wins, whole). Creates missing parents. The file
+  gets the mode a plain ``open`` would give it (``0666`` less the umask, e.g. ``0644``), not
+  ``mkstemp``'s private ``0600``.
   """
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,10 +29,26 @@ def atomic_write(path, writer: Callable[[IO], Any], *, binary: bool = False, suf
   try:
     with os.fdopen(fd, "wb" if binary else "w") as f:
       writer(f)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
     raise
+
+
+def _umask() -> int:
+  """The process's umask, read without changing it where the system tells it (Linux: /proc; setting and
+  restoring it would briefly give files other threads create a 0 umask)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def jsonable(v):

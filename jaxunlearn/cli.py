@@ -1,7 +1,7 @@
 """Command line: ``jaxunlearn run | tune | lira | ulira | challenge | data convert``: every flag, and the exit codes; the work lives in the library.
 
 Exit status: 0 done; 2 bad input (argparse, or a :class:`jaxunlearn.errors.ConfigError`), printed
-as one line ``jaxunlearn: error: ...``; any other exception (a bug, a JAX tracer error, ...)
+as one line ``jaxunlearn: error: ...``; 130 ``run`` interrupted (Ctrl-C: one line, the finished models kept); any other exception (a bug, a JAX tracer error, ...)
 propagates with its traceback (status 1 under ``python -m jaxunlearn`` / the ``jaxunlearn`` script).
 """
 
@@ -65,6 +65,8 @@ def add_job_flags(p: argparse.ArgumentParser, d) -> None:
   p.add_argument("--test-subset", type=int, default=d.test_subset, help="use N random test examples")
   p.add_argument("--data-dir", default=d.data_dir, help="tfds data_dir")
   p.add_argument("--download", action="store_true", default=d.download, help="let tfds download (needs network)")
+  p.add_argument("--cache-dir", default=d.cache_dir, metavar="DIR",
+                 help="cache of decoded JPEG npz files (default: $XDG_CACHE_HOME/jaxunlearn or ~/.cache/jaxunlearn)")
   p.add_argument("--executor", default=d.executor, choices=("auto", "scan", "steps"),
                  help="training loops as one compiled scan, or one jitted call per step (auto: steps on CPU "
                       "for convolutional nets, 6-30x faster there)")
@@ -84,7 +86,10 @@ def _add_run(sub, fmt) -> None:
   names, presets = _methods_help()
   r.add_argument("--method", action="append", dest="methods", default=None,
                  help=f"unlearning method (repeatable; default {d.methods[0]}): {names}")
-  r.add_argument("--out", default=d.out, help="output folder for results.json")
+  r.add_argument("--out", default=d.out, help="output folder for results.json (locked while a run writes it; "
+                 "a rerun of the same job resumes its finished models, another job's results are refused)")
+  r.add_argument("--overwrite", action="store_true", default=d.overwrite,
+                 help="replace the results.json already in --out (another job's, or this job's: run it again)")
   r.add_argument("--set", action="append", type=_kv_set, dest="overrides", default=[],
                  metavar="METHOD.OPTION=VALUE", help="method option, e.g. scrub.alpha=0.5 (repeatable)")
   r.add_argument("--preset", action="append", type=_kv_preset, dest="presets", default=[],
@@ -353,16 +358,62 @@ def _error(e: ConfigError) -> int:
   return 2
 
 
-def _run(args) -> int:
+def _interrupted(out: str) -> str:
+  """The one line of an interrupted ``run``: results.json is rewritten after every model."""
+  res = os.path.join(out, "results.json")
+  if os.path.exists(res):
+    return f"jaxunlearn: interrupted; {res} keeps every finished model (the same command resumes from them)"
+  return "jaxunlearn: interrupted before any model finished"
+
+
+def _exit_on_interrupt(out: str, newline: bool = True) -> None:
+  """When this process is the command: Ctrl-C (SIGINT) prints :func:`_interrupted`'s line and ends the process
+  with status 130 at once, even inside an XLA compilation. Python's own handler waits for the compilation to
+  end, printed a traceback (a segfault after it was seen), and its KeyboardInterrupt can land in JAX's
+  garbage-collection callback, which swallows it: the run went on (seen in 1 of 7 tries here).
+  ``signal.set_wakeup_fd`` hands the signal to a watching thread the moment it arrives; results.json is
+  written atomically, so an exit mid-write leaves the previous one whole."""
+  import signal
+  import threading
+
+  if threading.current_thread() is not threading.main_thread():
+    return  # (signals reach the main thread only: KeyboardInterrupt as usual)
+  r, w = os.pipe()
+  os.set_blocking(w, False)
+  signal.set_wakeup_fd(w)
+  signal.signal(signal.SIGINT, lambda signum, frame: None)  # the watcher, not a KeyboardInterrupt, handles it
+
+  def watch():
+    while True:
+      data = os.read(r, 64)
+      if signal.SIGINT in data:
+        os.write(2, f"{chr(10) if newline else ''}{_interrupted(out)}\n".encode())  # (below a progress bar)
+        os._exit(130)
+
+  threading.Thread(target=watch, name="jaxunlearn-sigint", daemon=True).start()
+
+
+def _run(args, argv, own_process: bool = False) -> int:
+  import shlex
+
   from jaxunlearn.run import RunConfig, format_table
   from jaxunlearn.sweeps import format_seeds, run_job
 
+  cfg = dataclasses.replace(config_from_args(RunConfig, args), command_line=shlex.join(["jaxunlearn", *argv]))
+  if own_process:
+    _exit_on_interrupt(cfg.out, newline=cfg.progress)
   try:
-    prepared, results = run_job(config_from_args(RunConfig, args))
+    prepared, results = run_job(cfg)
   except ConfigError as e:  # every input is checked before any compute; nothing else is caught
     return _error(e)
+  except KeyboardInterrupt:  # (called as a function) results.json holds every finished model
+    print(_interrupted(cfg.out), file=sys.stderr, flush=True)
+    return 130
   print(format_seeds(results) if results.get("seeds", 1) > 1 else format_table(results))
-  print(f"wrote {prepared.out / 'results.json'} and {prepared.out / 'accuracy.png'}")
+  if prepared.reused:
+    print(f"{prepared.out / 'results.json'} already held these results: nothing was run (--overwrite runs it again)")
+  else:
+    print(f"wrote {prepared.out / 'results.json'} and {prepared.out / 'accuracy.png'}")
   return 0
 
 
@@ -426,13 +477,14 @@ def _data(args) -> int:
 
 
 def main(argv=None) -> int:
+  own_process = argv is None  # the jaxunlearn script / python -m jaxunlearn: this process is the command
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
     argv = ["run"] + argv  # `jaxunlearn` alone runs the embedded default job
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.command == "run":
-    return _run(args)
+    return _run(args, argv, own_process)
   if args.command == "tune":
     return _tune(args)
   if args.command in STUDIES:

@@ -36,11 +36,12 @@ def check_int(name: str, v, lo: int, hi: int | None = None, *, allow_none: bool 
     raise ConfigError(f"{name} must be an int {bound}, got {v!r}")
 
 
-def check_out_dir(out: str) -> Path:
-  """Checks (writing nothing that stays) that ``out`` is, or can become, a writable folder."""
+def check_out_dir(out: str, what: str = "output folder") -> Path:
+  """Checks (writing nothing that stays) that ``out`` is, or can become, a writable folder; ``what`` names
+  it in the error (e.g. ``checkpoint folder``)."""
   p = Path(out)
   if p.exists() and not p.is_dir():
-    raise ConfigError(f"output folder {out!r} exists and is not a folder")
+    raise ConfigError(f"{what} {out!r} exists and is not a folder")
   probe = p
   while not probe.exists():
     probe = probe.parent
@@ -49,7 +50,7 @@ def check_out_dir(out: str) -> Path:
     os.close(fd)
     os.unlink(tmp)
   except OSError as e:
-    raise ConfigError(f"output folder {out!r} is not writable ({str(probe)!r}: {e.strerror})") from None
+    raise ConfigError(f"{what} {out!r} is not writable ({str(probe)!r}: {e.strerror})") from None
   return p
 
 
@@ -71,6 +72,8 @@ class JobConfig:
       from scratch (see :class:`jaxunlearn.train.TrainConfig`).
     train_subset, test_subset: use N random examples of the split (drawn with ``seed``).
     data_dir, download: tfds options.
+    cache_dir: where decoded JPEG npz files are cached (default ``$XDG_CACHE_HOME/jaxunlearn``, see
+      :func:`jaxunlearn.data.default_cache_dir`).
     seed: the job's seed (in ``[0, 2**32)``).
     progress: progress output on stderr.
     executor: ``auto`` | ``scan`` | ``steps``: how training loops run (one compiled program, or each step
@@ -91,6 +94,7 @@ class JobConfig:
   test_subset: int | None = None
   data_dir: str | None = None
   download: bool = False
+  cache_dir: str | None = None
   seed: int = 0
   progress: bool = True
   executor: str = "auto"
@@ -124,7 +128,8 @@ class JobConfig:
   def load_data(self) -> jdata.Dataset:
     """The dataset, subsampled to ``train_subset`` / ``test_subset`` with ``seed``."""
     with user_input():
-      ds = jdata.load_dataset(self.dataset, data_dir=self.data_dir, download=self.download)
+      ds = jdata.load_dataset(self.dataset, data_dir=self.data_dir, download=self.download,
+                              cache_dir=self.cache_dir)
       if self.train_subset is not None or self.test_subset is not None:
         ds = ds.subset(self.train_subset, self.test_subset, seed=self.seed)
     return ds

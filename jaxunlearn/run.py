@@ -7,7 +7,12 @@ Library code behind ``jaxunlearn run``; every check of the user's input happens 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
+import json
 import math
+import os
+import shutil
 import sys
 import time
 import zlib
@@ -23,6 +28,7 @@ from jaxunlearn import data as jdata
 from jaxunlearn import health
 from jaxunlearn import models as jmodels
 from jaxunlearn import unlearn as jun
+from jaxunlearn.atomic import atomic_savez
 from jaxunlearn.atomic import jsonable
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.saved_models import check_original
@@ -69,6 +75,8 @@ class RunConfig(JobConfig):
   tuned: bool = False              # tune every method's default grid first (jaxunlearn.sweeps.tuned_config)
   holdout: float = 0.0             # > 0: this share of the training split is never trained on; SCRUB+Rewind
                                    # validates on its forget-distribution examples (else on test examples)
+  overwrite: bool = False          # OUT holds another job's results.json (or this one's): start over
+  command_line: str | None = None  # the command that made this config (recorded in results.json)
 
 
 @dataclasses.dataclass
@@ -83,6 +91,9 @@ class Prepared:
   original: ModelState | None = None
   defaults: dict = dataclasses.field(default_factory=dict)  # {method: {preset, overrides, rule}}
   holdout: tuple | None = None  # (x, y) of the held-out training examples (--holdout)
+  job: dict | None = None       # job_record of the claimed --out (claim_out); None: OUT not claimed
+  resume: dict | None = None    # the interrupted run's results.json whose finished models are reused
+  reused: bool = False          # OUT already held this job's complete results: nothing was run
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -170,6 +181,113 @@ def prepare(cfg: RunConfig) -> Prepared:
   return Prepared(cfg, ds, split, model, train_cfg, method_cfgs, out, original, defaults, holdout)
 
 
+# RunConfig fields that do not change what a job computes (how it reports, where it writes)
+_NOT_JOB = ("progress", "out", "overwrite", "command_line", "download", "data_dir", "cache_dir")
+RESUME_DIR = ".resume"          # OUT/.resume/original.npz: an unfinished run's original (removed when complete)
+LOCK_FILE = ".jaxunlearn.lock"  # OUT's lock (an flock; holds the pid of the run writing OUT)
+_LOCKS: dict[str, int] = {}     # folders this process holds: resolved path -> the lock file's descriptor
+
+
+def job_record(cfg: RunConfig) -> dict:
+  """What makes two ``jaxunlearn run`` calls the same job (results.json's ``job``, with the data's digest
+  added by :func:`claim_out`): every :class:`RunConfig` field but how it reports and where it writes
+  (``progress``, ``out``, ``overwrite``, ``command_line``; ``download``, ``data_dir`` and ``cache_dir``, where
+  the data come from: their digest is compared instead)."""
+  return jsonable({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _NOT_JOB})
+
+
+def data_digest(p: Prepared) -> str:
+  """sha256 (first 16 hex digits) of the job's data as loaded: subsets taken, ``--holdout`` carved."""
+  h = hashlib.sha256()
+  for a in (p.ds.x_train, p.ds.y_train, p.ds.x_test, p.ds.y_test, *(p.holdout or ())):
+    a = np.ascontiguousarray(a)
+    h.update(str((a.shape, a.dtype.str)).encode())
+    h.update(a)
+  return h.hexdigest()[:16]
+
+
+def lock_out(out: Path) -> None:
+  """Takes ``OUT/.jaxunlearn.lock`` for this process (an exclusive ``flock``: the system releases it when the
+  process ends, however it ends), creating OUT. Held by another process: a ConfigError naming the folder and
+  that process's pid. Re-entrant within a process; a no-op where ``flock`` is unavailable (Windows, or a
+  file system without locks)."""
+  try:
+    import fcntl
+  except ImportError:  # Windows
+    return
+  key = str(out.resolve())
+  if key in _LOCKS:
+    return
+  out.mkdir(parents=True, exist_ok=True)
+  fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+    os.close(fd)
+    if e.errno in (errno.EAGAIN, errno.EACCES):
+      raise ConfigError(f"output folder {str(out)!r} is in use by another jaxunlearn run (pid {other}); wait for "
+                        "it to finish or choose another --out") from None
+    return  # no locks on this file system (e.g. some network mounts)
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+  _LOCKS[key] = fd
+
+
+def unlock_out(out: Path) -> None:
+  """Releases :func:`lock_out`'s lock of ``out`` (if this process holds it)."""
+  fd = _LOCKS.pop(str(out.resolve()), None)
+  if fd is not None:
+    os.close(fd)  # (closing releases the flock; the file stays, so no two runs ever lock different files)
+
+
+def _differences(old: dict, new: dict) -> str:
+  keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  parts = ["the data" if k == "data_sha256" else f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+  return ", ".join(parts[:4]) + (f" and {len(parts) - 4} more" if len(parts) > 4 else "")
+
+
+def claim_out(p: Prepared) -> Prepared:
+  """Claims ``p.out`` for this job before anything is compiled: locks it (:func:`lock_out`) and reads the
+  ``results.json`` already there. None there, or ``--overwrite``: a fresh run. This same job's (same
+  :func:`job_record` and :func:`data_digest`): its finished models are reused (``p.resume``; a complete one:
+  nothing runs, ``p.reused``). Another job's, or one without a job record or unreadable: a ConfigError
+  (nothing is overwritten without ``--overwrite``). Returns ``p`` with ``job`` / ``resume`` / ``reused`` set.
+  """
+  cfg = p.cfg
+  lock_out(p.out)
+  try:
+    job = {**job_record(cfg), "data_sha256": data_digest(p)}
+    path = p.out / "results.json"
+    have = None
+    if cfg.overwrite:
+      shutil.rmtree(p.out / RESUME_DIR, ignore_errors=True)
+    elif path.exists():
+      fix = "use --overwrite to replace it, or choose another --out"
+      try:
+        have = json.loads(path.read_text())
+      except (OSError, ValueError) as e:
+        raise ConfigError(f"output folder {str(p.out)!r} holds an unreadable results.json "
+                          f"({' '.join(str(e).split())[:200]}); {fix}") from None
+      old = have.get("job") if isinstance(have, dict) else None
+      if not isinstance(old, dict):
+        raise ConfigError(f"output folder {str(p.out)!r} already holds the results.json of another run (no job "
+                          f"record: another command or an older version); {fix}")
+      if old != job:
+        raise ConfigError(f"output folder {str(p.out)!r} holds the results of a different job "
+                          f"({_differences(old, job)}); {fix}")
+  except BaseException:
+    unlock_out(p.out)
+    raise
+  for stale in (*p.out.glob("results.json.*.tmp"), *(p.out / RESUME_DIR).glob("*.tmp.npz")):
+    stale.unlink(missing_ok=True)  # what a run killed mid-write left (we hold the lock: no writer is running)
+  p.job, p.reused = job, bool(have and have.get("complete") is True)
+  p.resume = have if (p.reused or cfg.seeds == 1) else None
+  if have is not None and p.resume is None:
+    _log(p, f"[jaxunlearn] {p.out}: an unfinished run of this job; --seeds runs do not resume yet: running it again")
+  return p
+
+
 def _scale_defaults(cfg: RunConfig, split, num_classes: int, train_cfg: TrainConfig, method_cfgs: dict,
                     presets: dict) -> dict:
   """Replaces each method's config (not the oracle's) by :func:`jaxunlearn.unlearn.default_config`'s
@@ -220,7 +338,9 @@ def _finite_params(state: ModelState) -> bool:
 
 def _warn(results: dict, msg: str, progress: bool = True, *, key: str = "warnings") -> None:
   """Adds ``msg`` to ``results[key]`` (``warnings`` or ``notes``; printed again under
-  :func:`format_table`) and prints it on stderr."""
+  :func:`format_table`) and prints it on stderr; once (a resumed run has its finished models' already)."""
+  if msg in results.get(key, ()):
+    return
   results.setdefault(key, []).append(msg)
   if progress:
     print(f"  {key[:-1]}: {msg}", file=sys.stderr, flush=True)
@@ -249,6 +369,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
   cfg, ds, sp = p.cfg, p.ds, p.split
   key = jax.random.key(cfg.seed)
   all_idx = np.arange(len(ds.y_train))
+  done = _finished_models(p)  # an interrupted run of this job (claim_out): its finished models' entries
   results: dict[str, Any] = {
       "dataset": cfg.dataset, "model": cfg.model, "forget": cfg.forget, "seed": cfg.seed,
       "sizes": {"retain": int(len(sp.retain)), "forget": int(len(sp.forget)), "test": int(len(ds.y_test)),
@@ -259,34 +380,50 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
       "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
       "executor": resolve_executor(cfg.executor, p.model),
       "defaults": p.defaults,
+      **_job_entries(p),
   }
+  if done:
+    results["resumed"] = []  # the models reused from the interrupted run
+    for k in ("warnings", "timing_notes"):  # those of the finished models
+      if p.resume.get(k):
+        results[k] = list(p.resume[k])
   if eval_conventions(cfg.evals):  # which membership-inference convention each number is
     results["mia_convention"] = eval_conventions(cfg.evals)
   if ds.notes:  # what the loader changed in the input (e.g. channels-first images transposed)
     results["notes"] = list(ds.notes)
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / "
           f"{len(ds.y_test)} test, model {cfg.model}, forget {cfg.forget}")
+  reused_original = None
   if cfg.original is not None:
     original = p.original
     hist = {"seconds": 0.0, "compile_seconds": 0.0}
     results["original_checkpoint"] = str(cfg.original)
+  elif "original" in done and (reused_original := _load_resume_original(p)) is not None:
+    original = reused_original
   else:
     original, hist = train_model(p.model, p.train_cfg, ds.x_train, sp.y_train, all_idx,
                                  jax.random.fold_in(key, KEY_ORIGINAL), progress=cfg.progress, desc="original",
                                  executor=cfg.executor)
+    if p.job is not None:  # kept until the run completes, so that a rerun after an interruption reuses it
+      _save_resume_original(p, original)
   save = (lambda name, st: save_model(Path(cfg.save_models) / name, st, cfg, ds)) if cfg.save_models else None
-  if save and cfg.original is None:
+  if save and cfg.original is None and reused_original is None:
     save("original", original)
   sets = _eval_sets(p)
-  acc, ev = _evaluate_all(original, sets)
-  acc = _checked_acc(results, "original", original, acc, cfg.progress)
-  n_orig = len(all_idx)
-  results["models"]["original"] = {"acc": acc, "seconds": hist["seconds"],
-                                   "compile_seconds": hist["compile_seconds"],
-                                   "steps": p.train_cfg.epochs * steps_per_epoch(n_orig, p.train_cfg.batch_size)}
   if cfg.forget.startswith("confuse:"):
     results["confused_classes"] = list(sp.classes)
-  _log(p, f"  original  {_fmt(acc)}  {hist['seconds']:.1f}s  {results['models']['original']['steps']} steps")
+  if "original" in done and (reused_original is not None or cfg.original is not None):
+    results["models"]["original"] = done["original"]
+    results["resumed"].append("original")
+    _log(p, f"  original  {_fmt(done['original']['acc'])}  (finished before: reused)")
+  else:
+    acc, ev = _evaluate_all(original, sets)
+    acc = _checked_acc(results, "original", original, acc, cfg.progress)
+    n_orig = len(all_idx)
+    results["models"]["original"] = {"acc": acc, "seconds": hist["seconds"],
+                                     "compile_seconds": hist["compile_seconds"],
+                                     "steps": p.train_cfg.epochs * steps_per_epoch(n_orig, p.train_cfg.batch_size)}
+    _log(p, f"  original  {_fmt(acc)}  {hist['seconds']:.1f}s  {results['models']['original']['steps']} steps")
 
   val = forget_validation_index(ds, sp)
   heldout = evaluate(original.model, original.params, original.batch_stats, ds.x_test[val], ds.y_test[val])["acc"]
@@ -297,14 +434,21 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
   data = jun.UnlearnData.create(ds.x_train, sp.y_train, sp.retain, sp.forget, num_classes=ds.num_classes,
                                 x_val=x_val, y_val=y_val, init_key=init_key)
   extra = EvalContext(p, sets["forget"][0], jax.random.fold_in(key, KEY_RANDOM_INIT))
-  results["models"]["original"].update(extra(ev, None))
+  if results["models"]["original"] is not done.get("original"):
+    results["models"]["original"].update(extra(ev, None))
   if on_model is not None:
     on_model(results)
+  names = ("retrain",) + tuple(m for m in cfg.methods if m != "retrain")
   mask = None
-  if cfg.mask is not None:
+  if cfg.mask is not None and not set(names) <= set(done):
     mask = _build_mask(cfg.mask, original, data, jax.random.fold_in(key, KEY_MASK))
   executor = resolve_executor(cfg.executor, p.model)
-  for name in ("retrain",) + tuple(m for m in cfg.methods if m != "retrain"):
+  for name in names:
+    if name in done:  # finished by the interrupted run (same job, same data, same keys)
+      results["models"][name] = done[name]
+      results["resumed"].append(name)
+      _log(p, f"  {name:<9} {_fmt(done[name]['acc'])}  (finished before: reused)")
+      continue
     m = jun.get_method(name)
     use_mask = mask if (m.supports_mask and name != "retrain") else None
     state, metrics, secs, compile_secs, counted = _unlearn(m, original, data, method_key(key, name),
@@ -336,6 +480,55 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
     if on_model is not None:
       on_model(results)
   return results
+
+
+def _job_entries(p: Prepared) -> dict:
+  """results.json's record of the job: ``job`` (every setting, :func:`job_record`; with the data's digest
+  when OUT was claimed) and ``command`` (the command line, when known)."""
+  out = {"job": p.job if p.job is not None else job_record(p.cfg)}
+  if p.cfg.command_line is not None:
+    out["command"] = p.cfg.command_line
+  return out
+
+
+def _finished_models(p: Prepared) -> dict:
+  """``{name: entry}`` of the models an interrupted run of this job finished (``p.resume``, set by
+  :func:`claim_out`), accuracies read back as floats (``null`` -> NaN); empty for a fresh run."""
+  if p.resume is None or p.resume.get("complete"):
+    return {}
+  done = {}
+  for name, e in (p.resume.get("models") or {}).items():
+    e = json.loads(json.dumps(e))
+    e["acc"] = {k: float("nan") if v is None else v for k, v in e["acc"].items()}
+    done[name] = e
+  if done:
+    _log(p, f"[jaxunlearn] resuming {str(p.out)!r}: {', '.join(done)} finished before (results.json); "
+            "--overwrite starts over")
+  return done
+
+
+def _save_resume_original(p: Prepared, state: ModelState) -> None:
+  """``OUT/.resume/original.npz``: the original's weights, for a rerun after an interruption."""
+  leaves = jax.tree.leaves({"params": state.params, "batch_stats": state.batch_stats})
+  atomic_savez(p.out / RESUME_DIR / "original.npz", **{f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
+
+
+def _load_resume_original(p: Prepared) -> ModelState | None:
+  """The original saved by :func:`_save_resume_original`; None (trained again) when it is missing or does
+  not fit the model."""
+  path = p.out / RESUME_DIR / "original.npz"
+  abstract = jax.eval_shape(p.model.init, jax.random.key(0))
+  leaves, treedef = jax.tree.flatten({"params": abstract[0], "batch_stats": abstract[1]})
+  try:
+    with np.load(path) as z:
+      got = [z[f"{i:05d}"] for i in range(len(leaves))]
+  except (OSError, KeyError, ValueError, EOFError):
+    got = None
+  if got is None or any(g.shape != tuple(a.shape) or g.dtype != a.dtype for g, a in zip(got, leaves)):
+    _log(p, f"  (no usable saved original in {str(path)!r}: training it again)")
+    return None
+  tree = jax.tree.unflatten(treedef, [jnp.asarray(g) for g in got])
+  return ModelState(tree["params"], tree["batch_stats"], p.model)
 
 
 def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan", progress: bool = False):
@@ -481,16 +674,30 @@ def execute_and_write(p: Prepared, extra: dict | None = None, *, execute_fn: Cal
   ``execute_fn(p, on_model=)`` / ``write_fn(p, results)`` replace the two (``--seeds``:
   ``jaxunlearn.sweeps.run_seeds`` / ``write_seeds``)."""
 
-  def partial(results):
-    write_json_atomic(p.out / "results.json", {**results, **(extra or {}), "complete": False})
+  if p.reused:  # claim_out found this job's complete results
+    _log(p, f"[jaxunlearn] {str(p.out / 'results.json')!r} already holds this job's complete results: nothing "
+            "to run (--overwrite runs it again)")
+    unlock_out(p.out)
+    return p.resume
+  extra = {**_job_entries(p), **(extra or {})}
 
-  results = execute_fn(p, on_model=partial)
-  results.update(extra or {})
-  results["complete"] = True
-  write_fn(p, results)
+  def partial(results):
+    write_json_atomic(p.out / "results.json", {**results, **extra, "complete": False})
+
+  try:
+    results = execute_fn(p, on_model=partial)
+    results.update(extra)
+    results["complete"] = True
+    write_fn(p, results)
+    if p.job is not None:
+      shutil.rmtree(p.out / RESUME_DIR, ignore_errors=True)
+  finally:
+    if p.job is not None:
+      unlock_out(p.out)
   return results
 
 
 def run(cfg: RunConfig) -> dict:
-  """prepare + :func:`execute_and_write`: ``OUT/results.json`` and ``OUT/accuracy.png``."""
-  return execute_and_write(prepare(cfg))
+  """prepare + :func:`claim_out` + :func:`execute_and_write`: ``OUT/results.json`` and ``OUT/accuracy.png``
+  (resuming an interrupted run of the same job; refusing another job's results without ``overwrite``)."""
+  return execute_and_write(claim_out(prepare(cfg)))

@@ -1,8 +1,11 @@
 """Shared fixtures: tiny synthetic data and models so the CPU suite stays fast."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+# decoded-JPEG caches of the tests' files go to a throwaway folder, never the user's ~/.cache
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="jaxunlearn-test-cache-")
 
 import jax
 import numpy as np

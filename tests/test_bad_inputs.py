@@ -101,6 +101,14 @@ def test_unwritable_output_folder(capsys):
   assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("study", ["lira", "ulira", "challenge"])
+def test_unwritable_checkpoint_folder(study, tmp_path, capsys):
+  code = cli.main([study, "--quiet", "--checkpoint-dir", "/proc/jaxunlearn-test/ck", "--out", str(tmp_path / "o")])
+  err = capsys.readouterr().err
+  assert code == 2 and "checkpoint folder '/proc/jaxunlearn-test/ck' is not writable" in err, err
+  assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
 def test_output_path_that_is_a_file(tmp_path, capsys):
   f = tmp_path / "file"
   f.write_text("x")

@@ -1,6 +1,7 @@
 """Loaders (digits, tfds via mock_data, npz incl. JPEG bytes) and forget-set builders."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -112,19 +113,33 @@ def _jpeg_npz(path, n_train=6, n_test=3):
   return raw
 
 
-def test_npz_jpeg_bytes_decoded_and_cached(tmp_path):
-  p = tmp_path / "jp.npz"
-  raw = _jpeg_npz(p)
-  d = jd.load_dataset(f"npz:{p}")
+def test_npz_jpeg_bytes_decoded_and_cached(tmp_path, monkeypatch):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  old = os.umask(0o022)
+  try:
+    p = tmp_path / "data" / "jp.npz"
+    p.parent.mkdir()
+    raw = _jpeg_npz(p)
+    d = jd.load_dataset(f"npz:{p}")
+  finally:
+    os.umask(old)
   assert d.x_train.shape == (6, 32, 32, 3) and d.x_test.shape == (3, 32, 32, 3)
   assert d.num_classes == 2
   np.testing.assert_array_equal(d.x_train, raw["_raw_train"])
   np.testing.assert_array_equal(d.x_test, raw["_raw_test"])
   np.testing.assert_array_equal(d.y_train, np.arange(6) % 2)
-  caches = list(tmp_path.glob("jp.decoded-*.npz"))
-  assert len(caches) == 1
+  assert jd.default_cache_dir() == tmp_path / "xdg" / "jaxunlearn"
+  assert sorted(x.name for x in p.parent.iterdir()) == ["jp.npz"]  # nothing next to the user's data
+  (cache,) = (tmp_path / "xdg" / "jaxunlearn").glob("jp.decoded-*.npz")
+  assert cache.stat().st_mode & 0o777 == 0o644  # a normal file mode (umask 022), not mkstemp's 0600
   d2 = jd.load_dataset(f"npz:{p}")  # from the cache
   np.testing.assert_array_equal(d.x_train, d2.x_train)
+  d3 = jd.load_dataset(f"npz:{p}", cache_dir=str(tmp_path / "mine"))  # --cache-dir
+  np.testing.assert_array_equal(d.x_train, d3.x_train)
+  assert len(list((tmp_path / "mine").glob("jp.decoded-*.npz"))) == 1
+  (tmp_path / "ro").write_text("a file, not a folder")
+  with pytest.raises(ValueError, match=r"cache folder .*ro.* is not writable.*--cache-dir"):
+    jd.load_npz(p, cache_dir=tmp_path / "ro")
 
 
 def test_npz_labels_must_be_whole_numbers_in_range(tmp_path):
@@ -166,17 +181,17 @@ def test_bad_jpeg_npz_fails_on_one_line_and_writes_no_cache(tmp_path):
     jd.load_npz(p)
   np.savez(p, **{**good, "y_train": np.arange(5) % 2})  # one label short: checked before the cache is written
   with pytest.raises(ValueError, match="6 train images but 5 labels"):
-    jd.load_npz(p)
+    jd.load_npz(p, cache_dir=tmp_path)
   assert not list(tmp_path.glob("bad.decoded-*")) and not list(tmp_path.glob("*.tmp*"))
 
 
 def test_damaged_jpeg_cache_is_decoded_again(tmp_path):
   p = tmp_path / "jp.npz"
   raw = _jpeg_npz(p)
-  jd.load_npz(p)
+  jd.load_npz(p, cache_dir=tmp_path)
   (cache,) = tmp_path.glob("jp.decoded-*.npz")
   cache.write_bytes(b"not an npz")
-  np.testing.assert_array_equal(jd.load_npz(p).x_train, raw["_raw_train"])
+  np.testing.assert_array_equal(jd.load_npz(p, cache_dir=tmp_path).x_train, raw["_raw_train"])
   assert np.load(cache)["x_train"].shape == (6, 32, 32, 3)  # replaced by a good one
 
 
@@ -192,6 +207,19 @@ def test_concurrent_cache_writers_do_not_collide(tmp_path):
   got = np.load(target)["x_train"]
   assert any((got == a).all() for a in arrays)  # one whole writer's file, never a mix or a crash
   assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_atomic_writes_get_normal_file_modes(tmp_path):
+  from jaxunlearn.atomic import atomic_savez, write_json_atomic
+
+  old = os.umask(0o027)
+  try:
+    write_json_atomic(tmp_path / "results.json", {"a": 1})
+    atomic_savez(tmp_path / "c.npz", x=np.zeros(2))
+  finally:
+    os.umask(old)
+  # 0666 less the umask, as a plain open() gives: readable by the group, not mkstemp's private 0600
+  assert [(tmp_path / f).stat().st_mode & 0o777 for f in ("results.json", "c.npz")] == [0o640, 0o640]
 
 
 @pytest.fixture(scope="module")

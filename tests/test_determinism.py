@@ -5,11 +5,12 @@ import json
 from jaxunlearn import cli
 
 TIMING_KEYS = {"seconds", "speedup_vs_retrain", "compile_seconds", "wall_seconds", "timing_notes"}
+OTHER_KEYS = {"command"}  # the command line names each run's own --out folder
 
 
 def _strip_times(obj):
   if isinstance(obj, dict):
-    return {k: _strip_times(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    return {k: _strip_times(v) for k, v in obj.items() if k not in TIMING_KEYS | OTHER_KEYS}
   if isinstance(obj, list):
     return [_strip_times(v) for v in obj]
   return obj

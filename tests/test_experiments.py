@@ -31,8 +31,28 @@ def test_experiment_smoke(tmp_path, name, jobs, methods, capsys):
   assert methods <= seen
   md = (tmp_path / "README.md").read_text()
   assert md.count("| retrain |") == jobs
+  assert "Data: digits (the embedded 8x8 digits) (200 train / 60 test examples)" in md  # the data are named
   pngs = list(tmp_path.glob("*.png"))
   assert len(pngs) == jobs and all(p.stat().st_size > 1000 for p in pngs)
+
+
+@pytest.mark.parametrize("name", ["scrub_paper", "del_paper", "lau_paper", "challenge_metric"])
+def test_never_into_the_committed_results_with_other_data(name, tmp_path, monkeypatch, capsys):
+  mod = _load(name)
+  report = sys.modules["report"]
+  monkeypatch.chdir(tmp_path)  # the default output folder would be tmp_path/experiments/results/...
+  missing = tmp_path / "shared" / "data" / "fashion_mnist.npz"
+  monkeypatch.setattr(report, "FASHION", missing)
+  monkeypatch.setattr(report, "CIFAR", tmp_path / "shared" / "data" / "cifar10_jpeg.npz")
+  for argv, needle in (([], f"{missing} does not exist"), (["--smoke"], "--smoke needs --out DIR"),
+                       (["--scale", "gpu", "--out", "x"], "--scale gpu needs")):
+    with pytest.raises(SystemExit) as e:
+      mod.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+  assert not (tmp_path / "experiments").exists() and not (tmp_path / "x").exists()
+  report.check_data(name, "cpu", False, "mine")  # a folder of the user's: digits, with a note
+  assert "does not exist: running on the embedded digits" in capsys.readouterr().err
 
 
 def test_challenge_metric_smoke(tmp_path, capsys, monkeypatch):
@@ -47,6 +67,7 @@ def test_challenge_metric_smoke(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(studies, "challenge_ensemble", lambda *a, **kw: ensembles.append(real_ens(*a, **kw)) or ensembles[-1])
   monkeypatch.setattr(metrics, "challenge_score", lambda *a: scored.append((a, real_score(*a))) or scored[-1][1])
   r = _load("challenge_metric").main(["--smoke", "--out", str(tmp_path)])
+  assert "Data: digits (the embedded 8x8 digits) (200 train / 60 test examples)" in (tmp_path / "README.md").read_text()
   assert list(r["methods"]) == ["finetune", "neggrad_plus", "scrub"] and len(ensembles) == 1 and len(scored) == 3
   ens = ensembles[0]
   conf_r, acc_r = ens.confidences["retrained"], ens.accuracy["retrained"]

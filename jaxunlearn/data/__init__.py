@@ -5,6 +5,7 @@ from jaxunlearn.data._convert import convert_archive
 from jaxunlearn.data._datasets import Dataset
 from jaxunlearn.data._datasets import carve_holdout
 from jaxunlearn.data._datasets import decode_jpeg_bytes
+from jaxunlearn.data._datasets import default_cache_dir
 from jaxunlearn.data._datasets import load_dataset
 from jaxunlearn.data._datasets import NO_FLIP
 from jaxunlearn.data._datasets import flip_ok
@@ -23,7 +24,8 @@ from jaxunlearn.data._splits import validate_split
 
 __all__ = (
     "carve_holdout", "convert_archive",
-    "Dataset", "ForgetSplit", "SPEC_HELP", "as_keep_mask", "as_key", "decode_jpeg_bytes", "keep_indices",
+    "Dataset", "ForgetSplit", "SPEC_HELP", "as_keep_mask", "as_key", "decode_jpeg_bytes", "default_cache_dir",
+    "keep_indices",
     "NO_FLIP", "flip_ok", "keep_mask", "load_dataset", "load_digits", "load_npz", "load_tfds", "make_forget_split",
     "parse_forget_spec", "random_crop_flip", "validate_split",
 )

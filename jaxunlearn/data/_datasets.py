@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -269,8 +270,9 @@ def load_npz(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = N
   Two layouts are understood: plain arrays ``x_train, y_train, x_test, y_test`` (images NHWC or NHW,
   uint8 or float in [0, 1]); or JPEG bytes ``train_jpeg, train_offsets, y_train`` and the same for
   ``test`` (image i is ``train_jpeg[train_offsets[i]:train_offsets[i + 1]]``). JPEG files are decoded
-  once with Pillow and the decoded arrays cached next to the file (or in ``cache_dir`` /
-  ``~/.cache/jaxunlearn`` when that folder is not writable).
+  once with Pillow and the decoded arrays cached in ``cache_dir`` (default :func:`default_cache_dir`:
+  ``$XDG_CACHE_HOME/jaxunlearn`` or ``~/.cache/jaxunlearn``), never next to the data unless asked (a
+  cache an earlier version wrote there is still read).
   """
   path = Path(path)
   if not path.is_file():
@@ -357,22 +359,34 @@ def decode_jpeg_bytes(buf: np.ndarray, offsets: np.ndarray, *, what: str = "jpeg
   return np.stack(out)
 
 
+def default_cache_dir() -> Path:
+  """Where decoded JPEG npz files are cached by default: ``$XDG_CACHE_HOME/jaxunlearn`` (an absolute
+  ``XDG_CACHE_HOME``), else ``~/.cache/jaxunlearn``."""
+  base = os.environ.get("XDG_CACHE_HOME", "")
+  if not os.path.isabs(base):
+    base = os.path.join(os.path.expanduser("~"), ".cache")
+  return Path(base) / "jaxunlearn"
+
+
 def _cache_path(path: Path, cache_dir) -> Path:
+  """The decoded-JPEG cache file of ``path``: in ``cache_dir`` (default :func:`default_cache_dir`); an
+  existing cache next to the data (where earlier versions wrote it) is read instead when there is none."""
   stat = path.stat()
   tag = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
   fname = f"{path.stem}.decoded-{tag}.npz"
-  candidates = [Path(cache_dir)] if cache_dir else [path.parent, Path.home() / ".cache" / "jaxunlearn"]
-  for c in candidates:
-    if (c / fname).is_file():
-      return c / fname
-  for c in candidates:
-    try:
-      c.mkdir(parents=True, exist_ok=True)
-      if os.access(c, os.W_OK):
-        return c / fname
-    except OSError:
-      continue
-  raise ValueError(f"no writable cache folder for decoded {str(path)!r} (tried {[str(c) for c in candidates]})")
+  folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+  legacy = path.parent / fname
+  if not (folder / fname).is_file() and legacy.is_file():
+    return legacy
+  try:  # a real probe (os.access says yes to root on read-only file systems); leaves nothing
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".jaxunlearn-probe-")
+    os.close(fd)
+    os.unlink(tmp)
+  except OSError as e:
+    raise ValueError(f"cache folder {str(folder)!r} for the decoded images of {str(path)!r} is not writable "
+                     f"({e.strerror}); choose another with --cache-dir (or $XDG_CACHE_HOME)") from None
+  return folder / fname
 
 
 def load_dataset(name: str, *, data_dir: str | None = None, download: bool = False,

@@ -47,8 +47,8 @@ def check_study(cfg: StudyConfig, cls: type) -> tuple[TrainConfig, Path]:
   check_int("train_subset", cfg.train_subset, 8, allow_none=True)
   with user_input():
     many.check_strategy(cfg.strategy)
-  if cfg.checkpoint_dir is not None and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
-    raise ConfigError(f"checkpoint folder {cfg.checkpoint_dir!r} exists and is not a folder")
+  if cfg.checkpoint_dir is not None:
+    check_out_dir(cfg.checkpoint_dir, "checkpoint folder")
   return tcfg, check_out_dir(cfg.out)
 
 

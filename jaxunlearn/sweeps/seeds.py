@@ -235,11 +235,18 @@ def run_job(cfg) -> tuple[Any, dict]:
   ``--seeds S`` (:func:`run_seeds`); returns ``(prepared, results)``."""
   check_seeds(cfg)
   tuned = {}
-  if cfg.tuned:
-    jrun.prepare(cfg)  # every input checked before the tuning runs
-    cfg, tuned = tuned_config(cfg)
-  p = jrun.prepare(cfg)
+  p = jrun.prepare(cfg)  # every input checked before the tuning runs
   if cfg.seeds > 1:
     refuse_saved_reset(p.method_cfgs, f"--seeds {cfg.seeds} (many models in one program)")
+  p = jrun.claim_out(p)  # OUT locked; this job's finished models found (the user's settings, before tuning)
+  try:
+    if cfg.tuned and not p.reused:
+      cfg, tuned = tuned_config(cfg)
+      p = dataclasses.replace(jrun.prepare(cfg), job=p.job, resume=p.resume, reused=p.reused)
+      if cfg.seeds > 1:
+        refuse_saved_reset(p.method_cfgs, f"--seeds {cfg.seeds} (many models in one program)")
+  except BaseException:
+    jrun.unlock_out(p.out)
+    raise
   many_seeds = {} if cfg.seeds == 1 else {"execute_fn": run_seeds, "write_fn": write_seeds}
   return p, jrun.execute_and_write(p, extra={"tuned": tuned} if tuned else None, **many_seeds)
