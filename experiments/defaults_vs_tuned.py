@@ -62,7 +62,7 @@ def main(argv=None):
   for spec in a.forget or ["class:7", "random:0.1"]:
     tag = spec.replace(":", "_")
     t0 = time.perf_counter()
-    _, res = sweeps.run_job(jrun.RunConfig(**job, forget=spec, methods=methods, seeds=a.seeds,
+    _, res = sweeps.run_job(jrun.RunConfig(**job, forget=spec, methods=methods, seeds=a.seeds, overwrite=True,
                                            out=os.path.join(a.out, tag, "default")))
     entry = {"default": {n: {"acc": e["acc"], "acc_std": e["acc_std"], "seconds": e["seconds"]}
                          for n, e in res["models"].items()},
