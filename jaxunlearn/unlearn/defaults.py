@@ -56,7 +56,10 @@ Bad Teacher (whose random teacher leaves chance-level accuracy, ~10 %) brings a 
 accuracy within 5 points of the oracle's (3k and 10k subsets: nearly so, see the note).
 NegGrad+'s tiny-data rule follows the MLP: the digits CNN diverges at its 600 steps (fine at
 300-400), and no step count served both; the post-run check (:mod:`jaxunlearn.health`) flags such a
-collapse.
+collapse. The methods added later (issue 15: fisher, influence, ssd, lfssd, boundary_*, msg, ct, unsir,
+srl) are measured in ``experiments/RESULTS.md`` section 6 (digits CNN and full Fashion-MNIST MLP, class
+forgetting): fisher, ssd and influence do not forget reliably at their defaults there, and the post-run
+check says so.
 
 A user's ``--preset`` replaces the rule's preset and user overrides are applied on top
 (:func:`default_config`).
