@@ -458,7 +458,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
     if name != "retrain":  # collapse / not forgotten (the NaN warning is _checked_acc's)
       for w in health.model_warnings(name, acc, results["models"]["original"]["acc"], heldout_acc=heldout,
                                      whole_class=sp.whole_class, n_forget=len(sp.forget),
-                                     trains=hasattr(p.method_cfgs[name], "optim")):
+                                     trains=jun.trains(p.method_cfgs[name])):
         if w not in results.get("warnings", ()):
           _warn(results, w, cfg.progress)
     steps = counted.steps
@@ -539,11 +539,14 @@ def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan", 
 
   ``scan``: compiled ahead of time, so ``seconds`` is the unlearning work alone. ``steps`` (each step one
   jitted call): ``compile_seconds`` is the time to the first step (its compilation and any work before
-  it, e.g. a mask's gradients), ``seconds`` the rest. A method that took no step there (no training loop:
-  all its work would count as compilation and its seconds be 0) is run again under ``scan``.
+  it, e.g. a mask's gradients), ``seconds`` the rest. A method without a training loop (:func:`jaxunlearn.unlearn.trains`:
+  nothing to step, all its work would count as compilation) runs under ``scan``; one that still took no
+  step (e.g. 0 epochs) is run again under ``scan``.
   """
   t0 = time.perf_counter()
   method = jun.make(m.name, config)
+  if executor == "steps" and not jun.trains(config):
+    executor = "scan"
   if executor == "steps":
     first = []
     bar = tqdm(desc=m.name, unit="step", disable=not progress, leave=False)  # steps are counted as they run
@@ -557,7 +560,7 @@ def _unlearn(m, original, data, mkey, config, use_mask, executor: str = "scan", 
       state, metrics = method(original, data, mkey, mask=use_mask)
     jax.block_until_ready(state.params)
     bar.close()
-    if not first:  # no training loop (Fisher forgetting, SSD): nothing to step; time it as one compiled program
+    if not first:  # no step taken (e.g. 0 epochs): time it as one compiled program
       return _unlearn(m, original, data, mkey, config, use_mask, "scan", progress)
     t2 = time.perf_counter()
     return state, metrics, t2 - first[0], first[0] - t0, counted

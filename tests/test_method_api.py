@@ -67,7 +67,7 @@ def test_every_method_is_covered():
     assert VARY.get(name, "lr") in jun.make(name).hparams, name
     for preset in spec.presets:  # every preset builds a valid config and method
       m = jun.make(name, preset=preset)
-      if hasattr(m.config, "optim"):
+      if jun.trains(m.config):
         assert set(m.hparams) >= {"lr", "momentum", "weight_decay"}
       assert all(v.dtype == jnp.float32 and v.shape == () for v in m.hparams.values())
 

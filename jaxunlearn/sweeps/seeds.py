@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxunlearn import many
 from jaxunlearn import run as jrun
+from jaxunlearn import unlearn as jun
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import refuse_saved_reset
 from jaxunlearn.errors import ConfigError
@@ -152,7 +153,7 @@ def _report(p, results: dict, name: str, health) -> None:
   heldout_acc, sp = health
   for w in model_warnings(name, e["acc"], results["models"]["original"]["acc"], heldout_acc=heldout_acc,
                           whole_class=sp.whole_class, n_forget=len(sp.forget), finite=all(e["finite"]),
-                          trains=hasattr(p.method_cfgs[name], "optim")):
+                          trains=jun.trains(p.method_cfgs[name])):
     _warn(p, results, w)
 
 

@@ -285,7 +285,7 @@ def _health(pt: PreparedTune, chosen: dict, original: dict) -> list[str]:
   orig = {s: original["mean"][s] for s in ("retain", "forget", "test")}
   return model_warnings(f"{pt.cfg.method} (chosen)", acc, orig, heldout_acc=original["mean"]["heldout"],
                         whole_class=pt.run.split.whole_class, n_forget=len(pt.run.split.forget),
-                        finite=all(chosen["finite"]), trains=hasattr(pt.run.method_cfgs[pt.cfg.method], "optim"))
+                        finite=all(chosen["finite"]), trains=jun.trains(pt.run.method_cfgs[pt.cfg.method]))
 
 
 def _pm(mean: float, std: float) -> str:

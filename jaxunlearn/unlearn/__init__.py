@@ -23,6 +23,7 @@ from jaxunlearn.unlearn._registry import make_config
 from jaxunlearn.unlearn._registry import option_names
 from jaxunlearn.unlearn._registry import register
 from jaxunlearn.unlearn._registry import replace
+from jaxunlearn.unlearn._registry import trains
 from jaxunlearn.unlearn.masks import apply_mask
 # the methods (importing a module registers its methods)
 from jaxunlearn.unlearn._finetune import FinetuneConfig
@@ -79,7 +80,7 @@ from jaxunlearn.unlearn.defaults import default_config
 
 __all__ = (
     "OptimConfig", "importance", "masks", "UnlearnData", "check_finite_params", "METHODS", "Method", "MethodSpec",
-    "check_mask", "get_method", "make", "make_config", "option_names", "register", "replace", "apply_mask",
+    "check_mask", "get_method", "make", "make_config", "option_names", "register", "replace", "trains", "apply_mask",
     "FinetuneConfig", "RetrainConfig", "finetune", "retrain",
     "NegGradConfig", "NegGradPlusConfig", "neggrad", "neggrad_plus", "RandomLabelConfig", "random_label",
     "L1SparseConfig", "l1_sparse", "BadTeacherConfig", "bad_teacher", "ScrubConfig", "scrub", "scrub_rewind",

@@ -134,6 +134,12 @@ class Method:
     return hash((self.name, self.config))
 
 
+def trains(config) -> bool:
+  """Whether a method configured by ``config`` runs a training loop (it has an optimizer, ``config.optim``);
+  Fisher forgetting, SSD, LFSSD and influence do not."""
+  return hasattr(config, "optim")
+
+
 def get_method(name: str) -> MethodSpec:
   """The registered :class:`MethodSpec` of ``name`` (ValueError listing the names otherwise)."""
   if name not in METHODS:
