@@ -56,6 +56,7 @@ from jaxunlearn import sweeps  # noqa: E402
 from jaxunlearn import unlearn as jun  # noqa: E402
 from jaxunlearn.atomic import write_json_atomic  # noqa: E402
 from jaxunlearn.run import RunConfig  # noqa: E402
+from jaxunlearn.sweeps import engine  # noqa: E402
 
 PROTOCOLS = ("deepunlearn", "salun", "privacy")
 SPLITS = ("retain", "forget", "test")
@@ -186,11 +187,10 @@ def privacy_jobs(a, job: dict, root: Path) -> list[Job]:
 # ------------------------------------------------------------------------------------------------------
 
 def _mean_std(vals) -> tuple[float, float]:
-  v = [x for x in vals if x is not None and math.isfinite(x)]
-  if not v:
-    return float("nan"), float("nan")
-  m = sum(v) / len(v)
-  return m, math.sqrt(sum((x - m) ** 2 for x in v) / len(v))
+  """Mean and population std over seeds, NaN when a seed is not (results.json writes NaN as null), as
+  every ``--seeds`` result states them (:func:`jaxunlearn.sweeps.engine.seed_mean` / ``seed_std``)."""
+  a = [math.nan if v is None else v for v in vals]
+  return engine.seed_mean(a), engine.seed_std(a)
 
 
 def summarize_eval(r: dict) -> dict:
