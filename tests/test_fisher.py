@@ -86,7 +86,7 @@ def test_mask_limits_the_noise_and_zero_variance_leaves_the_model(mlp_trained, s
 def test_retain_subset_takes_that_many_random_retain_examples(mlp_trained, class_data):
   key = jax.random.key(5)
   sub, _ = jax.jit(jun.make("fisher", jun.FisherConfig(retain_subset=7)))(mlp_trained, class_data, key)
-  rows = jun._fisher.random_subset(jax.random.fold_in(key, 0), class_data.retain, 7)
+  rows = jun.importance.random_subset(jax.random.fold_in(key, 0), class_data.retain, 7)
   assert len(set(np.asarray(rows).tolist())) == 7 and set(np.asarray(rows).tolist()) <= set(np.asarray(class_data.retain).tolist())
   # the same run on data whose retain set is those rows (and no cap) draws the same noise: same result
   only = class_data.replace(retain=rows)

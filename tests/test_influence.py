@@ -89,7 +89,7 @@ def test_step_equals_a_dense_newton_solve_on_every_retain_example(mlp_trained, c
 
 def test_sampled_retain_rows_give_the_dense_solve_on_those_rows(mlp_trained, class_data, grads):
   retain, forget = np.asarray(class_data.retain), np.asarray(class_data.forget)
-  rows = np.asarray(_influence.retain_sample(class_data, jax.random.fold_in(KEY, 0), 50))
+  rows = np.asarray(jun.importance.random_subset(jax.random.fold_in(KEY, 0), class_data.retain, 50))
   assert len(set(rows.tolist())) == 50 and set(rows.tolist()) <= set(retain.tolist())
   sampled = jax.jit(jun.make("influence", jun.InfluenceConfig(damping=0.02, num_samples=50)))
   out, _ = sampled(mlp_trained, class_data, KEY)

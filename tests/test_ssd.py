@@ -122,7 +122,7 @@ def test_retain_subset_weights_the_retain_part_by_the_retain_size(mlp_trained, c
   key = jax.random.key(3)
   cfg = jun.SsdConfig(alpha=ALPHA, retain_subset=20, chunk_size=16)
   new, _ = jax.jit(jun.make("ssd", cfg))(mlp_trained, class_data, key)
-  rows = jun._fisher.random_subset(jax.random.fold_in(key, 0), class_data.retain, 20)
+  rows = jun.importance.random_subset(jax.random.fold_in(key, 0), class_data.retain, 20)
   f = _flat(importance.diag_fisher(mlp_trained, class_data, class_data.forget))
   r = _flat(importance.diag_fisher(mlp_trained, class_data, rows))
   n_f, n_r = len(class_data.forget), len(class_data.retain)

@@ -86,15 +86,6 @@ class FisherConfig:
     check_int(self, "chunk_size", lo=1)
 
 
-def random_subset(key: jax.Array, index: jax.Array, size: int | None) -> jax.Array:
-  """``size`` entries of ``index`` drawn without replacement with ``key`` (all of ``index``, in order,
-  when ``size`` is None or at least its length; static shapes)."""
-  n = index.shape[0]
-  if size is None or size >= n:
-    return index
-  return jax.random.choice(key, index, (size,), replace=False)
-
-
 def fisher_variance(fisher, alpha, var_max, *, power: float = 1.0, eps: float = 1e-8):
   """Per entry ``min(alpha * (F + eps)^(-power), var_max)`` (params-shaped float32)."""
   def var(f):
@@ -139,7 +130,7 @@ def fisher(state: ModelState, data: UnlearnData, key: jax.Array, config: FisherC
     (``||w_new - w|| / ||w||``); a near-zero ``weight_change`` says the model was left (almost) as is.
   """
   alpha, var_max = hparams["alpha"], hparams["var_max"]
-  rows = random_subset(jax.random.fold_in(key, 0), data.retain, config.retain_subset)
+  rows = importance.random_subset(jax.random.fold_in(key, 0), data.retain, config.retain_subset)
   fkey = jax.random.fold_in(key, 2) if config.labels == "sampled" else None
   fish = importance.diag_fisher(state, data, rows, labels=config.labels, chunk_size=config.chunk_size, key=fkey)
   var = fisher_variance(fish, alpha, var_max, power=config.power, eps=config.eps)

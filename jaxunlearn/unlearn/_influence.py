@@ -73,7 +73,7 @@ from jaxunlearn.unlearn import importance
 from jaxunlearn.unlearn._data import UnlearnData
 from jaxunlearn.unlearn._registry import register
 
-__all__ = ("InfluenceConfig", "fisher_inverse_product", "influence", "retain_sample")
+__all__ = ("InfluenceConfig", "fisher_inverse_product", "influence")
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -136,15 +136,6 @@ def fisher_inverse_product(G: jax.Array, v: jax.Array, damping) -> jax.Array:
   return ((v - jnp.matmul(G.T, c, precision=_HI)) / lam).astype(jnp.float32)
 
 
-def retain_sample(data: UnlearnData, key: jax.Array, num_samples: int) -> jax.Array:
-  """The ``min(num_samples, |retain|)`` retain rows whose gradients form the Fisher: every retain row
-  (in order) when there are no more than ``num_samples``, else a draw without replacement with ``key``."""
-  n_r = data.retain.shape[0]
-  if num_samples >= n_r:
-    return data.retain
-  return jax.random.choice(key, data.retain, (num_samples,), replace=False)
-
-
 def _check_memory(m: int, num_params: int, budget_mb: float) -> None:
   need = m * num_params * 4 / 2**20
   if need > budget_mb:
@@ -182,7 +173,7 @@ def influence(state: ModelState, data: UnlearnData, key: jax.Array, config: Infl
   v, _ = ravel_pytree(importance.mean_grad(state, data, data.forget, chunk_size=config.chunk_size))
   if config.retain_grad:
     v = v - ravel_pytree(importance.mean_grad(state, data, data.retain, chunk_size=config.chunk_size))[0]
-  rows = retain_sample(data, jax.random.fold_in(key, 0), config.num_samples)
+  rows = importance.random_subset(jax.random.fold_in(key, 0), data.retain, config.num_samples)
   stacked = importance.stacked_grads(state, data, rows, chunk_size=config.chunk_size)
   G = jnp.concatenate([jnp.reshape(g, (m, -1)) for g in jax.tree.leaves(stacked)], axis=1)
   if mask is not None:

@@ -41,7 +41,6 @@ from jaxunlearn.train import hparam
 from jaxunlearn.unlearn import importance
 from jaxunlearn.unlearn._data import UnlearnData
 from jaxunlearn.unlearn._fisher import mask_leaves
-from jaxunlearn.unlearn._fisher import random_subset
 from jaxunlearn.unlearn._fisher import relative_change
 from jaxunlearn.unlearn._registry import register
 
@@ -75,7 +74,7 @@ def _full_importance(imp_fn, forget_imp, data: UnlearnData, key: jax.Array, reta
   ``[]_r`` over at most ``retain_subset`` random retain examples (an unbiased estimate of the retain
   mean; exact without a subset)."""
   n_f, n_r = data.forget.shape[0], data.retain.shape[0]
-  retain_imp = imp_fn(random_subset(key, data.retain, retain_subset))
+  retain_imp = imp_fn(importance.random_subset(key, data.retain, retain_subset))
   return jax.tree.map(lambda f, r: (n_f * f + n_r * r) / (n_f + n_r), forget_imp, retain_imp)
 
 

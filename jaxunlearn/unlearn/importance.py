@@ -40,7 +40,17 @@ EXAMPLE_QUANTITIES = ("nll", "output_norm", "output_sq_norm")
 OUTPUT_FORMS = ("squared", "mas")
 
 __all__ = ("EXAMPLE_QUANTITIES", "FISHER_LABELS", "OUTPUT_FORMS", "diag_fisher", "mean_grad", "output_sensitivity",
-           "reduce_example_grads", "stacked_grads")
+           "random_subset", "reduce_example_grads", "stacked_grads")
+
+
+def random_subset(key: jax.Array, index: jax.Array, size: int | None) -> jax.Array:
+  """``size`` entries of ``index`` drawn without replacement with ``key`` (all of ``index``, in order,
+  when ``size`` is None or at least its length; static shapes): the examples whose gradients a method
+  takes when it caps their number."""
+  n = index.shape[0]
+  if size is None or size >= n:
+    return index
+  return jax.random.choice(key, index, (size,), replace=False)
 
 
 def _chunks(index: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
