@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxunlearn import checkpoint
 from jaxunlearn import data as jdata
 from jaxunlearn import health
 from jaxunlearn import models as jmodels
 from jaxunlearn import unlearn as jun
-from jaxunlearn.atomic import atomic_savez
 from jaxunlearn.atomic import jsonable
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.saved_models import check_original
@@ -183,7 +183,7 @@ def prepare(cfg: RunConfig) -> Prepared:
 
 # RunConfig fields that do not change what a job computes (how it reports, where it writes)
 _NOT_JOB = ("progress", "out", "overwrite", "command_line", "download", "data_dir", "cache_dir")
-RESUME_DIR = ".resume"          # OUT/.resume/original.npz: an unfinished run's original (removed when complete)
+RESUME_DIR = ".resume"          # OUT/.resume/original (a checkpoint): an unfinished run's original (removed when complete)
 LOCK_FILE = ".jaxunlearn.lock"  # OUT's lock (an flock; holds the pid of the run writing OUT)
 _LOCKS: dict[str, int] = {}     # folders this process holds: resolved path -> the lock file's descriptor
 
@@ -279,8 +279,9 @@ def claim_out(p: Prepared) -> Prepared:
   except BaseException:
     unlock_out(p.out)
     raise
-  for stale in (*p.out.glob("results.json.*.tmp"), *(p.out / RESUME_DIR).glob("*.tmp.npz")):
+  for stale in p.out.glob("results.json.*.tmp"):
     stale.unlink(missing_ok=True)  # what a run killed mid-write left (we hold the lock: no writer is running)
+  checkpoint.remove_stale_tmp(p.out / RESUME_DIR)
   p.job, p.reused = job, bool(have and have.get("complete") is True)
   p.resume = have if (p.reused or cfg.seeds == 1) else None
   if have is not None and p.resume is None:
@@ -508,26 +509,21 @@ def _finished_models(p: Prepared) -> dict:
 
 
 def _save_resume_original(p: Prepared, state: ModelState) -> None:
-  """``OUT/.resume/original.npz``: the original's weights, for a rerun after an interruption."""
-  leaves = jax.tree.leaves({"params": state.params, "batch_stats": state.batch_stats})
-  atomic_savez(p.out / RESUME_DIR / "original.npz", **{f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
+  """``OUT/.resume/original``: the original's weights (an orbax checkpoint, :mod:`jaxunlearn.checkpoint`), for a
+  rerun after an interruption."""
+  checkpoint.save(p.out / RESUME_DIR / "original", {"params": state.params, "batch_stats": state.batch_stats})
 
 
 def _load_resume_original(p: Prepared) -> ModelState | None:
   """The original saved by :func:`_save_resume_original`; None (trained again) when it is missing or does
   not fit the model."""
-  path = p.out / RESUME_DIR / "original.npz"
-  abstract = jax.eval_shape(p.model.init, jax.random.key(0))
-  leaves, treedef = jax.tree.flatten({"params": abstract[0], "batch_stats": abstract[1]})
+  path = p.out / RESUME_DIR / "original"
+  params, stats = jax.eval_shape(p.model.init, jax.random.key(0))
   try:
-    with np.load(path) as z:
-      got = [z[f"{i:05d}"] for i in range(len(leaves))]
-  except (OSError, KeyError, ValueError, EOFError):
-    got = None
-  if got is None or any(g.shape != tuple(a.shape) or g.dtype != a.dtype for g, a in zip(got, leaves)):
+    tree = checkpoint.load(path, {"params": params, "batch_stats": stats})
+  except ValueError:  # missing, unfinished, or another model's
     _log(p, f"  (no usable saved original in {str(path)!r}: training it again)")
     return None
-  tree = jax.tree.unflatten(treedef, [jnp.asarray(g) for g in got])
   return ModelState(tree["params"], tree["batch_stats"], p.model)
 
 

@@ -46,7 +46,7 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes_the_finished_models(tmp_p
       f"jaxunlearn: interrupted; {res} keeps every finished model (the same command resumes from them)"]
   partial = json.loads(res.read_text())
   assert partial["complete"] is False and list(partial["models"]) == ["original"]
-  assert (out / ".resume" / "original.npz").is_file()
+  assert (out / ".resume" / "original").is_dir()
 
   # the same command: the original (weights and entry) reused, the rest run
   code, _, err = _run(ARGS + ["--out", str(out)], capsys)
