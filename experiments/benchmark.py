@@ -88,6 +88,21 @@ def scale_job(scale: str) -> dict:
               augment=True)
 
 
+def refusals(methods, job: dict) -> dict:
+  """``{method: reason}`` for the methods that refuse the scale's model (``ct`` needs convolutions), checked on
+  the model's parameter shapes before any job runs (the image shape does not decide which layers exist)."""
+  from jaxunlearn import models as jmodels  # noqa: PLC0415
+
+  model = jmodels.create_model(job["model"], num_classes=10, input_shape=(32, 32, 3), width=job["width"])
+  out = {}
+  for m in methods:
+    try:
+      jun.check_model(m, model)
+    except ValueError as e:
+      out[m] = str(e)
+  return out
+
+
 def scale_defaults(protocol: str, scale: str) -> dict:
   """Seeds, forget sets and methods of a protocol at a scale."""
   every = tuple(sorted(m for m in jun.METHODS if m != "retrain"))
@@ -320,13 +335,15 @@ def plot_ranks(order: list, ranks: dict, path: Path, title: str) -> None:
 def write_summary(a, root: Path, jobs: list[Job]) -> dict:
   """results.json, README.md and plots of the protocol from every finished job."""
   summary = {"protocol": a.protocol, "scale": a.scale, "command": " ".join(sys.argv), "job": scale_job(a.scale),
-             "seeds": a.seeds, "tune_seeds": a.tune_seeds, "methods": list(a.methods), "forget": {},
+             "seeds": a.seeds, "tune_seeds": a.tune_seeds, "methods": list(a.methods),
+             "left_out": getattr(a, "refused", {}), "forget": {},
              "env": report.env_info(), "jobs": {j.name: j.done() for j in jobs}}
   if a.dataset_override:
     summary["job"]["dataset"] = a.dataset_override
   md = [f"# Benchmark: protocol {a.protocol}, scale {a.scale}", "", f"Command: `{summary['command']}`", "",
         f"Data / model / training: `{json.dumps(summary['job'])}`; jobs done: "
         f"{sum(summary['jobs'].values())} of {len(jobs)}.", ""]
+  md += [f"- left out: {m}: {why}" for m, why in summary["left_out"].items()] + ([""] if summary["left_out"] else [])
   if a.protocol in ("deepunlearn", "salun"):
     for spec in a.forget:
       ev = root / _tag(spec) / "eval" / "results.json"
@@ -409,6 +426,7 @@ def main(argv=None) -> int:
   ap.add_argument("--quiet", dest="progress", action="store_false")
   a = ap.parse_args(argv)
   d = scale_defaults(a.protocol, a.scale)
+  explicit_methods = bool(a.methods)
   a.methods = tuple(a.methods or d["methods"])
   a.forget = tuple(a.forget or d["forget"])
   a.seeds, a.tune_seeds = a.seeds or d["seeds"], a.tune_seeds or d["tune_seeds"]
@@ -428,6 +446,14 @@ def main(argv=None) -> int:
       print(f"benchmark: unknown method {m!r}; choose from {', '.join(sorted(set(jun.METHODS) - {'retrain'}))}",
             file=sys.stderr)
       return 2
+  refused = refusals(a.methods, job)
+  for m, why in refused.items():
+    if explicit_methods:
+      print(f"benchmark: --method {m}: {why}", file=sys.stderr)
+      return 2
+    print(f"benchmark: leaving out {m}: {why}", file=sys.stderr)
+  a.methods = tuple(m for m in a.methods if m not in refused)
+  a.refused = refused
   if a.protocol == "privacy":
     a.source = a.source or str(root.parent / f"deepunlearn_{a.scale}")
     if not (Path(a.source) / "results.json").is_file():

@@ -89,3 +89,19 @@ def test_bad_arguments_exit_2_before_any_work(bench, tmp_path, capsys):
   assert "needs a finished deepunlearn result" in capsys.readouterr().err
   assert bench.main(["deepunlearn", "--scale", "smoke", "--job", "tune/x", "--out", str(tmp_path / "y")]) == 2
   assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_method_that_refuses_the_scales_model_is_left_out_or_refused(bench, tmp_path, capsys):
+  # ct needs convolution kernels: the default method list leaves it out with the reason (recorded in
+  # the summary), an explicit --method ct is bad input (exit 2) before any job runs
+  assert bench.main(["deepunlearn", "--scale", "smoke", "--method", "ct", "--out", str(tmp_path / "x")]) == 2
+  assert "--method ct: ct transposes convolution kernels, and model 'mlp' has none" in capsys.readouterr().err
+  assert not (tmp_path / "x").exists()
+  assert bench.refusals(("ct", "finetune", "msg"), bench.scale_job("cpu")).keys() == {"ct"}
+  assert bench.refusals(("ct",), dict(bench.scale_job("cpu"), model="cnn")) == {}
+  every = bench.scale_defaults("deepunlearn", "cpu")["methods"]
+  assert "ct" in every  # so main must drop it: the list printed has no ct job
+  assert bench.main(["deepunlearn", "--scale", "cpu", "--dataset", "digits", "--list",
+                     "--out", str(tmp_path / "l")]) == 0
+  io = capsys.readouterr()
+  assert "leaving out ct" in io.err and "/ct" not in io.out and "tune/class:7/msg" in io.out
