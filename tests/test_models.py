@@ -107,3 +107,24 @@ def test_scored_predictions_ask_for_full_float32_matmuls():
   pm = {"params": stacked.params, "batch_stats": stacked.batch_stats}
   ops = _precisions(jax.make_jaxpr(prog)(pm, {"x": x, "y": jnp.zeros((4,), jnp.int32)}))
   assert len(ops) == 8 and all("HIGHEST" in o for o in ops), ops  # the image and its mirror
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 4), (2, 7, 9, 3), (1, 2, 2, 1)])
+def test_max_pool2_equals_flax_max_pool_in_value_and_gradient(shape):
+  # the pooling the networks use (XLA's select_and_scatter gradient is slow on the CPU) must be
+  # nn.max_pool(x, (2, 2), (2, 2)): same values (odd sizes floored) and the same gradient, ties included
+  # (a tie sends the gradient to the first maximum; a plain max would split it); under vmap as well
+  import flax.linen as nn
+  from jaxunlearn.models._nets import max_pool2
+
+  x = jax.random.normal(jax.random.key(0), shape)
+  x = jnp.where(jax.random.bernoulli(jax.random.key(3), 0.5, shape), 0.5, x)  # many tied windows
+  ref = nn.max_pool(x, (2, 2), (2, 2))
+  np.testing.assert_array_equal(np.asarray(max_pool2(x)), np.asarray(ref))
+  w = jax.random.normal(jax.random.key(1), ref.shape)
+  g = jax.grad(lambda x: jnp.sum(w * max_pool2(x)))(x)
+  g_ref = jax.grad(lambda x: jnp.sum(w * nn.max_pool(x, (2, 2), (2, 2))))(x)
+  np.testing.assert_array_equal(np.asarray(g), np.asarray(g_ref))
+  xs = jax.random.normal(jax.random.key(2), (2, *shape))
+  np.testing.assert_array_equal(np.asarray(jax.vmap(max_pool2)(xs)),
+                                np.asarray(jax.vmap(lambda x: nn.max_pool(x, (2, 2), (2, 2)))(xs)))

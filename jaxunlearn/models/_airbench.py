@@ -7,6 +7,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxunlearn.models._nets import max_pool2
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 AIRBENCH_WIDTHS = (64, 256, 256)
@@ -46,7 +48,7 @@ class _AirBlock(nn.Module):
 
     x = conv("conv1")(x)
     if x.shape[-3] >= 2 and x.shape[-2] >= 2:
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool2(x)
     x = nn.gelu(bn("bn1")(x), approximate=False)
     x = conv("conv2")(x)
     return nn.gelu(bn("bn2")(x), approximate=False)

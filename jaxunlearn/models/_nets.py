@@ -15,6 +15,23 @@ import jax.numpy as jnp
 Dtype = Any
 
 
+def max_pool2(x):
+  """2x2 max pooling with stride 2 over ``[B, H, W, C]`` (odd sizes floored, as ``nn.max_pool``'s VALID).
+
+  The same values and the same gradient as ``nn.max_pool(x, (2, 2), (2, 2))``: a tied window sends its
+  gradient to its first maximum (row-major), as XLA's ``select_and_scatter`` does. Written as a
+  reshape, a first-argmax and a select, so the gradient is elementwise; ``select_and_scatter`` costs
+  8-15x more on the CPU (the backward of the small CNN's two pools took ~55 of its ~85 ms per batch of
+  128; ``experiments/bench_cpu.py``). Ties are common, not rare: constant image backgrounds give equal
+  activations, and a plain ``max`` would split their gradient instead.
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  win = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, c, 4)
+  first = jnp.argmax(win, axis=-1)[..., None] == jnp.arange(4)
+  return jnp.sum(jnp.where(first, win, jnp.zeros((), x.dtype)), axis=-1)
+
+
 class MLP(nn.Module):
   num_classes: int
   hidden: Sequence[int] = (256, 256)
@@ -71,10 +88,10 @@ class CNN(nn.Module):
   def features(self, x, train: bool = False):
     x = self.conv1(x, train)
     if x.shape[1] >= 2:
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool2(x)
     x = self.conv2(x, train)
     if x.shape[1] >= 2:
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool2(x)
     x = x.reshape(x.shape[0], -1)
     return nn.relu(self.fc(x))
 

@@ -311,7 +311,7 @@ def _run_steps(step: Step, carry, rows, k_steps: jax.Array, base: int):
     prog, on_step = _step_program(step, carry, rows, k_steps), _LOCAL.executor[1]
     outs = []
     for i in range(n):
-      carry, m = prog(carry, rows, jnp.int32(i), jnp.int32(base), k_steps)
+      carry, m = prog(carry, rows, np.int32(i), np.int32(base), k_steps)  # numpy scalars: no dispatch
       outs.append(m)
       _add_steps(1, False)
       if on_step is not None:
