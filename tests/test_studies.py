@@ -307,3 +307,29 @@ def test_dispatch_runs_a_study(tmp_path, capsys):
   assert "online" in printed and "results.json" in printed
   res = _json(out)
   assert res["num_models"] == 6 and res["targets"] == 2 and res["config"]["width"] == 0.25
+
+
+def test_studies_start_a_method_where_run_does(tmp_path):
+  """challenge / ulira take the data-scale rules that `run` applies (jaxunlearn.unlearn.default_config),
+  so a study measures the method `run` reports; the user's --set still wins, and the rule is recorded."""
+  from jaxunlearn import run as jrun
+  from jaxunlearn import unlearn as jun
+  from jaxunlearn.studies import challenge
+  from jaxunlearn.studies import ulira
+
+  job = dict(TINY, epochs=3)
+  for m, ov in (("neggrad_plus", ()), ("scrub", (("scrub.alpha", "0.3"),))):
+    p = jrun.prepare(jrun.RunConfig(**job, forget="class:3", methods=(m,), out=str(tmp_path / f"r{m}"),
+                                    overrides=tuple((m, k.split(".")[1], v) for k, v in ov)))
+    mcfg, defaults = challenge._prepare(studies.ChallengeConfig(method=m, forget="class:3", overrides=ov,
+                                                                out=str(tmp_path / f"c{m}"), **job))[1:3]
+    assert mcfg == p.method_cfgs[m] and defaults["rule"].startswith(f"{m}: ")
+  assert mcfg.alpha == 0.3
+  # the rule changed something here (the test is not comparing registered defaults with themselves)
+  p = jrun.prepare(jrun.RunConfig(**job, forget="class:3", methods=("neggrad_plus",), out=str(tmp_path / "r")))
+  assert p.method_cfgs["neggrad_plus"] != jun.make_config("neggrad_plus", {})
+  # U-LiRA: each model retains (n - pool) // 2 and unlearns pool // 2 random examples
+  mcfg, defaults = ulira._prepare(studies.UliraConfig(method="neggrad_plus", pool_size=24, out=str(tmp_path / "u"),
+                                                      **job))[1:3]
+  scale = jun.DataScale((96 - 24) // 2, 12, 10, 3, 16)
+  assert mcfg == jun.default_config("neggrad_plus", scale)[0] and defaults is not None

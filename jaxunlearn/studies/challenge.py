@@ -88,7 +88,11 @@ def _prepare(cfg: ChallengeConfig):
     split = jdata.make_forget_split(cfg.forget, ds.y_train, num_classes=ds.num_classes, seed=cfg.seed)
   if cfg.batch_size > len(split.retain):
     raise ConfigError(f"batch size {cfg.batch_size} is larger than the retain set ({len(split.retain)} examples)")
-  return tcfg, mcfg, out, ds, model, split
+  from jaxunlearn import unlearn as jun
+
+  scale = jun.DataScale.of_split(split, ds.num_classes, tcfg.epochs, tcfg.batch_size)
+  mcfg, defaults = C.scaled_method_config(cfg, scale, tcfg)
+  return tcfg, mcfg, defaults, out, ds, model, split
 
 
 @dataclasses.dataclass
@@ -251,7 +255,7 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
   from jaxunlearn import metrics
   from jaxunlearn import plotting
 
-  tcfg, mcfg, out, ds, model, split = _prepare(cfg)
+  tcfg, mcfg, defaults, out, ds, model, split = _prepare(cfg)
   t0 = time.perf_counter()
   n, n_models = len(ds.y_train), cfg.models
   # retrain at the run's recipe IS the exact retrain: its own score is the ceiling
@@ -300,7 +304,7 @@ def run_challenge(cfg: ChallengeConfig) -> dict:
   total = time.perf_counter() - t0
   results = {
       "study": "challenge", "config": dataclasses.asdict(cfg), "method": cfg.method,
-      "method_config": dataclasses.asdict(mcfg), "dataset": cfg.dataset, "model": cfg.model,
+      "method_config": dataclasses.asdict(mcfg), "defaults": defaults, "dataset": cfg.dataset, "model": cfg.model,
       "forget": cfg.forget, "num_models": n_models,
       "sizes": {"retain": int(len(split.retain)), "forget": int(len(split.forget)), "test": int(len(ds.y_test))},
       "forget_quality": fq.score, "challenge_score": score, "max_epsilon": fq.max_epsilon,

@@ -67,6 +67,19 @@ def method_config(method: str, overrides, preset, train_config: TrainConfig | No
   defaults; options the overrides set still win."""
   from jaxunlearn import unlearn as jun
 
+  ov = _user_overrides(method, overrides)
+  with user_input():
+    mcfg = jun.make_config(method, ov, preset=preset)
+  if method == "retrain" and train_config is not None:
+    mcfg = retrain_recipe(mcfg, train_config, keep=ov)
+  refuse_saved_reset({method: mcfg}, "the lira / ulira / challenge studies (many models in one program)")
+  return mcfg
+
+
+def _user_overrides(method: str, overrides) -> dict:
+  """``{option: value}`` from ``(option, value)`` pairs (``option`` may be ``method.option``)."""
+  from jaxunlearn import unlearn as jun
+
   with user_input():
     jun.get_method(method)
   ov = {}
@@ -79,12 +92,25 @@ def method_config(method: str, overrides, preset, train_config: TrainConfig | No
       if m != method:
         raise ConfigError(f"--set {m}.{k}: method {m!r} is not the chosen method {method!r}")
     ov[k] = v
+  return ov
+
+
+def scaled_method_config(cfg, scale, train_config: TrainConfig):
+  """``(config, defaults)``: the study's method config from the data-scale rules of
+  :func:`jaxunlearn.unlearn.default_config` at ``scale`` (a ``DataScale``), as ``jaxunlearn run`` and
+  ``tune`` start every method (the user's ``--preset`` and ``--set`` still win), so a study runs the
+  method ``run`` would. ``defaults`` is the rule applied (``{"preset", "overrides", "rule"}``, printed as a
+  ``[defaults]`` line), or None for ``retrain``, which trains with the study's recipe."""
+  from jaxunlearn import unlearn as jun
+
+  if cfg.method == "retrain":
+    return method_config(cfg.method, cfg.overrides, cfg.preset, train_config), None
+  ov = _user_overrides(cfg.method, cfg.overrides)
   with user_input():
-    mcfg = jun.make_config(method, ov, preset=preset)
-  if method == "retrain" and train_config is not None:
-    mcfg = retrain_recipe(mcfg, train_config, keep=ov)
-  refuse_saved_reset({method: mcfg}, "the lira / ulira / challenge studies (many models in one program)")
-  return mcfg
+    mcfg, choice = jun.default_config(cfg.method, scale, preset=cfg.preset, overrides=ov)
+  refuse_saved_reset({cfg.method: mcfg}, "the lira / ulira / challenge studies (many models in one program)")
+  log(cfg, f"[defaults] {choice.rule}")
+  return mcfg, {"preset": choice.preset, "overrides": dict(choice.overrides), "rule": choice.rule}
 
 
 def retrain_recipe(config, train_config: TrainConfig, keep=()):

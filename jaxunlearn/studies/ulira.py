@@ -63,7 +63,12 @@ def _prepare(cfg: UliraConfig):
   retain_size = (n - cfg.pool_size) // 2
   if cfg.batch_size > retain_size:
     raise ConfigError(f"batch size {cfg.batch_size} is larger than a model's retain set ({retain_size})")
-  return tcfg, mcfg, out, ds, model
+  from jaxunlearn import unlearn as jun
+
+  # each model retains (n - pool) // 2 examples and unlearns pool // 2 random ones (run_ulira)
+  scale = jun.DataScale(retain_size, cfg.pool_size // 2, ds.num_classes, tcfg.epochs, tcfg.batch_size)
+  mcfg, defaults = C.scaled_method_config(cfg, scale, tcfg)
+  return tcfg, mcfg, defaults, out, ds, model
 
 
 def run_ulira(cfg: UliraConfig) -> dict:
@@ -88,7 +93,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
   """
   from jaxunlearn import unlearn as jun
 
-  tcfg, mcfg, out, ds, model = _prepare(cfg)
+  tcfg, mcfg, defaults, out, ds, model = _prepare(cfg)
   t0 = time.perf_counter()
   key = jax.random.key(cfg.seed)
   n, m_total = len(ds.y_train), cfg.num_models
@@ -138,7 +143,7 @@ def run_ulira(cfg: UliraConfig) -> dict:
   total = time.perf_counter() - t0
   results = {
       "study": "ulira", "config": dataclasses.asdict(cfg), "method": cfg.method,
-      "method_config": dataclasses.asdict(mcfg), "dataset": cfg.dataset, "model": cfg.model,
+      "method_config": dataclasses.asdict(mcfg), "defaults": defaults, "dataset": cfg.dataset, "model": cfg.model,
       "num_models": m_total, "pool_size": int(pool.size), "forget_per_model": int(forget.shape[1]),
       "retain_per_model": int(retain.shape[1]), "targets": len(targets),
       "pooled_examples": int(u_att["online"][1].size),
