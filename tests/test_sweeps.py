@@ -81,6 +81,34 @@ def test_sweep_of_configs_and_seeds_equals_single_runs(blobs, mlp_model):
                          np.asarray(jax.tree.leaves(many.take(originals, 1).params)[0]))
 
 
+@pytest.mark.parametrize("name,option,values", [("lfssd", "alpha", (1.0, 3.0, 8.0)), ("fisher", "alpha", (1e-8, 1e-6, 1e-4))])
+def test_a_grid_of_a_method_without_training_equals_single_runs(blobs, mlp_model, name, option, values):
+  """Methods without a training loop sweep per seed (one original, one key, the K settings vmapped: the
+  importances are computed once): model k * S + s is still configuration k run alone on seed s."""
+  x, y, _, _ = blobs
+  tcfg = jtrain.TrainConfig(epochs=2, batch_size=16, lr=0.05)
+  root, seeds = jax.random.key(3), 2
+  originals, _ = sweeps.train_originals(mlp_model, tcfg, x, y, seeds, root, executor="scan", progress=False)
+  retain, forget = np.flatnonzero(y != 0), np.flatnonzero(y == 0)
+  data = jun.UnlearnData.create(x, y, retain, forget, num_classes=4)
+  cfg = jun.make_config(name, {})
+  vals = np.asarray(values, np.float32)
+  states = sweeps.run_grid(name, cfg, originals, data, root, seeds=seeds, hparams={option: vals}, executor="scan",
+                           progress=False)
+  assert many.num_models_of(states) == len(vals) * seeds
+  leaves = {}
+  for s in range(seeds):
+    for k, v in enumerate(vals):
+      one, _ = jax.jit(jun.make(name, jun.replace(cfg, **{option: float(v)})))(
+          many.take(originals, s), data, sweeps.seed_key(root, name, s))
+      leaves[k, s] = jax.tree.leaves(one.params)
+      for a, b in zip(leaves[k, s], jax.tree.leaves(many.take(states, k * seeds + s).params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  # settings and seeds give different models (the comparison could fail)
+  assert any(not np.allclose(a, b) for a, b in zip(leaves[0, 0], leaves[len(vals) - 1, 0]))
+  assert any(not np.allclose(a, b) for a, b in zip(leaves[0, 0], leaves[0, 1]))
+
+
 def test_objectives_against_a_hand_computation():
   acc = {"retain": np.array([[0.9, 0.8]]), "forget": np.array([[0.5, 0.2]]), "val": np.array([[0.7, 0.6]]),
          "heldout": np.array([[0.45, 0.1]])}

@@ -275,6 +275,11 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
   pm = {"m": key_index.astype(np.int32), "hparams": hp_model}
   sh = {"key": kd, "x": data_many.x, "y": data_many.y, "x_val": data_many.x_val, "y_val": data_many.y_val,
         "mask": mask, "hparams": hp_shared}
+  if hp_model and not stacked and retain.ndim == 1 and forget.ndim == 1 and (key_index == key_index[0]).all():
+    # one state, one key, one split, K hyperparameter settings: the key is shared too, so whatever the
+    # method computes before its hyperparameters enter (SSD's and Fisher's importances, influence's
+    # gradients) is computed once per chunk instead of once per model (sweeps.engine.run_grid)
+    sh["m"] = pm.pop("m")[0]
   (pm if stacked else sh).update(params=states.params, batch_stats=states.batch_stats)
   (pm if retain.ndim == 2 else sh)["retain"] = retain.astype(np.int32)
   (pm if forget.ndim == 2 else sh)["forget"] = forget.astype(np.int32)

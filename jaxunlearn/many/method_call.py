@@ -42,7 +42,7 @@ def unlearn_program(method, model: Model, num_classes: int, impl: str, has_mask:
 
   def one(pm, sh):
     both = {**sh, **pm}  # per-model entries (params, retain, ...) where given, else shared ones
-    km = jax.random.fold_in(jax.random.wrap_key_data(sh["key"], impl=impl), pm["m"])
+    km = jax.random.fold_in(jax.random.wrap_key_data(sh["key"], impl=impl), both["m"])  # shared when all equal
     state = ModelState(both["params"], both["batch_stats"], model)
     data = UnlearnData(sh["x"], sh["y"], both["retain"], both["forget"], sh["x_val"], sh["y_val"],
                        num_classes=num_classes)
