@@ -254,8 +254,8 @@ def _pm(v, pct=True) -> str:
   m, s = v if isinstance(v, tuple) else (v, None)
   if m is None or not math.isfinite(m):
     return "nan"
-  k = 100 if pct else 1
-  return f"{k * m:.1f} ± {k * s:.1f}" if s is not None else f"{k * m:.1f}"
+  k, d = (100, 1) if pct else (1, 3)  # percentages to 0.1, fractions (ToW, MIA) to 0.001
+  return f"{k * m:.{d}f} ± {k * s:.{d}f}" if s is not None else f"{k * m:.{d}f}"
 
 
 def deepunlearn_markdown(spec: str, rows: dict, order: list, ranks: dict, seeds: int) -> list[str]:
@@ -368,8 +368,8 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       md += [f"- warning: {w}" for w in r.get("warnings", [])] + [""]
       accs = {n: {s: rows[n][s][0] for s in SPLITS} for n in ["retrain"] + order}
       errs = {n: {s: rows[n][s][1] for s in SPLITS} for n in ["retrain"] + order}
-      plotting.plot_accuracy_bars(accs, root / f"accuracy_{_tag(spec)}.png", errors=errs,
-                                  title=f"{a.protocol}: forget {spec} ({a.seeds} seeds)")
+      plotting.plot_accuracy_panels(accs, root / f"accuracy_{_tag(spec)}.png", errors=errs,
+                                    title=f"{a.protocol}: forget {spec} ({a.seeds} seeds; dashed: retrain)")
       plot_ranks(order, ranks, root / f"ranks_{_tag(spec)}.png", f"ranks, forget {spec}")
       md += [f"![accuracy](accuracy_{_tag(spec)}.png) ![ranks](ranks_{_tag(spec)}.png)", ""]
       summary["forget"][spec] = entry

@@ -139,3 +139,16 @@ def test_seeds_plot_has_eval_scores_with_error_bars(tmp_path, monkeypatch):
   ax_s = fig.axes[1]
   assert [t.get_text() for t in ax_s.get_xticklabels()] == ["mia", "tow"]
   assert [t.get_text() for t in ax_s.texts] == ["0.500", "", "0.550", "0.970"]
+
+
+def test_accuracy_panels_draw_many_methods_and_refuse_non_fractions(tmp_path):
+  # one horizontal-bar panel per split for 20+ methods (the benchmark's tables), labelled mean ± std
+  res = {f"m{i}": {"retain": 0.9, "forget": i / 30, "test": 0.8} for i in range(24)}
+  errs = {m: {"retain": 0.01, "forget": 0.02, "test": 0.0} for m in res}
+  p = plotting.plot_accuracy_panels({"retrain": {"retain": 0.9, "forget": 0.0, "test": 0.8}, **res},
+                                    tmp_path / "a.png", errors=errs)
+  from PIL import Image
+  w, h = Image.open(p).size
+  assert h > 600 and w > h  # tall enough for 25 rows, three panels side by side
+  with pytest.raises(ValueError, match=r"results\['m0'\]\['test'\] = 80.0 is not a fraction"):
+    plotting.plot_accuracy_panels({"m0": {"retain": 0.9, "forget": 0.0, "test": 80.0}}, tmp_path / "b.png")
