@@ -167,6 +167,24 @@ def _bar_group(ax, values, names, groups, *, errors=None, pct: bool, top: float,
   ax.set_xticks(x, [str(g) for g in groups])
 
 
+def _accuracy_matrix(results: Mapping, splits) -> np.ndarray:
+  """``[methods, splits]`` mean accuracies (fractions) of ``{method: {split: acc}}``, checked."""
+  _check_mapping(results, "results")
+  values = np.zeros((len(results), len(splits)))
+  for i, (m, accs) in enumerate(results.items()):
+    if not isinstance(accs, Mapping):
+      raise TypeError(f"results[{m!r}] must be a dict of split -> accuracy, got "
+                      f"{type(accs).__name__}")
+    for j, s in enumerate(splits):
+      if s not in accs:
+        raise ValueError(f"results[{m!r}] has no {s!r} accuracy")
+      v = float(np.mean(np.asarray(accs[s], dtype=np.float64)))
+      if not 0.0 <= v <= 1.0:
+        raise ValueError(f"results[{m!r}][{s!r}] = {v!r} is not a fraction in [0, 1]")
+      values[i, j] = v
+  return values
+
+
 def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
                        splits=("retain", "forget", "test"), figsize=None,
                        dpi: int = 150, errors: Mapping | None = None, scores: Mapping | None = None,
@@ -193,21 +211,8 @@ def plot_accuracy_bars(results: Mapping, path, *, title: str = "Accuracy",
   Returns:
     ``path`` as a string.
   """
-  _check_mapping(results, "results")
   methods = list(results)
-  values = np.zeros((len(methods), len(splits)))
-  for i, m in enumerate(methods):
-    accs = results[m]
-    if not isinstance(accs, Mapping):
-      raise TypeError(f"results[{m!r}] must be a dict of split -> accuracy, got "
-                      f"{type(accs).__name__}")
-    for j, s in enumerate(splits):
-      if s not in accs:
-        raise ValueError(f"results[{m!r}] has no {s!r} accuracy")
-      v = float(np.mean(np.asarray(accs[s], dtype=np.float64)))
-      if not 0.0 <= v <= 1.0:
-        raise ValueError(f"results[{m!r}][{s!r}] = {v!r} is not a fraction in [0, 1]")
-      values[i, j] = v
+  values = _accuracy_matrix(results, splits)
   scores = dict(scores or {})
   for k, per in scores.items():
     if not isinstance(per, Mapping):
@@ -269,19 +274,14 @@ def plot_accuracy_panels(results: Mapping, path, *, title: str = "Accuracy", spl
   Returns:
     ``path`` as a string.
   """
-  _check_mapping(results, "results")
   methods = list(results)
-  for m in methods:
-    for sp in splits:
-      v = float(np.mean(np.asarray(results[m][sp], dtype=np.float64)))
-      if not 0.0 <= v <= 1.0:
-        raise ValueError(f"results[{m!r}][{sp!r}] = {v!r} is not a fraction in [0, 1]")
+  values = _accuracy_matrix(results, splits)
   fig = _new_figure((3.6 * len(splits) + 1.5, 0.28 * len(methods) + 1.2))
   axes = fig.subplots(1, len(splits), sharey=True)
   axes = np.atleast_1d(axes)
   y = np.arange(len(methods))
-  for ax, sp in zip(axes, splits):
-    v = np.array([float(np.mean(np.asarray(results[m][sp], dtype=np.float64))) for m in methods])
+  for j, (ax, sp) in enumerate(zip(axes, splits)):
+    v = values[:, j]
     e = np.array([float((errors or {}).get(m, {}).get(sp, 0.0)) for m in methods])
     colors = ["0.45" if m == reference else "C0" for m in methods]
     ax.barh(y, 100 * np.maximum(v, 0.006), xerr=100 * e if errors else None, color=colors, capsize=2,
@@ -290,8 +290,7 @@ def plot_accuracy_panels(results: Mapping, path, *, title: str = "Accuracy", spl
       lab = f"{100 * v[i]:.1f}" + (f" ± {100 * e[i]:.1f}" if errors else "")
       ax.text(min(100 * (v[i] + e[i]) + 1.5, 101), y[i], lab, va="center", fontsize=7)
     if reference in results:
-      ax.axvline(100 * float(np.mean(np.asarray(results[reference][sp], dtype=np.float64))), color="k", ls="--",
-                 lw=0.8)
+      ax.axvline(100 * v[methods.index(reference)], color="k", ls="--", lw=0.8)
     ax.set_xlim(0, 130)
     ax.set_xticks([0, 20, 40, 60, 80, 100])
     ax.set_xlabel(f"{sp} accuracy (%)")

@@ -80,7 +80,7 @@ def _prepare(cfg: ChallengeConfig):
     raise ConfigError(f"ceiling must be True or False, got {cfg.ceiling!r}")
   with user_input():
     jdata.parse_forget_spec(cfg.forget)
-  mcfg = C.method_config(cfg.method, cfg.overrides, cfg.preset, tcfg)
+  C.method_config(cfg.method, cfg.overrides, cfg.preset, tcfg)  # bad options fail here, before the data loads
   ds = cfg.load_data()
   model = cfg.create_model(ds)
   C.check_model(cfg.method, model)

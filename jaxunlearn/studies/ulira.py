@@ -53,7 +53,7 @@ def _prepare(cfg: UliraConfig):
   C.check_targets(cfg)
   C.check_attack(cfg)
   check_int("pool_size", cfg.pool_size, 2)
-  mcfg = C.method_config(cfg.method, cfg.overrides, cfg.preset, tcfg)
+  C.method_config(cfg.method, cfg.overrides, cfg.preset, tcfg)  # bad options fail here, before the data loads
   ds = cfg.load_data()
   model = cfg.create_model(ds)
   C.check_model(cfg.method, model)

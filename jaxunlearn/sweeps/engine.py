@@ -100,11 +100,10 @@ def _grid_per_seed(name, config, originals, data, root, seeds, k, hparams, execu
   original and ONE key with the K settings vmapped over them, so the method's work before its
   hyperparameters enter (the importances, the gradients) is done once per seed and chunk, not K times
   (LFSSD's 15-point grid on Fashion-MNIST took 26 minutes). Same models, same order ``k * S + s``."""
+  hp = {n: np.asarray(v, np.float32) for n, v in hparams.items()}
   outs = []
-  for s in range(seeds):
-    st = ModelState(*jax.tree.map(lambda a: a[s], (originals.params, originals.batch_stats)), originals.model)
-    hp = {n: np.asarray(v, np.float32) for n, v in hparams.items()}
-    o, _ = many.unlearn_many(st, data, method_key(root, name), name, config, hparams=hp,
+  for s in range(seeds):  # one compiled program: unlearn_many's is cached by method, model and strategy
+    o, _ = many.unlearn_many(many.take(originals, s), data, method_key(root, name), name, config, hparams=hp,
                              num_models=k, key_index=np.full(k, s, np.int32), executor=executor, progress=progress,
                              chunk_size=chunk, strategy=strategy, mask=mask,
                              desc=f"{name} ({k} configs, seed {s + 1} of {seeds})")

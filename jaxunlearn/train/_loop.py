@@ -139,9 +139,8 @@ def _bind_step(step, carry, rows, k_steps):
   # Outputs that are inputs passed through (the data a step carries, e.g. ``(state, x, y)``) are not
   # returned by the program but taken from its inputs: returned, XLA would copy them on every step
   # (47 MB of Fashion-MNIST per step, a third of the small CNN's step time).
-  where = {id(v): ("c", j) for j, v in enumerate(jaxpr.constvars)}
-  where.update({id(v): ("x", j) for j, v in enumerate(jaxpr.invars)})
-  fwd = tuple(where.get(id(v)) if isinstance(v, jex.Var) else None for v in jaxpr.outvars)
+  where = {**{v: ("c", j) for j, v in enumerate(jaxpr.constvars)}, **{v: ("x", j) for j, v in enumerate(jaxpr.invars)}}
+  fwd = tuple(where.get(v) if isinstance(v, jex.Var) else None for v in jaxpr.outvars)
   sig = (str(jaxpr), in_tree, out_tree, fwd, tuple(str(jax.typeof(c)) for c in consts))
   compiled = _COMPILED.pop(sig, None)
   if compiled is None:
