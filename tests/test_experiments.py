@@ -5,6 +5,7 @@ import json
 import pathlib
 import sys
 
+import jax
 import pytest
 
 EXP = pathlib.Path(__file__).resolve().parents[1] / "experiments"
@@ -175,13 +176,29 @@ def test_device_check_tiny_writes_every_section(tmp_path, capsys):
                                      "--budget-s", "900"])  # (a loaded machine must not skip a section here)
   r = json.loads(out.read_text())
   assert code == 0, {k: v.get("error", "")[-2000:] for k, v in r["sections"].items()}
-  assert list(r["sections"]) == ["correctness", "memory", "airbench", "throughput", "scrub", "sweep"]
+  assert list(r["sections"]) == ["correctness", "throughput", "airbench", "scrub", "sweep", "memory"]
   assert r["synthetic_data"] and r["backend"] == "cpu" and r["correctness_pass"] is True
   c = r["sections"]["correctness"]
   assert c["train_many_vs_single"]["max_abs_param_diff"] <= c["train_many_vs_single"]["tolerance"]
   assert c["confidence"]["max_abs_diff_device_f32_vs_host_f64"] < 1e-4
   assert r["sections"]["scrub"]["seconds"] > 0 and set(r["sections"]["scrub"]["acc"]) == {"original", "retrain", "scrub"}
   assert "skipped" not in json.dumps(r["sections"])
+
+
+def test_device_check_isolates_a_failing_section_in_its_own_process(tmp_path, capsys):
+  """Without --tiny each section runs in a child process: one that fails (here an unreadable data file)
+  comes back with the child's traceback, the parent never touched the device, and the JSON names the device
+  the child saw."""
+  bad = tmp_path / "bad.npz"
+  bad.write_bytes(b"not an npz file")
+  out = tmp_path / "check.json"
+  code = _load("device_check").main(["--only", "airbench", "--data", str(bad), "--out", str(out)])
+  r = json.loads(out.read_text())
+  row = r["sections"]["airbench"]
+  assert code == 1 and r["isolated_sections"] is True and list(r["sections"]) == ["airbench"]
+  assert "Traceback" in row["error"] and "bad.npz" in row["error"] + row.get("stderr_tail", "")
+  assert r["backend"] == "cpu" and r["versions"]["jax"] == jax.__version__
+  assert r["correctness_pass"] is None
 
 
 def test_device_check_refuses_a_missing_data_file_before_any_work(tmp_path, capsys):
