@@ -323,13 +323,68 @@ def plot_ranks(order: list, ranks: dict, path: Path, title: str) -> None:
   ax.set_yticks(range(len(order)), order)
   for i, row in enumerate(data):
     for j, v in enumerate(row):
-      ax.text(j, i, f"{v:.1f}" if j == len(cols) - 1 else f"{v:g}", ha="center", va="center", color="w", fontsize=8)
+      ax.text(j, i, f"{v:.1f}" if j == len(cols) - 1 else f"{v:g}", ha="center", va="center", fontsize=8,
+              color="k" if im.norm(v) < 0.35 else "w")  # dark text on the light (best) cells
   fig.colorbar(im, ax=ax, label="rank (1 = best)")
   ax.set_title(title)
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=130)
   plt.close(fig)
+
+
+def rank_across(forget: dict) -> tuple[list[str], dict]:
+  """Methods ranked across forget sets: ``forget`` maps a spec to its summary entry (``"ranks"``: method ->
+  per-metric ranks and ``"mean"``). A method's score is the mean of its per-set mean ranks over the sets it
+  was evaluated on (``"sets"`` says how many; a method missing from a set is not ranked as if it were
+  there). Returns ``(order, {method: {spec: mean rank, ..., "mean": m, "sets": k}})``, best first."""
+  table: dict = {}
+  for spec, entry in forget.items():
+    for m, r in entry["ranks"].items():
+      table.setdefault(m, {})[spec] = r["mean"]
+  for m, row in table.items():
+    vals = list(row.values())
+    row["mean"], row["sets"] = sum(vals) / len(vals), len(vals)
+  order = sorted(table, key=lambda m: (-table[m]["sets"], table[m]["mean"], m))
+  return order, table
+
+
+def plot_rank_across(order: list, table: dict, specs: list, path: Path, title: str) -> None:
+  """A heat map of each method's mean rank per forget set (rows: methods, best first; last column: the mean)."""
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  cols = list(specs) + ["mean"]
+  data = [[table[m].get(c, float("nan")) for c in cols] for m in order]
+  fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2.2, 0.35 * len(order) + 1.4))
+  im = ax.imshow(data, cmap="viridis_r", aspect="auto")
+  ax.set_xticks(range(len(cols)), cols, rotation=25, ha="right")
+  ax.set_yticks(range(len(order)), order)
+  for i, row in enumerate(data):
+    for j, v in enumerate(row):
+      ax.text(j, i, "" if v != v else f"{v:.1f}", ha="center", va="center", fontsize=8,
+              color="k" if im.norm(v) < 0.35 else "w")  # dark text on the light (best) cells
+  fig.colorbar(im, ax=ax, label="mean rank in the forget set (1 = best)")
+  ax.set_title(title)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def across_markdown(order: list, table: dict, specs: list) -> list[str]:
+  md = ["### every forget set: mean rank per forget set, and their mean", "",
+        "| method | " + " | ".join(specs) + " | mean | sets |", "|---|" + "---|" * (len(specs) + 2)]
+  for m in order:
+    row = table[m]
+    md.append(f"| {m} | " + " | ".join(f"{row[s]:.1f}" if s in row else "" for s in specs)
+              + f" | {row['mean']:.2f} | {row['sets']} |")
+  md += ["", "Each cell: the method's mean rank over the ranked metrics in that forget set (the tables below); "
+             "methods sorted by the mean over the forget sets they ran on (more sets first).",
+         "", "![ranks across forget sets](ranks_across.png)", ""]
+  return md
 
 
 def write_summary(a, root: Path, jobs: list[Job]) -> dict:
@@ -373,6 +428,14 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       plot_ranks(order, ranks, root / f"ranks_{_tag(spec)}.png", f"ranks, forget {spec}")
       md += [f"![accuracy](accuracy_{_tag(spec)}.png) ![ranks](ranks_{_tag(spec)}.png)", ""]
       summary["forget"][spec] = entry
+    if a.protocol == "deepunlearn" and len(summary["forget"]) >= 2:
+      specs = list(summary["forget"])
+      order, table = rank_across(summary["forget"])
+      summary["across"] = {"order": order, "table": table}
+      plot_rank_across(order, table, specs, root / "ranks_across.png",
+                       f"{a.protocol} ({a.scale}): mean rank per forget set")
+      at = next(i for i, line in enumerate(md) if line.startswith("### forget "))
+      md[at:at] = across_markdown(order, table, specs)
   else:
     plots: list[str] = []
     md += ["| method | U-LiRA AUC (online) | TPR@1% | TPR@0.1% | forget quality F | F of an exact retrain (ceiling) | "

@@ -105,3 +105,19 @@ def test_a_method_that_refuses_the_scales_model_is_left_out_or_refused(bench, tm
                      "--out", str(tmp_path / "l")]) == 0
   io = capsys.readouterr()
   assert "leaving out ct" in io.err and "/ct" not in io.out and "tune/class:7/msg" in io.out
+
+
+def test_ranks_across_forget_sets_average_each_methods_per_set_mean_rank(bench, tmp_path):
+  """The cross-forget-set table: a method's score is the mean of its per-set mean ranks, over the sets it ran
+  on; a method missing from a set is sorted after the methods that ran on every set, whatever its ranks."""
+  forget = {"class:3": {"ranks": {"a": {"mean": 1.0}, "b": {"mean": 3.0}, "c": {"mean": 2.0}}},
+            "random:0.1": {"ranks": {"a": {"mean": 4.0}, "b": {"mean": 1.0}, "c": {"mean": 2.5}}},
+            "noniid:2,5:0.1": {"ranks": {"a": {"mean": 2.0}, "b": {"mean": 1.5}}}}
+  order, table = bench.rank_across(forget)
+  assert table["a"]["mean"] == pytest.approx(7 / 3) and table["b"]["mean"] == pytest.approx(5.5 / 3)
+  assert table["c"] == {"class:3": 2.0, "random:0.1": 2.5, "mean": 2.25, "sets": 2}
+  assert order == ["b", "a", "c"]  # c's 2.25 beats a's 2.33, but it ran on two sets of three
+  md = bench.across_markdown(order, table, list(forget))
+  assert md[4] == "| b | 3.0 | 1.0 | 1.5 | 1.83 | 3 |" and md[6] == "| c | 2.0 | 2.5 |  | 2.25 | 2 |"
+  bench.plot_rank_across(order, table, list(forget), tmp_path / "x.png", "t")
+  assert (tmp_path / "x.png").stat().st_size > 1000
