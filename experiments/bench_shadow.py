@@ -11,7 +11,8 @@ compared with
   kind, bf16 autocast when ``--dtype bfloat16``).
 
 Reported: aggregate images/s, the ratios, XLA's FLOP count of one training step of one model
-(``jax.jit(step).lower(...).compile().cost_analysis()``), and the FLOP utilisation of the
+(``jax.jit(step).lower(...).cost_analysis()``, on the program before backend passes: a GPU's compiled
+program calls cuDNN for convolutions, which its own count leaves out), and the FLOP utilisation of the
 ``train_many`` run against ``--peak-tflops`` (default 989, H100 SXM dense bf16; only reported on
 GPU/TPU unless ``--peak-tflops`` is given explicitly).
 

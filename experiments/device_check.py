@@ -3,7 +3,8 @@
 Run it whenever a GPU/TPU is available (``BUILD.md``)::
 
     export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-    python experiments/device_check.py                       # <= 9 minutes on one H200, compilation included
+    python experiments/device_check.py                       # <= 9 minutes (--budget-s 540) on one H200
+    python experiments/device_check.py --only scrub --only sweep --only memory   # what the budget skipped
     python experiments/device_check.py --tiny                # CPU smoke version (< 2 minutes; run by the tests)
 
 It writes ONE JSON (``experiments/results/device_check_<device>.json`` or ``--out``) after every section,
@@ -28,9 +29,10 @@ in this order (what the first H200 run, 2026-11-28, did not measure comes first)
 Each section runs in its own child process (not with ``--tiny`` or ``--in-process``): on the first H200 run
 one compilation lost the CUDA context (illegal memory access in XLA's autotuner) and every later section of
 the same process failed with it. Every section runs under a global time budget (``--budget-s``): one that
-would not fit is recorded as skipped, one cut off keeps what it had saved (``partial``), one that fails is
+would not fit is recorded as skipped, one cut off keeps the rows it had saved, one that fails is
 recorded with its traceback (the other sections still run; the exit status is 1 if any section failed).
-Run a subset with ``--only`` (repeatable), e.g. the sections a shorter device session skipped. The data path
+The estimates add up to about 15 minutes on an H200, so the default budget runs the first three or
+four sections; run the rest with ``--only`` (repeatable) in the next session. The data path
 (``--data``) defaults to the git-ignored ``.data/`` folder of the repository, so the file can travel with
 the code to a bare device machine. With ``--tiny`` and no file, a small synthetic CIFAR-shaped file is
 written to a temporary folder (its accuracies mean nothing and the JSON says so).
@@ -225,13 +227,13 @@ def airbench(a, data: Path, out: dict, save) -> dict:
 def throughput(a, out: dict, save, work: Path) -> dict:
   """bench_shadow: train_many img/s per strategy vs one model alone, a Python loop and PyTorch.
 
-  ResNet-18 (width 1) for ``vmap`` and ``sequential`` (the first H200 run: ``vmap`` of 16 at 0.53x of one
-  model alone), width 0.25 and the small CNN for ``vmap``. bench_shadow rewrites its JSON after every row,
-  so a run cut off keeps the rows it finished (``partial`` in the section).
+  ResNet-18 (width 1) ``sequential`` (the first H200 run measured its ``vmap`` of 16 at 0.53x of one model
+  alone), width 0.25 and the small CNN ``vmap``: one bench_shadow call each, saved after each, so a section
+  cut off keeps the calls it finished (``runs``).
   """
   import bench_shadow  # noqa: PLC0415  (experiments/bench_shadow.py)
 
-  path = work / "throughput.partial.json"
+  path = work / "throughput.json"
   if a.tiny:
     rows = [["--tiny", "--arch", "cnn@0.25", "--image", "8", "--models", "2", "--steps", "2", "--repeats", "1",
              "--no-torch"]]
@@ -369,9 +371,6 @@ def _in_child(sec: str, a, data: Path, work: Path, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
       rc = None
   row = json.loads(child_out.read_text()) if child_out.is_file() else {}
-  partial = work / f"{sec}.partial.json"
-  if rc != 0 and partial.is_file() and "partial" not in row:
-    row["partial"] = json.loads(partial.read_text())
   if rc is None:
     row["error"] = f"cut off after {timeout:.0f} s (the budget left)"
   elif rc != 0 and "error" not in row:
@@ -405,7 +404,7 @@ def main(argv=None) -> int:
             "tiny": a.tiny, "data": str(data), "synthetic_data": synthetic, "date": time.strftime("%Y-%m-%d"),
             **({} if isolate else {**_device(), "versions": _versions()}), "budget_s": a.budget_s,
             "isolated_sections": isolate, "sections": {}}
-  out = None
+  out = Path(a.out) if a.out else None
 
   def write():
     nonlocal out
@@ -453,8 +452,11 @@ def main(argv=None) -> int:
   verdicts = {k: v["pass"] for k, v in checks.items() if isinstance(v, dict) and "pass" in v}
   result["correctness_pass"] = all(verdicts.values()) if verdicts else None
   result["total_seconds"] = time.perf_counter() - t_start
-  if out is None and "device_kind" not in result:  # nothing ran (all skipped) in isolated mode
-    result.update(_device(), versions=_versions())
+  if "device_kind" not in result:  # no child reported its device (all skipped, or all died first)
+    try:
+      result.update(_device(), versions=_versions())
+    except Exception as e:  # noqa: BLE001  (a device that fails to start: still write what we have)
+      result.update(backend="unknown", device="unknown", device_kind="unknown", device_error=repr(e))
   write()
   tmp.cleanup()
   print(json.dumps({"correctness": verdicts, "total_seconds": round(result["total_seconds"], 1), "out": str(out)}))
