@@ -136,3 +136,17 @@ def test_run_applies_and_records_the_rules(tmp_path, capsys):
   assert r["config"]["methods"]["bad_teacher"]["epochs"] == d["bad_teacher"]["overrides"]["epochs"]
   assert r["config"]["methods"]["bad_teacher"]["kd_T"] == 2.0
   assert f"[defaults] {d['bad_teacher']['rule']}" in err
+
+
+def test_neggrad_plus_default_forgets_a_digits_class_without_collapsing_the_model(tmp_path):
+  """The tiny-data rule's defining property on the embedded default data (MLP, class 3): the class is
+  forgotten (forget accuracy within 5 points of the oracle's 0 %) and retain accuracy stays within 5 points
+  of the original's, with no health warning. At the rule's former 600 steps this job collapsed to 81.5 %
+  retain accuracy."""
+  out = tmp_path / "n"
+  assert cli.main(["run", "--model", "mlp", "--forget", "class:3", "--method", "neggrad_plus", "--out", str(out),
+                   "--quiet"]) == 0
+  r = json.loads((out / "results.json").read_text())
+  acc, orig = r["models"]["neggrad_plus"]["acc"], r["models"]["original"]["acc"]
+  assert acc["forget"] <= 0.05 and acc["retain"] >= orig["retain"] - 0.05, acc
+  assert not [w for w in r.get("warnings", []) if "neggrad_plus" in w]
