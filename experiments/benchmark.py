@@ -308,29 +308,36 @@ def salun_markdown(spec: str, srows: dict, seeds: int) -> list[str]:
   return md
 
 
-def plot_ranks(order: list, ranks: dict, path: Path, title: str) -> None:
-  """A heat map of the per-metric ranks (rows: methods by mean rank)."""
+def _heatmap(data, rows: list, cols: list, path: Path, title: str, label: str, fmt, figsize: tuple,
+             rotation: int) -> None:
+  """A rank heat map (light = 1 = best) with each cell's value written in it (``fmt(j, v)``; NaN left blank)."""
   import matplotlib  # noqa: PLC0415
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
-  cols = list(RANK_METRICS) + ["mean"]
-  data = [[ranks[n][c] for c in cols] for n in order]
-  fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2, 0.35 * len(order) + 1.2))
+  fig, ax = plt.subplots(figsize=figsize)
   im = ax.imshow(data, cmap="viridis_r", aspect="auto")
-  ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
-  ax.set_yticks(range(len(order)), order)
+  ax.set_xticks(range(len(cols)), cols, rotation=rotation, ha="right")
+  ax.set_yticks(range(len(rows)), rows)
   for i, row in enumerate(data):
     for j, v in enumerate(row):
-      ax.text(j, i, f"{v:.1f}" if j == len(cols) - 1 else f"{v:g}", ha="center", va="center", fontsize=8,
+      ax.text(j, i, "" if v != v else fmt(j, v), ha="center", va="center", fontsize=8,
               color="k" if im.norm(v) < 0.35 else "w")  # dark text on the light (best) cells
-  fig.colorbar(im, ax=ax, label="rank (1 = best)")
+  fig.colorbar(im, ax=ax, label=label)
   ax.set_title(title)
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=130)
   plt.close(fig)
+
+
+def plot_ranks(order: list, ranks: dict, path: Path, title: str) -> None:
+  """A heat map of the per-metric ranks (rows: methods by mean rank)."""
+  cols = list(RANK_METRICS) + ["mean"]
+  _heatmap([[ranks[n][c] for c in cols] for n in order], order, cols, path, title, "rank (1 = best)",
+           lambda j, v: f"{v:.1f}" if j == len(cols) - 1 else f"{v:g}",
+           figsize=(1.1 * len(cols) + 2, 0.35 * len(order) + 1.2), rotation=30)
 
 
 def rank_across(forget: dict) -> tuple[list[str], dict]:
@@ -351,27 +358,10 @@ def rank_across(forget: dict) -> tuple[list[str], dict]:
 
 def plot_rank_across(order: list, table: dict, specs: list, path: Path, title: str) -> None:
   """A heat map of each method's mean rank per forget set (rows: methods, best first; last column: the mean)."""
-  import matplotlib  # noqa: PLC0415
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
   cols = list(specs) + ["mean"]
-  data = [[table[m].get(c, float("nan")) for c in cols] for m in order]
-  fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2.2, 0.35 * len(order) + 1.4))
-  im = ax.imshow(data, cmap="viridis_r", aspect="auto")
-  ax.set_xticks(range(len(cols)), cols, rotation=25, ha="right")
-  ax.set_yticks(range(len(order)), order)
-  for i, row in enumerate(data):
-    for j, v in enumerate(row):
-      ax.text(j, i, "" if v != v else f"{v:.1f}", ha="center", va="center", fontsize=8,
-              color="k" if im.norm(v) < 0.35 else "w")  # dark text on the light (best) cells
-  fig.colorbar(im, ax=ax, label="mean rank in the forget set (1 = best)")
-  ax.set_title(title)
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=130)
-  plt.close(fig)
+  _heatmap([[table[m].get(c, float("nan")) for c in cols] for m in order], order, cols, path, title,
+           "mean rank in the forget set (1 = best)", lambda j, v: f"{v:.1f}",
+           figsize=(1.6 * len(cols) + 2.2, 0.35 * len(order) + 1.4), rotation=25)
 
 
 def across_markdown(order: list, table: dict, specs: list) -> list[str]:
