@@ -72,10 +72,11 @@ DEFAULT_DATA = HERE.parent / ".data" / "cifar10_jpeg.npz"
 # precision the difference is rounding amplified by training (0.26 after 3 epochs on an H200) and no
 # verdict is given.
 TOLERANCE = 1e-4
-# Estimated seconds per section (compilation and the child's start included) on one H200, measured there on
-# 2026-11-28 where a section ran, for the budget; tiny on 2 CPU cores.
-ESTIMATE = {"correctness": (35, 20), "throughput": (300, 25), "airbench": (180, 30), "scrub": (90, 25), "sweep": (60, 20),
-            "memory": (210, 10)}
+# The correctness section's child process: matmuls in full float32 and deterministic GPU reductions, so
+# train_many can be compared with single runs at the CPU's tolerance. Under the defaults (TF32 / bf16
+# passes, atomics) the first H200 run differed by 0.26 in a parameter after 3 epochs: rounding
+# differences that training amplifies, not a difference of programs (1.8e-6 in this mode, same run).
+EXACT_ENV = {"JAX_DEFAULT_MATMUL_PRECISION": "highest", "XLA_FLAGS": "--xla_gpu_deterministic_ops=true"}
 
 
 def _device() -> dict:
@@ -99,7 +100,7 @@ def _max_diff(a, b) -> float:
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def correctness(a, out: dict, save) -> dict:
+def correctness(a, data: Path, work: Path, row: dict, save) -> None:
   """train_many == single runs; device confidences / forget quality / LiRA == the float64 host path."""
   # 384 / 1024 examples: every model's half is whole batches of 32. A last partial batch (e.g. 8 examples)
   # through BatchNorm amplifies the batched convolution's rounding differences (3e-4 on one of 4 models on
@@ -126,8 +127,9 @@ def correctness(a, out: dict, save) -> dict:
     one = single(jax.random.fold_in(key, m), jax.numpy.asarray(np.flatnonzero(keep[m]), jax.numpy.int32))
     mine = jmany.take(states, m)
     diffs.append(_max_diff(one, (mine.params, mine.batch_stats)))
-  exact = jax.default_backend() == "cpu" or (jax.config.jax_default_matmul_precision == "highest" and
-                                             "--xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", ""))
+  exact = jax.default_backend() == "cpu" or (
+      jax.config.jax_default_matmul_precision == EXACT_ENV["JAX_DEFAULT_MATMUL_PRECISION"]
+      and EXACT_ENV["XLA_FLAGS"] in os.environ.get("XLA_FLAGS", ""))
   # confidences: on the device in float32 vs the host float64 formula on the same logits
   x, y = ds.x_train, ds.y_train
   dev = jmany.confidences_many(states, x, y, flip=False)[..., 0]
@@ -140,8 +142,7 @@ def correctness(a, out: dict, save) -> dict:
   for name, conf in (("device", dev), ("host", host)):
     att = mia.lira_attacks(conf[:, :, None], keep, range(m_total))
     auc[name] = mia.evaluate_attack(*att["online"])["auc"]
-  return {
-      **out,
+  row.update({
       "train_many_vs_single": {"max_abs_param_diff": max(diffs), "per_model": diffs, "models": m_total,
                                "train_many_seconds": t_many,
                                **({"tolerance": TOLERANCE, "pass": max(diffs) <= TOLERANCE} if exact else
@@ -152,10 +153,10 @@ def correctness(a, out: dict, save) -> dict:
       "forget_quality": {"device": fq_dev, "host": fq_host, "pass": abs(fq_dev - fq_host) <= 1e-3,
                          "note": "models 0-1 vs 2-3 of train_many, first 64 examples (a consistency check)"},
       "lira_online_auc": {**auc, "pass": abs(auc["device"] - auc["host"]) <= 1e-3},
-  }
+  })
 
 
-def memory_rows(a, out: dict, save) -> dict:
+def memory_rows(a, data: Path, work: Path, row: dict, save) -> None:
   """Peak bytes per model of train_many's per-chunk program (XLA's memory analysis, from shapes alone) for
   the small CNN, ResNet-18 and airbench94 on CIFAR-shaped data (half of 50,000 images each, batch 128 /
   airbench's 1024), and the chunk the default rule picks for an 80 GB device and for this device."""
@@ -171,7 +172,7 @@ def memory_rows(a, out: dict, save) -> dict:
   mesh = model_mesh()
   kd, impl = key_parts(0)
   free = free_bytes(list(mesh.devices.flat))
-  rows = {}
+  models = {}
   archs = [("cnn", 0.25)] if a.tiny else [("cnn", 1.0), ("resnet18", 1.0), ("resnet18", 0.25), ("airbench", 1.0)]
   for name, width in archs:
     if name == "airbench":
@@ -188,17 +189,17 @@ def memory_rows(a, out: dict, save) -> dict:
     one, two = measure(1), measure(2)
     per_model = None if one is None or two is None else two - one
     gib = 2 ** 30
-    row = {"bytes_1_model": one, "bytes_2_models": two, "per_model_gib": None if per_model is None else per_model / gib,
-           "fixed_gib": None if per_model is None else (one - per_model) / gib,
-           "chunk_for_80gb": fit_chunk(measure, 256, 1, int(FRACTION * 80 * gib)),
-           "chunk_here": None if free is None else fit_chunk(measure, 256, mesh.size, int(FRACTION * free)),
-           "compile_seconds": time.perf_counter() - t0, "dtype": str(np.dtype(dtype))}
-    rows[f"{name}@{width}"] = row
-  return {**out, "free_bytes_per_device": free, "fraction": FRACTION, "models": rows,
-          "note": "per model: the bytes one more model per device adds (parameters, optimizer state, activations)"}
+    m_row = {"bytes_1_model": one, "bytes_2_models": two, "per_model_gib": None if per_model is None else per_model / gib,
+             "fixed_gib": None if per_model is None else (one - per_model) / gib,
+             "chunk_for_80gb": fit_chunk(measure, 256, 1, int(FRACTION * 80 * gib)),
+             "chunk_here": None if free is None else fit_chunk(measure, 256, mesh.size, int(FRACTION * free)),
+             "compile_seconds": time.perf_counter() - t0, "dtype": str(np.dtype(dtype))}
+    models[f"{name}@{width}"] = m_row
+  row.update({"free_bytes_per_device": free, "fraction": FRACTION, "models": models,
+              "note": "per model: the bytes one more model per device adds (parameters, optimizer state, activations)"})
 
 
-def airbench(a, data: Path, out: dict, save) -> dict:
+def airbench(a, data: Path, work: Path, row: dict, save) -> None:
   """8 models for accuracy (saved at once), then a speed run of 32 models one after another.
 
   The first H200 run (2026-11-28) lost its CUDA context compiling a 64-model ``vmap`` airbench program
@@ -212,19 +213,18 @@ def airbench(a, data: Path, out: dict, save) -> dict:
                                                        if a.tiny else ["--bf16"])
     acc_path, speed_path = Path(tmp) / "acc.json", Path(tmp) / "speed.json"
     airbench_shadows.main(common + ["--models", "2" if a.tiny else "8", "--out", str(acc_path)])
-    out["accuracy_run"] = json.loads(acc_path.read_text())
+    row["accuracy_run"] = json.loads(acc_path.read_text())
     save()
     if not a.tiny:
       airbench_shadows.main(common + ["--models", "32", "--strategy", "sequential", "--out", str(speed_path)])
       speed = json.loads(speed_path.read_text())
-      out["speed_run_32_sequential"] = speed
+      row["speed_run_32_sequential"] = speed
       mph = speed.get("results", speed).get("models_per_hour")
       if mph:
-        out["minutes_for_256"] = 256 / mph * 60
-  return out
+        row["minutes_for_256"] = 256 / mph * 60
 
 
-def throughput(a, out: dict, save, work: Path) -> dict:
+def throughput(a, data: Path, work: Path, row: dict, save) -> None:
   """bench_shadow: train_many img/s per strategy vs one model alone, a Python loop and PyTorch.
 
   ResNet-18 (width 1) ``sequential`` (the first H200 run measured its ``vmap`` of 16 at 0.53x of one model
@@ -235,22 +235,21 @@ def throughput(a, out: dict, save, work: Path) -> dict:
 
   path = work / "throughput.json"
   if a.tiny:
-    rows = [["--tiny", "--arch", "cnn@0.25", "--image", "8", "--models", "2", "--steps", "2", "--repeats", "1",
+    calls = [["--tiny", "--arch", "cnn@0.25", "--image", "8", "--models", "2", "--steps", "2", "--repeats", "1",
              "--no-torch"]]
   else:
     common = ["--models", "16", "--batch", "128", "--steps", "20", "--repeats", "2", "--dtype", "bfloat16"]
-    rows = [["--arch", "resnet18", "--strategy", "sequential", *common],
-            ["--arch", "resnet18@0.25", "--strategy", "vmap", *common],
-            ["--arch", "cnn", "--strategy", "vmap", *common]]
-  out["runs"] = []
-  for argv in rows:
+    calls = [["--arch", "resnet18", "--strategy", "sequential", *common],
+             ["--arch", "resnet18@0.25", "--strategy", "vmap", *common],
+             ["--arch", "cnn", "--strategy", "vmap", *common]]
+  row["runs"] = []
+  for argv in calls:
     bench_shadow.main(argv + ["--out", str(path)])
-    out["runs"].append(json.loads(path.read_text()))
+    row["runs"].append(json.loads(path.read_text()))
     save()
-  return out
 
 
-def scrub(a, data: Path, row: dict, save) -> dict:
+def scrub(a, data: Path, work: Path, row: dict, save) -> None:
   from jaxunlearn import cli  # noqa: PLC0415
 
   with tempfile.TemporaryDirectory() as tmp:
@@ -266,15 +265,15 @@ def scrub(a, data: Path, row: dict, save) -> dict:
       raise RuntimeError(f"jaxunlearn run exited with {code}")
     r = json.loads((out / "results.json").read_text())
   m = r["models"]
-  return {**row, "config": r["config"], "sizes": r["sizes"],
+  row.update({"config": r["config"], "sizes": r["sizes"],
           "seconds": {k: m[k]["seconds"] for k in ("original", "retrain", "scrub")},
           "compile_seconds": {k: m[k].get("compile_seconds") for k in ("original", "retrain", "scrub")},
           "steps": {k: m[k].get("steps") for k in ("original", "retrain", "scrub")},
           "speedup_vs_retrain": m["scrub"].get("speedup_vs_retrain"),
-          "acc": {k: m[k]["acc"] for k in ("original", "retrain", "scrub")}}
+          "acc": {k: m[k]["acc"] for k in ("original", "retrain", "scrub")}})
 
 
-def sweep(a, data: Path, out: dict, save) -> dict:
+def sweep(a, data: Path, work: Path, row: dict, save) -> None:
   import bench_sweep  # noqa: PLC0415  (experiments/bench_sweep.py)
 
   with tempfile.TemporaryDirectory() as tmp:
@@ -285,7 +284,16 @@ def sweep(a, data: Path, out: dict, save) -> dict:
     code = bench_sweep.main(argv + ["--executor", "scan", "--out", str(path)])
     if code:
       raise RuntimeError(f"bench_sweep exited with {code}")
-    return {**out, **json.loads(path.read_text())}
+    row.update(json.loads(path.read_text()))
+
+
+# Each section: fn(a, data, work, row, save) filling ``row`` (and calling ``save`` after each sub-step), and
+# its estimated seconds (compilation and a child's start included) on one H200, measured there on
+# 2026-11-28 where a section ran, for the budget; then on 2 CPU cores with --tiny. In this order.
+SECTIONS = {"correctness": (correctness, (35, 20)), "throughput": (throughput, (300, 25)),
+            "airbench": (airbench, (180, 30)), "scrub": (scrub, (90, 25)), "sweep": (sweep, (60, 20)),
+            "memory": (memory_rows, (210, 10))}
+ORDER = tuple(SECTIONS)
 
 
 def synthetic_cifar(path: Path, n_train: int = 512, n_test: int = 256) -> Path:
@@ -296,14 +304,6 @@ def synthetic_cifar(path: Path, n_train: int = 512, n_test: int = 256) -> Path:
   y = np.argmax((x.reshape(len(x), -1) / 255.0 - 0.5) @ w, -1).astype(np.int64)
   np.savez(path, x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:])
   return path
-
-
-ORDER = ("correctness", "throughput", "airbench", "scrub", "sweep", "memory")
-# The correctness section's child process: matmuls in full float32 and deterministic GPU reductions, so
-# train_many can be compared with single runs at the CPU's tolerance. Under the defaults (TF32 / bf16
-# passes, atomics) the first H200 run differed by 0.26 in a parameter after 3 epochs: rounding
-# differences that training amplifies, not a difference of programs (1.8e-6 in this mode, same run).
-EXACT_ENV = {"JAX_DEFAULT_MATMUL_PRECISION": "highest", "XLA_FLAGS": "--xla_gpu_deterministic_ops=true"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -328,15 +328,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   return a
 
 
-def _section_fn(sec: str, a, data: Path, work: Path):
-  return {"correctness": lambda row, save: correctness(a, row, save),
-          "memory": lambda row, save: memory_rows(a, row, save),
-          "airbench": lambda row, save: airbench(a, data, row, save),
-          "throughput": lambda row, save: throughput(a, row, save, work),
-          "scrub": lambda row, save: scrub(a, data, row, save),
-          "sweep": lambda row, save: sweep(a, data, row, save)}[sec]
-
-
 def _run_child(a, data: Path) -> int:
   """One section in this process; its row (with the device and versions) goes to ``--child-out`` after every
   sub-step and at the end, its traceback included if it fails."""
@@ -345,7 +336,7 @@ def _run_child(a, data: Path) -> int:
   save = lambda: write_json_atomic(path, row)  # noqa: E731
   save()
   try:
-    row.update(_section_fn(a.child, a, data, Path(a.work))(row, save))
+    SECTIONS[a.child][0](a, data, Path(a.work), row, save)
   except Exception:  # noqa: BLE001  (recorded with its traceback for the parent)
     row["error"] = traceback.format_exc()
     save()
@@ -413,7 +404,7 @@ def main(argv=None) -> int:
         return
       kind = result["device_kind"] or result["backend"]
       name = "".join(c if c.isalnum() else "_" for c in kind.lower()).strip("_")
-      out = Path(a.out) if a.out else HERE / "results" / f"device_check_{name}{'_tiny' if a.tiny else ''}.json"
+      out = HERE / "results" / f"device_check_{name}{'_tiny' if a.tiny else ''}.json"  # (--out set it already)
     write_json_atomic(out, result)
 
   failed = False
@@ -421,7 +412,7 @@ def main(argv=None) -> int:
     if a.only and sec not in a.only:
       continue
     left = a.budget_s - (time.perf_counter() - t_start)
-    need = ESTIMATE[sec][1 if a.tiny else 0]
+    need = SECTIONS[sec][1][1 if a.tiny else 0]
     if left < need:
       result["sections"][sec] = {"skipped": f"{left:.0f} s of the budget left, about {need} s needed"}
       print(f"[device_check] {sec}: skipped ({left:.0f} s left)", flush=True)
@@ -438,7 +429,7 @@ def main(argv=None) -> int:
     else:
       row = {}
       try:
-        row = _section_fn(sec, a, data, work)(row, lambda: None)
+        SECTIONS[sec][0](a, data, work, row, lambda: None)
       except Exception:  # noqa: BLE001  (recorded with its traceback; the other sections still run)
         row["error"] = traceback.format_exc()
         print(row["error"], file=sys.stderr, flush=True)
