@@ -3,6 +3,7 @@
     python experiments/benchmark.py deepunlearn --scale cpu     # every method, 4 forget sets, Fashion-MNIST MLP
     python experiments/benchmark.py salun --scale cpu           # SalUn's table: random 10 %, RA / UA / TA / MIA-efficacy
     python experiments/benchmark.py privacy --scale cpu         # U-LiRA + forget quality of protocol 1's top methods
+    python experiments/benchmark.py salun --scale cnn           # CIFAR-10 JPEG subset, small CNN (CPU, ~1.5 h)
     python experiments/benchmark.py salun --scale gpu           # CIFAR-10 JPEG, ResNet-18 (the published scale)
     python experiments/benchmark.py deepunlearn --scale smoke --out /tmp/b   # ~1 minute on the digits (the tests run it)
 
@@ -32,6 +33,8 @@ Protocols
 
 Scales (``--scale``): ``smoke`` (digits subset, MLP width 0.25, 3 epochs, 2 seeds, a few methods),
 ``cpu`` (full Fashion-MNIST from ../shared/data, MLP 256-256, 10 epochs, 5 seeds, every method),
+``cnn`` (a convolutional net where a 2-core CPU allows it: a random 5,000-image subset of the CIFAR-10 JPEG
+training split and 2,000 of its test split, drawn with ``--seed`` 0; the small CNN at width 0.5, 20 epochs),
 ``gpu`` (CIFAR-10 JPEG, ResNet-18, 30 epochs; one job per command of at most 10 minutes is the
 budget of a lent device). ``--method``, ``--forget``, ``--seeds`` override a scale's choices.
 """
@@ -84,6 +87,9 @@ def scale_job(scale: str) -> dict:
                 test_subset=200, executor="scan")
   if scale == "cpu":
     return dict(dataset=_fashion(), model="mlp", width=1.0, epochs=10, batch_size=128, lr=0.05)
+  if scale == "cnn":
+    return dict(dataset=f"npz:{report.CIFAR}", model="cnn", width=0.5, epochs=20, batch_size=128, lr=0.05,
+                train_subset=5000, test_subset=2000)
   return dict(dataset=f"npz:{report.CIFAR}", model="resnet18", width=1.0, epochs=30, batch_size=128, lr=0.1,
               augment=True)
 
@@ -464,7 +470,7 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                epilog=__doc__.split("\n", 2)[2])
   ap.add_argument("protocol", choices=PROTOCOLS)
-  ap.add_argument("--scale", choices=("smoke", "cpu", "gpu"), default="cpu")
+  ap.add_argument("--scale", choices=("smoke", "cpu", "cnn", "gpu"), default="cpu")
   ap.add_argument("--method", action="append", dest="methods", default=None, help="default: the scale's methods")
   ap.add_argument("--forget", action="append", default=None, help="default: the scale's forget sets")
   ap.add_argument("--seeds", type=int, default=None)
@@ -491,8 +497,8 @@ def main(argv=None) -> int:
   if a.scale == "cpu" and not a.dataset_override and not report.FASHION.is_file():
     print(f"benchmark: --scale cpu needs {report.FASHION} (or --dataset)", file=sys.stderr)
     return 2
-  if a.scale == "gpu" and not a.dataset_override and not report.CIFAR.is_file():
-    print(f"benchmark: --scale gpu needs {report.CIFAR} (or --dataset)", file=sys.stderr)
+  if a.scale in ("cnn", "gpu") and not a.dataset_override and not report.CIFAR.is_file():
+    print(f"benchmark: --scale {a.scale} needs {report.CIFAR} (or --dataset)", file=sys.stderr)
     return 2
   for m in a.methods:
     if m not in jun.METHODS or m == "retrain":

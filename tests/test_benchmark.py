@@ -58,14 +58,6 @@ def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tm
   md = (tmp_path / "b" / "README.md").read_text()
   assert "| retrain |" in md and "- tuned: ssd: alpha=" in md
   assert all((tmp_path / "b" / f).stat().st_size > 1000 for f in ("accuracy_class_3.png", "ranks_class_3.png"))
-  # SalUn's columns from the same rows: UA = 100 - FA, the average gap over RA, UA, TA, MIA (points)
-  rows = {n: {k: tuple(v) if isinstance(v, list) else v for k, v in row.items()} for n, row in e["rows"].items()}
-  sal = bench.salun_rows(rows)
-  rt, ft = rows["retrain"], rows["finetune"]
-  gap = np.mean([abs(100 * ft["retain"][0] - 100 * rt["retain"][0]), abs(100 * ft["forget"][0] - 100 * rt["forget"][0]),
-                 abs(100 * ft["test"][0] - 100 * rt["test"][0]), abs(100 * ft["svc"][0] - 100 * rt["svc"][0])])
-  assert sal["finetune"]["avg_gap"] == pytest.approx(gap) and sal["retrain"]["avg_gap"] == 0.0
-  assert math.isclose(sal["finetune"]["UA"], 100 - sal["finetune"]["FA"])
   # protocol 3 on the top-ranked method: its U-LiRA and challenge studies at the tuned setting, tabulated
   priv = tmp_path / "p"
   assert bench.main(["privacy", "--scale", "smoke", "--from", out, "--out", str(priv), "--models", "4", "--quiet"]) == 0
@@ -80,6 +72,33 @@ def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tm
   chosen = json.loads((tmp_path / "b" / "class_3" / f"tune-{top}" / "results.json").read_text())["choice"]["overrides"]
   for k, v in chosen.items():  # the studies ran the method at its tuned setting
     assert c["method_config"].get(k, c["method_config"].get("optim", {}).get(k)) == pytest.approx(float(v))
+
+
+def test_salun_smoke_writes_salun_columns_recomputed_from_its_evaluation(bench, tmp_path, capsys):
+  """Protocol 2 from its own command: SalUn's columns (UA = 100 - FA, the average gap over RA, UA, TA and
+  MIA-efficacy in points) equal a recomputation from the evaluation job's per-seed results, and the table
+  prints the published CIFAR-10 row beside ours."""
+  out = tmp_path / "s"
+  assert bench.main(["salun", "--scale", "smoke", "--method", "finetune", "--out", str(out), "--quiet"]) == 0
+  r = json.loads((out / "results.json").read_text())
+  assert r["protocol"] == "salun" and all(r["jobs"].values()) and list(r["forget"]) == ["random:0.1"]
+  ev = json.loads((out / "random_0.1" / "eval" / "results.json").read_text())["models"]
+  sal = r["forget"]["random:0.1"]["salun"]
+
+  def pct(name, split):  # mean over seeds of the per-seed accuracies, in %
+    return 100 * float(np.mean(ev[name]["acc_per_seed"][split]))
+
+  for n in ("retrain", "finetune"):
+    assert sal[n]["RA"] == pytest.approx(pct(n, "retain")) and sal[n]["TA"] == pytest.approx(pct(n, "test"))
+    assert sal[n]["FA"] == pytest.approx(pct(n, "forget")) and math.isclose(sal[n]["UA"], 100 - sal[n]["FA"])
+    assert sal[n]["MIA"] == pytest.approx(100 * float(np.mean(ev[n]["evals_per_seed"]["svc"])))
+    assert len(ev[n]["acc_per_seed"]["retain"]) == 2
+  rt, ft = sal["retrain"], sal["finetune"]
+  gap = np.mean([abs(ft[k] - rt[k]) for k in ("RA", "UA", "TA", "MIA")])
+  assert ft["avg_gap"] == pytest.approx(gap) and rt["avg_gap"] == 0.0
+  md = (out / "README.md").read_text()
+  assert "| finetune |" in md and " / ".join(f"{v:.2f}" for v in bench.SALUN_PUBLISHED["finetune"]) in md
+  assert "- tuned: finetune: lr=" in md
 
 
 def test_bad_arguments_exit_2_before_any_work(bench, tmp_path, capsys):
