@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic data and models so the CPU suite stays fast."""
 
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
@@ -11,7 +12,10 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="jaxunlearn-test-cache-")
 # the in-memory jit cache cannot reuse. A cache hit returns the executable of the same HLO, so results are
 # unchanged; it cut the slowest smoke tests by about a fifth. A user's own JAX_COMPILATION_CACHE_DIR wins.
 _session = os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"jaxunlearn-test-jit-{_session}"))
+_JIT_CACHE = None if "JAX_COMPILATION_CACHE_DIR" in os.environ else \
+    os.path.join(tempfile.gettempdir(), f"jaxunlearn-test-jit-{_session}")
+if _JIT_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _JIT_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -43,6 +47,12 @@ def make_blobs(n_per_class=40, num_classes=4, size=8, seed=0, noise=0.15, noise_
   x = np.clip(x, 0, 1)
   perm = rng.permutation(len(y))
   return (x[perm] * 255).round().astype(np.uint8), y[perm].astype(np.int32)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The session's compilation cache goes when the session ends (the xdist controller, or a lone process)."""
+  if _JIT_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
+    shutil.rmtree(_JIT_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
