@@ -60,6 +60,7 @@ from jaxunlearn import unlearn as jun  # noqa: E402
 from jaxunlearn.atomic import write_json_atomic  # noqa: E402
 from jaxunlearn.run import RunConfig  # noqa: E402
 from jaxunlearn.sweeps import engine  # noqa: E402
+from jaxunlearn.sweeps.select import edge_warnings  # noqa: E402
 
 PROTOCOLS = ("deepunlearn", "salun", "privacy")
 SPLITS = ("retain", "forget", "test")
@@ -405,10 +406,14 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         continue
       rows = summarize_eval(r)
       order, ranks = rank_methods(rows)
-      tuned = {m: _choice(root / _tag(spec) / f"tune-{m}")["values"] for m in a.methods
+      tunes = {m: json.loads((root / _tag(spec) / f"tune-{m}" / "results.json").read_text()) for m in a.methods
                if (root / _tag(spec) / f"tune-{m}" / "results.json").is_file()}
-      entry = {"rows": rows, "ranking": order, "ranks": ranks, "tuned": tuned, "warnings": r.get("warnings", []),
-               "eval_results": str(ev.relative_to(root))}
+      tuned = {m: t["choice"]["values"] for m, t in tunes.items()}
+      # a choice at the end of its grid: the method may do better outside it (recomputed from the tuning results)
+      edges = {m: edge_warnings(m, t["grid"].items(), t["choice"]["values"]) for m, t in tunes.items()}
+      edges = {m: w for m, w in edges.items() if w}
+      entry = {"rows": rows, "ranking": order, "ranks": ranks, "tuned": tuned, "grid_edges": edges,
+               "warnings": r.get("warnings", []), "eval_results": str(ev.relative_to(root))}
       if a.protocol == "salun":
         entry["salun"] = salun_rows(rows)
         md += salun_markdown(spec, entry["salun"], a.seeds)
@@ -416,6 +421,7 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         md += deepunlearn_markdown(spec, rows, order, ranks, a.seeds)
       md += [f"- tuned: {m}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.items())
              for m, t in tuned.items()]
+      md += [f"- grid end: {w}" for ws in edges.values() for w in ws]
       md += [f"- warning: {w}" for w in r.get("warnings", [])] + [""]
       accs = {n: {s: rows[n][s][0] for s in SPLITS} for n in ["retrain"] + order}
       errs = {n: {s: rows[n][s][1] for s in SPLITS} for n in ["retrain"] + order}

@@ -162,12 +162,15 @@ def test_tune_cli_writes_json_table_and_plot(tmp_path, capsys):
   out = tmp_path / "t"
   code = cli.main(["tune", "--dataset", "digits", "--train-subset", "300", "--test-subset", "150", "--model", "mlp",
                    "--width", "0.25", "--epochs", "2", "--executor", "scan", "--method", "neggrad_plus",
-                   "--grid", "neggrad_plus.alpha=0.9,0.99", "--seeds", "1", "--select", "no-oracle",
+                   "--grid", "neggrad_plus.alpha=0.9,0.99,0.999", "--seeds", "1", "--select", "no-oracle",
                    "--out", str(out), "--quiet"])
   stdout = capsys.readouterr().out
   assert code == 0
   r = json.loads((out / "results.json").read_text())
-  assert r["select"] == "no-oracle" and [c["values"]["alpha"] for c in r["configs"]] == pytest.approx([0.9, 0.99])
+  assert r["select"] == "no-oracle" and [c["values"]["alpha"] for c in r["configs"]] == pytest.approx([0.9, 0.99, 0.999])
+  # a choice at an end of the grid is flagged, one in its middle is not
+  at_edge = r["choice"]["values"]["alpha"] in (0.9, 0.999)
+  assert any("neggrad_plus.alpha: the choice" in w for w in r["warnings"]) == at_edge
   assert "chosen: --set neggrad_plus.alpha=" in stdout and "objective" in stdout
   assert (out / "sweep.png").stat().st_size > 1000
 
@@ -233,3 +236,17 @@ def test_every_method_has_a_default_grid_of_its_own_hyperparameters(name):
   points, groups = sweeps.expand_grid(grid, cfg)
   assert len(points) >= 3 and {k for k, _ in grid.axes} & set(jun.make(name).hparams)
   assert sorted(i for g in groups for i in g.indices) == list(range(len(points)))
+
+
+def test_a_choice_at_the_end_of_a_numeric_grid_axis_is_flagged():
+  from jaxunlearn.sweeps.select import edge_warnings
+
+  axes = (("lr", ("1e-05", "0.0001", "0.001")), ("alpha", ("0.9", "0.99", "0.999")), ("l1", ("1e-5", "2e-4")),
+          ("mode", ("a", "b", "c")))
+  w = edge_warnings("neggrad", axes, {"lr": 0.001, "alpha": 0.99, "l1": 2e-4, "mode": "c"})
+  assert w == ["neggrad.lr: the choice 0.001 is the largest value of its grid (1e-05 .. 0.001); the best setting may "
+               "lie beyond it: widen the grid (e.g. --grid neggrad.lr=log:0.0001:0.01:5)"]  # l1 has 2 values, mode none
+  w = edge_warnings("x", axes[:2], {"lr": 1e-05, "alpha": 0.9})
+  assert [line.split(":")[0] for line in w] == ["x.lr", "x.alpha"] and all("smallest" in line for line in w)
+  assert "log:1e-06:0.0001:5" in w[0] and "e.g." not in w[1]  # no log proposal for an axis spanning < 1 decade
+  assert edge_warnings("x", axes[:2], {"lr": 1e-4, "alpha": 0.99}) == []

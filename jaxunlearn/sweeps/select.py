@@ -9,7 +9,9 @@ distribution, or 0 for whole-class forgetting (a model that never saw a class do
 among the configurations whose retain accuracy stays within ``retain_tolerance`` of the original's
 (same seed). A configuration that breaks the tolerance on a seed is infeasible there (objective +inf).
 
-The choice is the configuration with the lowest mean objective over seeds (NaN counts as +inf).
+The choice is the configuration with the lowest mean objective over seeds (NaN counts as +inf). A choice at
+the end of a numeric axis of three or more values is flagged (:func:`edge_warnings`): the best setting may
+lie outside the grid.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ("SELECT_MODES", "choose", "objective_no_oracle", "objective_oracle")
+__all__ = ("SELECT_MODES", "choose", "edge_warnings", "objective_no_oracle", "objective_oracle")
 
 SELECT_MODES = ("oracle", "no-oracle")
 ORACLE_TERMS = ("retain", "forget", "val", "mia")
@@ -56,3 +58,35 @@ def choose(objective: np.ndarray) -> int:
     mean = obj.mean(axis=1)
   mean = np.where(np.isnan(mean), np.inf, mean)
   return int(np.argmin(mean))
+
+
+def _number(v) -> float | None:
+  if isinstance(v, bool):
+    return None
+  try:
+    return float(v)
+  except (TypeError, ValueError):
+    return None
+
+
+def edge_warnings(method: str, axes, chosen: Mapping) -> list[str]:
+  """One line per numeric grid axis of 3+ values whose chosen value is its smallest or largest: the objective
+  was still improving towards the grid's end, so the best setting may lie beyond it. ``axes``: ``(option,
+  values)`` pairs as the grid holds them (strings); ``chosen``: ``{option: value}`` of the choice. The line
+  proposes a log-spaced grid one decade either side of the choice where the axis spans a decade or more
+  (learning rates; a factor such as NegGrad+'s alpha in 0.9 .. 0.999 gets no proposal)."""
+  out = []
+  for opt, values in axes:
+    nums = [_number(v) for v in values]
+    c = _number(chosen.get(opt))
+    if len(set(nums)) < 3 or None in nums or c is None:
+      continue
+    lo, hi = min(nums), max(nums)
+    if c not in (lo, hi):
+      continue
+    end = "largest" if c == hi else "smallest"
+    spans_decade = lo > 0 and hi / lo >= 10  # a log-spaced axis (a learning rate): propose one around the choice
+    hint = f" (e.g. --grid {method}.{opt}=log:{c / 10:.3g}:{c * 10:.3g}:5)" if spans_decade else ""
+    out.append(f"{method}.{opt}: the choice {c:g} is the {end} value of its grid ({lo:g} .. {hi:g}); the best setting "
+               f"may lie beyond it: widen the grid{hint}")
+  return out

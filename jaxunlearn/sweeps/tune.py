@@ -35,6 +35,7 @@ from jaxunlearn.sweeps.grid import expand_grid
 from jaxunlearn.sweeps.grid import parse_grid
 from jaxunlearn.sweeps.select import SELECT_MODES
 from jaxunlearn.sweeps.select import choose
+from jaxunlearn.sweeps.select import edge_warnings
 from jaxunlearn.sweeps.select import objective_no_oracle
 from jaxunlearn.sweeps.select import objective_oracle
 
@@ -273,6 +274,7 @@ def execute_tune(pt: PreparedTune) -> dict:
     entry["mean"], entry["std"] = _mean_std({**{s: acc[s][k] for s in SPLITS}, "mia": mia[k], "objective": obj_mean[k]})
     results["configs"].append(entry)
   results["choice"] = {"index": best, "values": pt.points[best], "overrides": {k: str(v) for k, v in pt.points[best].items()}}
+  warnings += edge_warnings(name, pt.grid.axes, pt.points[best])
   results["warnings"] = warnings + _health(pt, results["configs"][best], results["original"])
   for w in results["warnings"]:
     _log(cfg, f"  warning: {w}")
