@@ -147,6 +147,11 @@ def _tag(spec: str) -> str:
   return spec.replace(":", "_").replace(",", "-")
 
 
+def _tune_dir(root: Path, spec: str, method: str) -> Path:
+  """The folder of ``method``'s tuning job on forget set ``spec``."""
+  return root / _tag(spec) / f"tune-{method}"
+
+
 def _choice(out: Path) -> dict:
   return json.loads((out / "results.json").read_text())["choice"]
 
@@ -155,7 +160,7 @@ def tuned_overrides(root: Path, spec: str, methods) -> tuple:
   """The ``(method, option, value)`` overrides chosen by each finished tuning job of forget set ``spec``."""
   ov = []
   for m in methods:
-    t = root / _tag(spec) / f"tune-{m}"
+    t = _tune_dir(root, spec, m)
     if (t / "results.json").is_file():
       ov += [(m, k, str(v)) for k, v in _choice(t)["overrides"].items()]
   return tuple(ov)
@@ -166,7 +171,7 @@ def method_jobs(a, job: dict, root: Path, evals=EVALS) -> list[Job]:
   jobs = []
   for spec in a.forget:
     for m in a.methods:
-      out = root / _tag(spec) / f"tune-{m}"
+      out = _tune_dir(root, spec, m)
       cfg = sweeps.TuneConfig(**job, method=m, forget=spec, seeds=a.tune_seeds, out=str(out), progress=a.progress)
       jobs.append(Job(f"tune/{spec}/{m}", out, lambda cfg=cfg: sweeps.run_tune(cfg)))
     out = root / _tag(spec) / "eval"
@@ -406,8 +411,8 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         continue
       rows = summarize_eval(r)
       order, ranks = rank_methods(rows)
-      tunes = {m: json.loads((root / _tag(spec) / f"tune-{m}" / "results.json").read_text()) for m in a.methods
-               if (root / _tag(spec) / f"tune-{m}" / "results.json").is_file()}
+      found = [_tune_dir(root, spec, m) / "results.json" for m in a.methods]
+      tunes = {m: json.loads(f.read_text()) for m, f in zip(a.methods, found) if f.is_file()}
       tuned = {m: t["choice"]["values"] for m, t in tunes.items()}
       # a choice at the end of its grid: the method may do better outside it (recomputed from the tuning results)
       edges = {m: edge_warnings(m, t["grid"].items(), t["choice"]["values"]) for m, t in tunes.items()}
@@ -500,11 +505,9 @@ def main(argv=None) -> int:
   job = scale_job(a.scale)
   if a.dataset_override:
     job["dataset"] = a.dataset_override
-  if a.scale == "cpu" and not a.dataset_override and not report.FASHION.is_file():
-    print(f"benchmark: --scale cpu needs {report.FASHION} (or --dataset)", file=sys.stderr)
-    return 2
-  if a.scale in ("cnn", "gpu") and not a.dataset_override and not report.CIFAR.is_file():
-    print(f"benchmark: --scale {a.scale} needs {report.CIFAR} (or --dataset)", file=sys.stderr)
+  need = Path(job["dataset"][4:]) if job["dataset"].startswith("npz:") else None  # the scale's data file, if any
+  if not a.dataset_override and need is not None and not need.is_file():
+    print(f"benchmark: --scale {a.scale} needs {need} (or --dataset)", file=sys.stderr)
     return 2
   for m in a.methods:
     if m not in jun.METHODS or m == "retrain":
