@@ -18,9 +18,13 @@ Protocols
   each method is tuned by ``jaxunlearn tune --select oracle`` (its default grid, on a validation split
   carved from the training split, ``--tune-seeds`` seeds); then ONE ``jaxunlearn run --seeds S`` runs every
   method at its chosen setting with ``--eval tow mia svc`` (the originals and oracles shared by the
-  methods). Per method: retain / forget / test accuracy mean ± std, the gaps to the oracle (per seed
-  ``|acc - oracle acc|``, then averaged), ToW, the simple MIA (``scrub_logreg_loss``), the SVC
-  MIA-efficacy (``svc_mia_efficacy_salun``), seconds, speed-up over retraining, and a rank: per metric
+  methods). A tuning whose choice sits at the end of a learning-rate-like axis (spanning a decade or more) is
+  followed by ONE re-tuning on the log grid a decade either side of that choice (job ``retune/SPEC/METHOD``;
+  the other axes kept; ``--no-retune``: none), and the evaluation uses the re-tuning's choice: its grid holds
+  the first choice, so the comparison is within one job (same originals and oracles). An evaluation made
+  before a re-tuning changed a setting is run again. Per method: retain / forget / test accuracy mean ± std,
+  the gaps to the oracle (per seed ``|acc - oracle acc|``, then averaged), ToW, the simple MIA
+  (``scrub_logreg_loss``), the SVC MIA-efficacy (``svc_mia_efficacy_salun``), seconds, speed-up over retraining, and a rank: per metric
   (the three gaps, ``|MIA - oracle MIA|``, seconds) methods are ranked 1 (best) to M; a method's score is
   its mean rank, as DeepUnlearn ranks (their metric set differs: see RESULTS.md).
 * ``salun`` (Fan et al., ICLR 2024, Table 3): random 10 % forgetting; RA (retain), FA (forget accuracy; UA
@@ -61,6 +65,7 @@ from jaxunlearn.atomic import write_json_atomic  # noqa: E402
 from jaxunlearn.run import RunConfig  # noqa: E402
 from jaxunlearn.sweeps import engine  # noqa: E402
 from jaxunlearn.sweeps.select import edge_warnings  # noqa: E402
+from jaxunlearn.sweeps.select import grid_edges  # noqa: E402
 
 PROTOCOLS = ("deepunlearn", "salun", "privacy")
 SPLITS = ("retain", "forget", "test")
@@ -130,57 +135,125 @@ class Job:
   name: str
   out: Path
   run: object  # () -> None
+  current: object = None  # (results) -> bool: False where finished results no longer match the job (stale)
+
+  def results(self) -> dict | None:
+    """The job's finished ``results.json`` (None: not run, unreadable or unfinished)."""
+    r = _read(self.out / "results.json")
+    if r is None:
+      return None
+    # run results say "complete"; tuning and study results are written once, at their end
+    return r if r.get("complete", "choice" in r or "study" in r) else None
 
   def done(self) -> bool:
-    path = self.out / "results.json"
-    if not path.is_file():
-      return False
-    try:
-      r = json.loads(path.read_text())
-    except json.JSONDecodeError:
-      return False
-    # run results say "complete"; tuning and study results are written once, at their end
-    return bool(r.get("complete", "choice" in r or "study" in r))
+    r = self.results()
+    return r is not None and (self.current is None or bool(self.current(r)))
 
 
 def _tag(spec: str) -> str:
   return spec.replace(":", "_").replace(",", "-")
 
 
-def _tune_dir(root: Path, spec: str, method: str) -> Path:
-  """The folder of ``method``'s tuning job on forget set ``spec``."""
-  return root / _tag(spec) / f"tune-{method}"
+def _tune_dir(root: Path, spec: str, method: str, retune: bool = False) -> Path:
+  """The folder of ``method``'s tuning job on forget set ``spec`` (``retune``: its re-tuning on a wider grid)."""
+  return root / _tag(spec) / f"{'retune' if retune else 'tune'}-{method}"
 
 
-def _choice(out: Path) -> dict:
-  return json.loads((out / "results.json").read_text())["choice"]
+def _read(path: Path) -> dict | None:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+def _objective(t: dict) -> float:
+  """The mean objective of a tuning's choice (lower is better; +inf where it is not finite)."""
+  v = t["configs"][t["choice"]["index"]]["mean"]["objective"]
+  return v if v is not None and math.isfinite(v) else math.inf
+
+
+def tunings(root: Path, spec: str, method: str) -> dict:
+  """``{"tune": results, "retune": results}`` of the finished tuning jobs of ``method`` on ``spec``."""
+  out = {}
+  for kind in ("tune", "retune"):
+    f = _tune_dir(root, spec, method, kind == "retune") / "results.json"
+    if f.is_file():
+      out[kind] = json.loads(f.read_text())
+  return out
+
+
+def best_tuning(root: Path, spec: str, method: str) -> tuple[str, dict] | None:
+  """``(kind, results)`` of the tuning whose choice the evaluation uses: the re-tuning where it finished, else the
+  first tuning; None: neither finished. The re-tuning decides alone: its grid holds the first choice (it is
+  centred on it) and the first grid's values beyond it lost to it, and only within one tuning job are the
+  objectives measured on the same originals and oracles (comparing objectives across two jobs compares two
+  draws of the seeds' models wherever they were not trained bit-identically)."""
+  have = tunings(root, spec, method)
+  for kind in ("retune", "tune"):
+    if kind in have:
+      return kind, have[kind]
+  return None
+
+
+def retune_grid(method: str, t: dict) -> tuple[str, ...]:
+  """The ``--grid`` entries of a re-tuning: each numeric axis whose choice sits at a grid end replaced by the
+  log-spaced grid one decade either side of it (:func:`~jaxunlearn.sweeps.select.grid_edges`; empty: none to
+  widen). The other axes keep the first tuning's values."""
+  edges = {e["option"]: e["proposal"] for e in grid_edges(t["grid"].items(), t["choice"]["values"]) if e["proposal"]}
+  if not edges:
+    return ()
+  return tuple(f"{method}.{k}={edges[k] if k in edges else ','.join(v)}" for k, v in t["grid"].items())
 
 
 def tuned_overrides(root: Path, spec: str, methods) -> tuple:
-  """The ``(method, option, value)`` overrides chosen by each finished tuning job of forget set ``spec``."""
+  """The ``(method, option, value)`` overrides of each method's best finished tuning on forget set ``spec``."""
   ov = []
   for m in methods:
-    t = _tune_dir(root, spec, m)
-    if (t / "results.json").is_file():
-      ov += [(m, k, str(v)) for k, v in _choice(t)["overrides"].items()]
+    best = best_tuning(root, spec, m)
+    if best is not None:
+      ov += [(m, k, str(v)) for k, v in best[1]["choice"]["overrides"].items()]
   return tuple(ov)
 
 
+def _same_overrides(recorded, ov) -> bool:
+  return sorted(map(tuple, recorded or ())) == sorted(map(tuple, ov))
+
+
 def method_jobs(a, job: dict, root: Path, evals=EVALS) -> list[Job]:
-  """``deepunlearn`` / ``salun``: per forget set, a tuning job per method, then the S-seed evaluation."""
+  """``deepunlearn`` / ``salun``: per forget set, a tuning job per method; a re-tuning on a wider grid for each
+  finished tuning whose choice sits at the end of a learning-rate-like axis (once: a re-tuning whose choice sits
+  at its own grid's end is flagged in the summary, not re-tuned again; ``--no-retune``: none); then the S-seed
+  evaluation at each method's :func:`best_tuning`. The list depends on finished jobs (call it again after each):
+  a re-tuning appears once its tuning is done, and an evaluation run with other overrides than the best
+  tunings' now is stale (run again)."""
   jobs = []
   for spec in a.forget:
     for m in a.methods:
       out = _tune_dir(root, spec, m)
       cfg = sweeps.TuneConfig(**job, method=m, forget=spec, seeds=a.tune_seeds, out=str(out), progress=a.progress)
       jobs.append(Job(f"tune/{spec}/{m}", out, lambda cfg=cfg: sweeps.run_tune(cfg)))
+    for m in a.methods if a.retune else ():
+      first = tunings(root, spec, m).get("tune")
+      grid = retune_grid(m, first) if first else ()
+      if grid:
+        out = _tune_dir(root, spec, m, retune=True)
+        cfg = sweeps.TuneConfig(**job, method=m, forget=spec, seeds=a.tune_seeds, grid=grid, out=str(out),
+                                progress=a.progress)
+        jobs.append(Job(f"retune/{spec}/{m}", out, lambda cfg=cfg: sweeps.run_tune(cfg)))
     out = root / _tag(spec) / "eval"
+    ov = tuned_overrides(root, spec, a.methods)
 
-    def run_eval(spec=spec, out=out):
+    def run_eval(spec=spec, out=out, ov=ov):
+      have = _read(out / "results.json")  # finished or not: a run of other overrides is another job
+      stale = have is not None and not _same_overrides((have.get("job") or {}).get("overrides"), ov)
+      if stale:
+        print(f"[benchmark] {out}: evaluated at other settings than the best tunings' now: running it again",
+              file=sys.stderr, flush=True)
       cfg = RunConfig(**job, forget=spec, methods=tuple(a.methods), seeds=a.seeds, evals=tuple(evals), out=str(out),
-                      overrides=tuned_overrides(root, spec, a.methods), progress=a.progress)
+                      overrides=ov, progress=a.progress, overwrite=stale)
       sweeps.run_job(cfg)
-    jobs.append(Job(f"eval/{spec}", out, run_eval))
+    jobs.append(Job(f"eval/{spec}", out, run_eval,
+                    current=lambda r, ov=ov: _same_overrides(r.get("job", {}).get("overrides"), ov)))
   return jobs
 
 
@@ -389,6 +462,10 @@ def across_markdown(order: list, table: dict, specs: list) -> list[str]:
   return md
 
 
+def _fmt_values(values: dict) -> str:
+  return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
 def write_summary(a, root: Path, jobs: list[Job]) -> dict:
   """results.json, README.md and plots of the protocol from every finished job."""
   summary = {"protocol": a.protocol, "scale": a.scale, "command": " ".join(sys.argv), "job": scale_job(a.scale),
@@ -411,21 +488,31 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         continue
       rows = summarize_eval(r)
       order, ranks = rank_methods(rows)
-      found = [_tune_dir(root, spec, m) / "results.json" for m in a.methods]
-      tunes = {m: json.loads(f.read_text()) for m, f in zip(a.methods, found) if f.is_file()}
+      best = {m: b for m in a.methods if (b := best_tuning(root, spec, m)) is not None}
+      tunes = {m: t for m, (_, t) in best.items()}
       tuned = {m: t["choice"]["values"] for m, t in tunes.items()}
-      # a choice at the end of its grid: the method may do better outside it (recomputed from the tuning results)
+      # a choice at the end of its grid: the method may do better outside it (recomputed from the tuning results;
+      # for a re-tuned method, from the tuning used)
       edges = {m: edge_warnings(m, t["grid"].items(), t["choice"]["values"]) for m, t in tunes.items()}
       edges = {m: w for m, w in edges.items() if w}
+      retuned = {}
+      for m in a.methods:
+        have = tunings(root, spec, m)
+        if "retune" in have:
+          retuned[m] = {k: {"choice": t["choice"]["values"], "objective": _objective(t), "grid": t["grid"]}
+                        for k, t in have.items()}
+          retuned[m]["used"] = best[m][0]
       entry = {"rows": rows, "ranking": order, "ranks": ranks, "tuned": tuned, "grid_edges": edges,
-               "warnings": r.get("warnings", []), "eval_results": str(ev.relative_to(root))}
+               "retuned": retuned, "warnings": r.get("warnings", []), "eval_results": str(ev.relative_to(root))}
       if a.protocol == "salun":
         entry["salun"] = salun_rows(rows)
         md += salun_markdown(spec, entry["salun"], a.seeds)
       else:
         md += deepunlearn_markdown(spec, rows, order, ranks, a.seeds)
-      md += [f"- tuned: {m}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.items())
-             for m, t in tuned.items()]
+      md += [f"- tuned: {m}: {_fmt_values(t)}" for m, t in tuned.items()]
+      md += [f"- re-tuned on a wider grid: {m}: " + "; ".join(
+                 f"{k} {_fmt_values(v['choice'])} (objective {v['objective']:.4f})" for k, v in rt.items() if k != "used")
+             + f"; used: {rt['used']}" for m, rt in retuned.items()]
       md += [f"- grid end: {w}" for ws in edges.values() for w in ws]
       md += [f"- warning: {w}" for w in r.get("warnings", [])] + [""]
       accs = {n: {s: rows[n][s][0] for s in SPLITS} for n in ["retrain"] + order}
@@ -493,6 +580,8 @@ def main(argv=None) -> int:
   ap.add_argument("--job", default="all", help="'all' (every unfinished job), 'next' (one), or a job name")
   ap.add_argument("--list", action="store_true", help="print the jobs and whether each is done")
   ap.add_argument("--out", default=None, help="default experiments/results/bench/PROTOCOL_SCALE")
+  ap.add_argument("--no-retune", dest="retune", action="store_false",
+                  help="no re-tuning of a method whose choice sits at the end of its learning-rate grid")
   ap.add_argument("--quiet", dest="progress", action="store_false")
   a = ap.parse_args(argv)
   d = scale_defaults(a.protocol, a.scale)
@@ -527,25 +616,30 @@ def main(argv=None) -> int:
     if not (Path(a.source) / "results.json").is_file():
       print(f"benchmark: privacy needs a finished deepunlearn result in {a.source} (--from)", file=sys.stderr)
       return 2
-    jobs = privacy_jobs(a, job, root)
+    make_jobs = lambda: privacy_jobs(a, job, root)  # noqa: E731
   else:
-    jobs = method_jobs(a, job, root, EVALS)
+    make_jobs = lambda: method_jobs(a, job, root, EVALS)  # noqa: E731
+  jobs = make_jobs()
   if a.list:
     for j in jobs:
       print(f"{'done' if j.done() else 'todo'}  {j.name}")
     return 0
-  names = {j.name for j in jobs}
-  if a.job not in ("all", "next") and a.job not in names:
+  if a.job not in ("all", "next") and a.job not in {j.name for j in jobs}:
     print(f"benchmark: unknown --job {a.job!r}; jobs: {', '.join(j.name for j in jobs)}", file=sys.stderr)
     return 2
   root.mkdir(parents=True, exist_ok=True)
-  for j in jobs:
-    if j.done() or (a.job not in ("all", "next") and j.name != a.job):
-      continue
+  ran: set[str] = set()
+  while True:  # the list is made again after each job: a finished tuning may add a re-tuning or stale an evaluation
+    todo = [j for j in jobs if not j.done() and j.name not in ran and a.job in ("all", "next", j.name)]
+    if not todo:
+      break
+    j = todo[0]
     t0 = time.perf_counter()
     print(f"[benchmark] {j.name} ...", file=sys.stderr, flush=True)
     j.run()
+    ran.add(j.name)
     print(f"[benchmark] {j.name} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    jobs = make_jobs()
     if a.job == "next":
       break
   summary = write_summary(a, root, jobs)

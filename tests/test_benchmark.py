@@ -27,18 +27,29 @@ def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tm
   out = str(tmp_path / "b")
   assert bench.main(["deepunlearn", "--scale", "smoke", "--out", out, "--job", "next", "--quiet"]) == 0
   r = json.loads((tmp_path / "b" / "results.json").read_text())
-  assert r["jobs"] == {"tune/class:3/finetune": True, "tune/class:3/ssd": False, "eval/class:3": False}
+  first = json.loads((tmp_path / "b" / "class_3" / "tune-finetune" / "results.json").read_text())
+  # a choice at its learning-rate grid's end adds a re-tuning job (on the smoke data finetune's does today)
+  retune = {"retune/class:3/finetune": False} if bench.retune_grid("finetune", first) else {}
+  assert r["jobs"] == {"tune/class:3/finetune": True, "tune/class:3/ssd": False, **retune, "eval/class:3": False}
   assert r["forget"] == {}  # no evaluation yet: no table
   assert bench.main(["deepunlearn", "--scale", "smoke", "--out", out, "--quiet"]) == 0
   r = json.loads((tmp_path / "b" / "results.json").read_text())
-  assert all(r["jobs"].values())
+  assert all(r["jobs"].values()) and len(r["jobs"]) == 3 + len(retune)
   capsys.readouterr()
   assert bench.main(["deepunlearn", "--scale", "smoke", "--out", out, "--list"]) == 0
-  assert capsys.readouterr().out.count("done ") == 3
-  # the evaluation ran every method at its tuned choice ...
+  assert capsys.readouterr().out.count("done ") == 3 + len(retune)
+  # the evaluation ran every method at its best tuning's choice (the re-tuning's where there is one) ...
   ev = json.loads((tmp_path / "b" / "class_3" / "eval" / "results.json").read_text())
-  tune = json.loads((tmp_path / "b" / "class_3" / "tune-ssd" / "results.json").read_text())
+  root = tmp_path / "b"
+  assert sorted(map(tuple, ev["job"]["overrides"])) == sorted(bench.tuned_overrides(root, "class:3", ("finetune", "ssd")))
+  tune = bench.best_tuning(root, "class:3", "ssd")[1]
   assert ev["config"]["methods"]["ssd"]["alpha"] == pytest.approx(float(tune["choice"]["overrides"]["alpha"]))
+  if retune:
+    kind, best = bench.best_tuning(root, "class:3", "finetune")
+    assert kind == "retune" and ev["config"]["methods"]["finetune"]["optim"]["lr"] == pytest.approx(
+        float(best["choice"]["overrides"]["lr"]))
+    assert r["forget"]["class:3"]["retuned"]["finetune"]["used"] == "retune"
+    assert "- re-tuned on a wider grid: finetune: tune lr=" in (root / "README.md").read_text()
   # ... and the summary's gaps are the per-seed |acc - oracle acc| averaged, recomputed here
   e = r["forget"]["class:3"]
   for m in ("finetune", "ssd"):
@@ -69,7 +80,7 @@ def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tm
   assert u["num_models"] == 4 and p["forget"][top]["ulira_online"] == u["attacks"]["online"]
   assert p["forget"][top]["forget_quality"] == c["forget_quality"] and p["forget"][top]["klom_forget"] == c["klom"]["forget"]
   assert p["forget"][top]["ceiling_forget_quality"] == c["ceiling"]["forget_quality"]
-  chosen = json.loads((tmp_path / "b" / "class_3" / f"tune-{top}" / "results.json").read_text())["choice"]["overrides"]
+  chosen = bench.best_tuning(root, "class:3", top)[1]["choice"]["overrides"]
   for k, v in chosen.items():  # the studies ran the method at its tuned setting
     assert c["method_config"].get(k, c["method_config"].get("optim", {}).get(k)) == pytest.approx(float(v))
 
@@ -140,3 +151,62 @@ def test_ranks_across_forget_sets_average_each_methods_per_set_mean_rank(bench, 
   assert md[4] == "| b | 3.0 | 1.0 | 1.5 | 1.83 | 3 |" and md[6] == "| c | 2.0 | 2.5 |  | 2.25 | 2 |"
   bench.plot_rank_across(order, table, list(forget), tmp_path / "x.png", "t")
   assert (tmp_path / "x.png").stat().st_size > 1000
+
+
+def _fake_tuning(path, grid: dict, values: dict, objective: float):
+  """A finished tuning's results.json: its grid, its choice and the choice's mean objective."""
+  path.mkdir(parents=True)
+  points = [{"mean": {"objective": 9.0}}, {"mean": {"objective": objective}}]
+  r = {"grid": grid, "configs": points, "choice": {"index": 1, "values": values,
+                                                   "overrides": {k: str(v) for k, v in values.items()}}}
+  (path / "results.json").write_text(json.dumps(r))
+
+
+def test_a_grid_end_choice_is_retuned_on_a_wider_grid_and_the_better_tuning_is_evaluated(bench, tmp_path, capsys):
+  """A tuning whose learning rate sits at its grid's end adds a re-tuning job on the log grid a decade either
+  side (other axes kept); the evaluation uses the re-tuning's choice once it finished, and an evaluation
+  recorded at other overrides is stale."""
+  import types
+
+  from jaxunlearn import sweeps
+
+  a = types.SimpleNamespace(forget=("class:3",), methods=("neggrad_plus", "ssd"), tune_seeds=1, seeds=2,
+                            progress=False, retune=True)
+  job, root = bench.scale_job("smoke"), tmp_path
+  names = lambda: [j.name for j in bench.method_jobs(a, job, root)]  # noqa: E731
+  assert names() == ["tune/class:3/neggrad_plus", "tune/class:3/ssd", "eval/class:3"]
+  grid = {"lr": ["0.001", "0.01", "0.1"], "alpha": ["0.9", "0.99", "0.999"]}
+  _fake_tuning(root / "class_3" / "tune-neggrad_plus", grid, {"lr": 0.1, "alpha": 0.999}, 0.5)
+  _fake_tuning(root / "class_3" / "tune-ssd", {"alpha": ["1", "10", "100"], "lam": ["0.1", "1"]},
+               {"alpha": 10.0, "lam": 1.0}, 0.4)  # interior choice: no re-tuning
+  assert names() == ["tune/class:3/neggrad_plus", "tune/class:3/ssd", "retune/class:3/neggrad_plus", "eval/class:3"]
+  first = json.loads((root / "class_3" / "tune-neggrad_plus" / "results.json").read_text())
+  wide = bench.retune_grid("neggrad_plus", first)
+  assert wide == ("neggrad_plus.lr=log:0.01:1:5", "neggrad_plus.alpha=0.9,0.99,0.999")  # alpha: no decade, kept
+  axes = dict(sweeps.parse_grid("neggrad_plus", wide).axes)
+  assert len(axes["lr"]) == 5 and float(axes["lr"][2]) == pytest.approx(0.1) and axes["alpha"] == tuple(grid["alpha"])
+  for flags, listed in (([], True), (["--no-retune"], False)):
+    capsys.readouterr()
+    assert bench.main(["deepunlearn", "--scale", "smoke", "--method", "neggrad_plus", "--forget", "class:3",
+                       "--out", str(root), "--list", *flags]) == 0
+    assert ("todo  retune/class:3/neggrad_plus" in capsys.readouterr().out) is listed
+  ev = root / "class_3" / "eval"
+  eval_job = lambda: bench.method_jobs(a, job, root)[-1]  # noqa: E731
+
+  def evaluated(ov):  # an evaluation's results.json recording the overrides it ran with
+    ev.mkdir(parents=True, exist_ok=True)
+    (ev / "results.json").write_text(json.dumps({"complete": True, "job": {"overrides": [list(o) for o in ov]}}))
+
+  before = bench.tuned_overrides(root, "class:3", a.methods)
+  assert set(before) == {("neggrad_plus", "lr", "0.1"), ("neggrad_plus", "alpha", "0.999"), ("ssd", "alpha", "10.0"),
+                         ("ssd", "lam", "1.0")}
+  evaluated(reversed(before))  # order does not matter
+  assert eval_job().done()
+  _fake_tuning(root / "class_3" / "retune-neggrad_plus", {"lr": axes["lr"], "alpha": grid["alpha"]},
+               {"lr": 0.316228, "alpha": 0.999}, 0.6)  # (its objective is not compared with the first job's)
+  after = bench.tuned_overrides(root, "class:3", a.methods)
+  assert ("neggrad_plus", "lr", "0.316228") in after and ("neggrad_plus", "lr", "0.1") not in after
+  assert not eval_job().done()  # the re-tuning changed the setting: evaluate again
+  assert bench.best_tuning(root, "class:3", "neggrad_plus")[0] == "retune"
+  assert bench.best_tuning(root, "class:3", "ssd")[0] == "tune"
+  assert "retune/class:3/neggrad_plus" in [j.name for j in bench.method_jobs(a, job, root) if j.done()]

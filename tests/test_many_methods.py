@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_method_api import TINY  # the tiny per-method settings (every registered method has one)
+from test_method_api import NO_LOOP
+from test_method_api import PASSES
 from test_method_api import VARY
 from test_method_api import original
 
@@ -21,13 +23,24 @@ CASES = [(name, "steps") for name in sorted(TINY)] + [(name, "scan") for name in
 @pytest.mark.parametrize("name,executor", CASES)
 def test_unlearn_many_equals_single_runs(name, executor, request, class_data):
   """Two models with their own keys and learning rates in one many-model run (host-stepped: the chunk
-  vmapped, each step one jitted call; or one scanned program) equal two separate jitted runs."""
+  vmapped, each step one jitted call; or one scanned program) equal two separate jitted runs (one scanned
+  program each). Host-stepped, a method binds one step function per training pass for the whole run (a new
+  closure per epoch would recompile every epoch; two epochs here), at most twice: full and last partial batch."""
+  from jaxunlearn.train import _loop
+
   mlp_trained = original(name, request)
-  method = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **TINY[name]))
+  loops = executor == "steps" and name not in NO_LOOP
+  tiny = {**TINY[name], "epochs": 2} if loops else TINY[name]
+  method = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **tiny))
   hp = VARY.get(name, "lr")
   lrs = np.array([0.5, 2.0], np.float32) * np.float32(method.hparams[hp])
+  _loop._STEP_PROGRAMS.clear()
   out, metrics = jmany.unlearn_many(mlp_trained, class_data, KEY, method, hparams={hp: lrs}, num_models=2,
                                     progress=False, executor=executor)
+  if loops:
+    passes = PASSES.get(name, 1)
+    assert len({k[0] for k in _loop._STEP_PROGRAMS}) == passes, name
+    assert passes <= len(_loop._STEP_PROGRAMS) <= 2 * passes, name
   single = jax.jit(method)
   for m in range(2):
     s, sm = single(mlp_trained, class_data, jax.random.fold_in(KEY, m), {hp: lrs[m]})

@@ -29,6 +29,21 @@ def test_shapes_features_and_head(name):
   assert set(m.block_names()) == set(params)
 
 
+@pytest.mark.parametrize("name", ["mlp", "resnet18"])
+def test_init_is_one_program_with_flax_op_by_op_values(name):
+  """Model.init compiles the whole initialisation as one program and gives exactly flax's op-by-op values."""
+  m = jm.create_model(name, num_classes=5, input_shape=(8, 8, 3), width=SMALL[name])
+  params, stats = m.init(jax.random.key(7))
+  eager = m.module.init(jax.random.key(7), jnp.zeros((2, 8, 8, 3), jnp.float32), train=False)
+  assert jax.tree.structure((params, stats)) == jax.tree.structure((eager["params"], eager.get("batch_stats", {})))
+  for a, b in zip(jax.tree.leaves((params, stats)), jax.tree.leaves((eager["params"], eager.get("batch_stats", {})))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  from jaxunlearn.models._registry import _init_variables
+  before = _init_variables._cache_size()
+  m.init(jax.random.key(8))  # a new key: no new program
+  assert _init_variables._cache_size() == before
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18"])
 def test_training_reduces_loss(name, blobs):
   x, y, _, _ = blobs

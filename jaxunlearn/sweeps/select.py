@@ -20,7 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ("SELECT_MODES", "choose", "edge_warnings", "objective_no_oracle", "objective_oracle")
+__all__ = ("SELECT_MODES", "choose", "edge_warnings", "grid_edges", "objective_no_oracle", "objective_oracle")
 
 SELECT_MODES = ("oracle", "no-oracle")
 ORACLE_TERMS = ("retain", "forget", "val", "mia")
@@ -69,12 +69,12 @@ def _number(v) -> float | None:
     return None
 
 
-def edge_warnings(method: str, axes, chosen: Mapping) -> list[str]:
-  """One line per numeric grid axis of 3+ values whose chosen value is its smallest or largest: the objective
-  was still improving towards the grid's end, so the best setting may lie beyond it. ``axes``: ``(option,
-  values)`` pairs as the grid holds them (strings); ``chosen``: ``{option: value}`` of the choice. The line
-  proposes a log-spaced grid one decade either side of the choice where the axis spans a decade or more
-  (learning rates; a factor such as NegGrad+'s alpha in 0.9 .. 0.999 gets no proposal)."""
+def grid_edges(axes, chosen: Mapping) -> list[dict]:
+  """The numeric grid axes of 3+ values whose chosen value is their smallest or largest, one dict each:
+  ``option``, ``value``, ``end`` (``"smallest"`` / ``"largest"``), ``lo``, ``hi`` and ``proposal``: a log-spaced
+  grid one decade either side of the choice (``log:c/10:c*10:5``) where the axis spans a decade or more (a
+  learning rate), else None (a factor such as NegGrad+'s alpha in 0.9 .. 0.999 gets none). ``axes``:
+  ``(option, values)`` pairs as the grid holds them (strings); ``chosen``: ``{option: value}`` of the choice."""
   out = []
   for opt, values in axes:
     nums = [_number(v) for v in values]
@@ -84,9 +84,16 @@ def edge_warnings(method: str, axes, chosen: Mapping) -> list[str]:
     lo, hi = min(nums), max(nums)
     if c not in (lo, hi):
       continue
-    end = "largest" if c == hi else "smallest"
-    spans_decade = lo > 0 and hi / lo >= 10  # a log-spaced axis (a learning rate): propose one around the choice
-    hint = f" (e.g. --grid {method}.{opt}=log:{c / 10:.3g}:{c * 10:.3g}:5)" if spans_decade else ""
-    out.append(f"{method}.{opt}: the choice {c:g} is the {end} value of its grid ({lo:g} .. {hi:g}); the best setting "
-               f"may lie beyond it: widen the grid{hint}")
+    spans_decade = lo > 0 and hi / lo >= 10
+    out.append({"option": opt, "value": c, "end": "largest" if c == hi else "smallest", "lo": lo, "hi": hi,
+                "proposal": f"log:{c / 10:.3g}:{c * 10:.3g}:5" if spans_decade else None})
   return out
+
+
+def edge_warnings(method: str, axes, chosen: Mapping) -> list[str]:
+  """One line per :func:`grid_edges` entry: the objective was still improving towards the grid's end, so the
+  best setting may lie beyond it; the line proposes the wider grid where there is one."""
+  return [f"{method}.{e['option']}: the choice {e['value']:g} is the {e['end']} value of its grid ({e['lo']:g} .. "
+          f"{e['hi']:g}); the best setting may lie beyond it: widen the grid"
+          + (f" (e.g. --grid {method}.{e['option']}={e['proposal']})" if e["proposal"] else "")
+          for e in grid_edges(axes, chosen)]
