@@ -174,12 +174,8 @@ def _objective(t: dict) -> float:
 
 def tunings(root: Path, spec: str, method: str) -> dict:
   """``{"tune": results, "retune": results}`` of the finished tuning jobs of ``method`` on ``spec``."""
-  out = {}
-  for kind in ("tune", "retune"):
-    f = _tune_dir(root, spec, method, kind == "retune") / "results.json"
-    if f.is_file():
-      out[kind] = json.loads(f.read_text())
-  return out
+  found = {kind: _read(_tune_dir(root, spec, method, kind == "retune") / "results.json") for kind in ("tune", "retune")}
+  return {kind: r for kind, r in found.items() if r is not None}
 
 
 def best_tuning(root: Path, spec: str, method: str) -> tuple[str, dict] | None:
@@ -188,11 +184,13 @@ def best_tuning(root: Path, spec: str, method: str) -> tuple[str, dict] | None:
   centred on it) and the first grid's values beyond it lost to it, and only within one tuning job are the
   objectives measured on the same originals and oracles (comparing objectives across two jobs compares two
   draws of the seeds' models wherever they were not trained bit-identically)."""
-  have = tunings(root, spec, method)
-  for kind in ("retune", "tune"):
-    if kind in have:
-      return kind, have[kind]
-  return None
+  return _used(tunings(root, spec, method))
+
+
+def _used(have: dict) -> tuple[str, dict] | None:
+  """:func:`best_tuning` of the :func:`tunings` already read."""
+  kind = next((k for k in ("retune", "tune") if k in have), None)
+  return None if kind is None else (kind, have[kind])
 
 
 def retune_grid(method: str, t: dict) -> tuple[str, ...]:
@@ -215,8 +213,10 @@ def tuned_overrides(root: Path, spec: str, methods) -> tuple:
   return tuple(ov)
 
 
-def _same_overrides(recorded, ov) -> bool:
-  return sorted(map(tuple, recorded or ())) == sorted(map(tuple, ov))
+def _evaluated_at(r: dict | None, ov) -> bool:
+  """Whether the run results ``r`` were made with the overrides ``ov`` (in any order)."""
+  recorded = ((r or {}).get("job") or {}).get("overrides") or ()
+  return sorted(map(tuple, recorded)) == sorted(map(tuple, ov))
 
 
 def method_jobs(a, job: dict, root: Path, evals=EVALS) -> list[Job]:
@@ -245,7 +245,7 @@ def method_jobs(a, job: dict, root: Path, evals=EVALS) -> list[Job]:
 
     def run_eval(spec=spec, out=out, ov=ov):
       have = _read(out / "results.json")  # finished or not: a run of other overrides is another job
-      stale = have is not None and not _same_overrides((have.get("job") or {}).get("overrides"), ov)
+      stale = have is not None and not _evaluated_at(have, ov)
       if stale:
         print(f"[benchmark] {out}: evaluated at other settings than the best tunings' now: running it again",
               file=sys.stderr, flush=True)
@@ -253,7 +253,7 @@ def method_jobs(a, job: dict, root: Path, evals=EVALS) -> list[Job]:
                       overrides=ov, progress=a.progress, overwrite=stale)
       sweeps.run_job(cfg)
     jobs.append(Job(f"eval/{spec}", out, run_eval,
-                    current=lambda r, ov=ov: _same_overrides(r.get("job", {}).get("overrides"), ov)))
+                    current=lambda r, ov=ov: _evaluated_at(r, ov)))
   return jobs
 
 
@@ -488,7 +488,8 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         continue
       rows = summarize_eval(r)
       order, ranks = rank_methods(rows)
-      best = {m: b for m in a.methods if (b := best_tuning(root, spec, m)) is not None}
+      have = {m: tunings(root, spec, m) for m in a.methods}  # read once: the tuning used and the re-tunings
+      best = {m: b for m in a.methods if (b := _used(have[m])) is not None}
       tunes = {m: t for m, (_, t) in best.items()}
       tuned = {m: t["choice"]["values"] for m, t in tunes.items()}
       # a choice at the end of its grid: the method may do better outside it (recomputed from the tuning results;
@@ -497,10 +498,9 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       edges = {m: w for m, w in edges.items() if w}
       retuned = {}
       for m in a.methods:
-        have = tunings(root, spec, m)
-        if "retune" in have:
+        if "retune" in have[m]:
           retuned[m] = {k: {"choice": t["choice"]["values"], "objective": _objective(t), "grid": t["grid"]}
-                        for k, t in have.items()}
+                        for k, t in have[m].items()}
           retuned[m]["used"] = best[m][0]
       entry = {"rows": rows, "ranking": order, "ranks": ranks, "tuned": tuned, "grid_edges": edges,
                "retuned": retuned, "warnings": r.get("warnings", []), "eval_results": str(ev.relative_to(root))}
