@@ -20,8 +20,9 @@ Protocols
   method at its chosen setting with ``--eval tow mia svc`` (the originals and oracles shared by the
   methods). A tuning whose choice sits at the end of a learning-rate-like axis (spanning a decade or more) is
   followed by ONE re-tuning on the log grid a decade either side of that choice (job ``retune/SPEC/METHOD``;
-  the other axes kept; ``--no-retune``: none), and the evaluation uses the re-tuning's choice: its grid holds
-  the first choice, so the comparison is within one job (same originals and oracles). An evaluation made
+  the other axes kept; ``--no-retune``: none). Its grid holds the first choice, so the two are compared within
+  one job (same originals and oracles), and the evaluation uses the re-tuning's choice only where it beats the
+  first by more than the seeds' noise (the mean per-seed gain above its seed-to-seed std). An evaluation made
   before a re-tuning changed a setting is run again. Per method: retain / forget / test accuracy mean ± std,
   the gaps to the oracle (per seed ``|acc - oracle acc|``, then averaged), ToW, the simple MIA
   (``scrub_logreg_loss``), the SVC MIA-efficacy (``svc_mia_efficacy_salun``), seconds, speed-up over retraining, and a rank: per metric
@@ -66,6 +67,7 @@ from jaxunlearn.run import RunConfig  # noqa: E402
 from jaxunlearn.sweeps import engine  # noqa: E402
 from jaxunlearn.sweeps.select import edge_warnings  # noqa: E402
 from jaxunlearn.sweeps.select import grid_edges  # noqa: E402
+from jaxunlearn.sweeps.select import paired_gain  # noqa: E402
 
 PROTOCOLS = ("deepunlearn", "salun", "privacy")
 SPLITS = ("retain", "forget", "test")
@@ -179,18 +181,54 @@ def tunings(root: Path, spec: str, method: str) -> dict:
 
 
 def best_tuning(root: Path, spec: str, method: str) -> tuple[str, dict] | None:
-  """``(kind, results)`` of the tuning whose choice the evaluation uses: the re-tuning where it finished, else the
-  first tuning; None: neither finished. The re-tuning decides alone: its grid holds the first choice (it is
-  centred on it) and the first grid's values beyond it lost to it, and only within one tuning job are the
-  objectives measured on the same originals and oracles (comparing objectives across two jobs compares two
-  draws of the seeds' models wherever they were not trained bit-identically)."""
+  """``(kind, results)`` of the tuning whose choice the evaluation uses (:func:`_used`); None: no tuning finished."""
   return _used(tunings(root, spec, method))
 
 
+def retune_verdict(tune: dict, retune: dict) -> dict:
+  """Whether the re-tuning's choice replaces the first choice: only where it beats it by more than the seeds'
+  noise, both measured INSIDE the re-tuning job (its grid holds the first choice; only within one job are the
+  objectives measured on the same originals and oracles). ``gain`` / ``noise``:
+  :func:`~jaxunlearn.sweeps.select.paired_gain` of the re-tuned choice over the first choice on the re-tuning's
+  seeds; ``moved``: ``gain > noise`` (one seed: ``gain > 0``). The margin exists because a 3-seed objective can
+  rank two settings within their spread either way: on 2026-12-06 the class:7 re-tuning moved Boundary
+  Shrink's lr 1e-4 -> 1e-3 on a 0.004 gain with a 0.009 spread, and the 5-seed evaluation then ranked it 11th
+  instead of 2nd."""
+  first = tune["choice"]["values"]
+  chosen = retune["choice"]["index"]
+  same = [i for i, c in enumerate(retune["configs"]) if _same_values(c["values"], first)]
+  if not same:  # cannot happen for a grid centred on the first choice; the re-tuning then decides alone
+    return {"moved": True, "gain": None, "noise": None, "why": "the first choice is not in the re-tuning's grid"}
+  if same[0] == chosen:
+    return {"moved": False, "gain": 0.0, "noise": None, "why": "the re-tuning chose the same setting"}
+  gain, noise = paired_gain(retune["configs"][same[0]]["objective"], retune["configs"][chosen]["objective"])
+  moved = gain > (noise if math.isfinite(noise) else 0.0)
+  why = (f"gain {gain:.4f} {'>' if moved else '<='} noise {noise:.4f} on the re-tuning's seeds, paired"
+         if math.isfinite(gain) and math.isfinite(noise) else f"gain {gain:g}, noise {noise:g}")
+  return {"moved": bool(moved), "gain": None if not math.isfinite(gain) else gain,
+          "noise": None if not math.isfinite(noise) else noise, "why": why}
+
+
+def _same_values(a: dict, b: dict) -> bool:
+  """Whether two ``{option: value}`` settings are equal (numbers to 6 significant digits, as grids print them)."""
+  if set(a) != set(b):
+    return False
+  for k in a:
+    x, y = a[k], b[k]
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+      if not math.isclose(x, y, rel_tol=1e-5, abs_tol=0.0):
+        return False
+    elif str(x) != str(y):
+      return False
+  return True
+
+
 def _used(have: dict) -> tuple[str, dict] | None:
-  """:func:`best_tuning` of the :func:`tunings` already read."""
-  kind = next((k for k in ("retune", "tune") if k in have), None)
-  return None if kind is None else (kind, have[kind])
+  """``(kind, results)`` of the tuning used among the :func:`tunings` ``have``: the re-tuning where it finished and
+  its choice replaces the first one (:func:`retune_verdict`), else the first tuning; None: neither finished."""
+  if "retune" in have and ("tune" not in have or retune_verdict(have["tune"], have["retune"])["moved"]):
+    return "retune", have["retune"]
+  return ("tune", have["tune"]) if "tune" in have else None
 
 
 def retune_grid(method: str, t: dict) -> tuple[str, ...]:
@@ -493,8 +531,9 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       tunes = {m: t for m, (_, t) in best.items()}
       tuned = {m: t["choice"]["values"] for m, t in tunes.items()}
       # a choice at the end of its grid: the method may do better outside it (recomputed from the tuning results;
-      # for a re-tuned method, from the tuning used)
-      edges = {m: edge_warnings(m, t["grid"].items(), t["choice"]["values"]) for m, t in tunes.items()}
+      # for a re-tuned method, the choice used against the re-tuning's grid, the widest one searched)
+      edges = {m: edge_warnings(m, have[m].get("retune", t)["grid"].items(), t["choice"]["values"])
+               for m, t in tunes.items()}
       edges = {m: w for m, w in edges.items() if w}
       retuned = {}
       for m in a.methods:
@@ -502,6 +541,7 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
           retuned[m] = {k: {"choice": t["choice"]["values"], "objective": _objective(t), "grid": t["grid"]}
                         for k, t in have[m].items()}
           retuned[m]["used"] = best[m][0]
+          retuned[m]["verdict"] = retune_verdict(have[m]["tune"], have[m]["retune"]) if "tune" in have[m] else None
       entry = {"rows": rows, "ranking": order, "ranks": ranks, "tuned": tuned, "grid_edges": edges,
                "retuned": retuned, "warnings": r.get("warnings", []), "eval_results": str(ev.relative_to(root))}
       if a.protocol == "salun":
@@ -511,8 +551,9 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         md += deepunlearn_markdown(spec, rows, order, ranks, a.seeds)
       md += [f"- tuned: {m}: {_fmt_values(t)}" for m, t in tuned.items()]
       md += [f"- re-tuned on a wider grid: {m}: " + "; ".join(
-                 f"{k} {_fmt_values(v['choice'])} (objective {v['objective']:.4f})" for k, v in rt.items() if k != "used")
-             + f"; used: {rt['used']}" for m, rt in retuned.items()]
+                 f"{k} {_fmt_values(v['choice'])} (objective {v['objective']:.4f})" for k, v in rt.items() if k in ("tune", "retune"))
+             + f"; used: {rt['used']}" + (f" ({rt['verdict']['why']})" if rt.get("verdict") else "")
+             for m, rt in retuned.items()]
       md += [f"- grid end: {w}" for ws in edges.values() for w in ws]
       md += [f"- warning: {w}" for w in r.get("warnings", [])] + [""]
       accs = {n: {s: rows[n][s][0] for s in SPLITS} for n in ["retrain"] + order}

@@ -235,8 +235,9 @@ def throughput(a, data: Path, work: Path, row: dict, save) -> None:
 
   path = work / "throughput.json"
   if a.tiny:
-    calls = [["--tiny", "--arch", "cnn@0.25", "--image", "8", "--models", "2", "--steps", "2", "--repeats", "1",
-             "--no-torch"]]
+    # the wiring only (the MLP, one strategy): bench_shadow's own test covers its strategies and the probe
+    calls = [["--tiny", "--arch", "mlp", "--image", "8", "--models", "2", "--batch", "8", "--steps", "2",
+              "--repeats", "1", "--no-torch", "--strategy", "vmap"]]
   else:
     common = ["--models", "16", "--batch", "128", "--steps", "20", "--repeats", "2", "--dtype", "bfloat16"]
     calls = [["--arch", "resnet18", "--strategy", "sequential", *common],

@@ -250,3 +250,21 @@ def test_a_choice_at_the_end_of_a_numeric_grid_axis_is_flagged():
   assert [line.split(":")[0] for line in w] == ["x.lr", "x.alpha"] and all("smallest" in line for line in w)
   assert "log:1e-06:0.0001:5" in w[0] and "e.g." not in w[1]  # no log proposal for an axis spanning < 1 decade
   assert edge_warnings("x", axes[:2], {"lr": 1e-4, "alpha": 0.99}) == []
+
+
+def test_paired_gain_is_the_mean_and_sample_std_of_per_seed_differences():
+  import statistics
+
+  from jaxunlearn.sweeps.select import paired_gain
+
+  base, other = [0.31, 0.52, 0.40, 0.2], [0.30, 0.45, 0.41, 0.1]
+  d = [a - b for a, b in zip(base, other)]
+  gain, noise = paired_gain(base, other)
+  assert gain == pytest.approx(statistics.fmean(d)) and noise == pytest.approx(statistics.stdev(d))
+  assert paired_gain(other, base)[0] == pytest.approx(-gain)
+  assert paired_gain([0.3, float("nan")], [0.4, 0.5])[0] == float("inf")  # NaN counts as +inf: only base failed
+  assert paired_gain([0.3, 0.1], [0.2, float("inf")])[0] == float("-inf")
+  g, n = paired_gain([0.5], [0.2])
+  assert g == pytest.approx(0.3) and np.isnan(n)
+  with pytest.raises(ValueError, match="same seeds"):
+    paired_gain([0.1, 0.2], [0.1])

@@ -11,7 +11,8 @@ among the configurations whose retain accuracy stays within ``retain_tolerance``
 
 The choice is the configuration with the lowest mean objective over seeds (NaN counts as +inf). A choice at
 the end of a numeric axis of three or more values is flagged (:func:`edge_warnings`): the best setting may
-lie outside the grid.
+lie outside the grid. Whether one configuration beats another by more than the seeds' noise
+(:func:`paired_gain`) compares them on the same seeds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ("SELECT_MODES", "choose", "edge_warnings", "grid_edges", "objective_no_oracle", "objective_oracle")
+__all__ = ("SELECT_MODES", "choose", "edge_warnings", "grid_edges", "objective_no_oracle", "paired_gain", "objective_oracle")
 
 SELECT_MODES = ("oracle", "no-oracle")
 ORACLE_TERMS = ("retain", "forget", "val", "mia")
@@ -97,3 +98,24 @@ def edge_warnings(method: str, axes, chosen: Mapping) -> list[str]:
           f"{e['hi']:g}); the best setting may lie beyond it: widen the grid"
           + (f" (e.g. --grid {method}.{e['option']}={e['proposal']})" if e["proposal"] else "")
           for e in grid_edges(axes, chosen)]
+
+
+def paired_gain(base, other) -> tuple[float, float]:
+  """``(gain, noise)`` of configuration ``other`` over ``base``, both ``[S]`` objectives of the same S seeds (same
+  originals and oracles, lower is better): ``gain`` is the mean over seeds of ``base - other``, ``noise`` the
+  sample standard deviation (ddof 1) of those differences -- how much the gain moves from seed to seed. ``other``
+  beats ``base`` beyond the noise where ``gain > noise``. A non-finite objective (an infeasible or diverged seed)
+  counts as +inf: where only ``base`` has one the gain is +inf, where ``other`` has one it is -inf (noise NaN
+  in both cases); one seed has no noise estimate (NaN)."""
+  a = np.asarray(base, np.float64)
+  b = np.asarray(other, np.float64)
+  if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+    raise ValueError(f"paired_gain needs two [S] objectives of the same seeds, got shapes {a.shape} and {b.shape}")
+  a = np.where(np.isfinite(a), a, np.inf)
+  b = np.where(np.isfinite(b), b, np.inf)
+  if np.isinf(b).any():
+    return -np.inf, np.nan
+  if np.isinf(a).any():
+    return np.inf, np.nan
+  d = a - b
+  return float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else np.nan
