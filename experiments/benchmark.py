@@ -194,23 +194,36 @@ def retune_verdict(tune: dict, retune: dict) -> dict:
   rank two settings within their spread either way: on 2026-12-06 the class:7 re-tuning moved Boundary
   Shrink's lr 1e-4 -> 1e-3 on a 0.004 gain with a 0.009 spread, and the 5-seed evaluation then ranked it 11th
   instead of 2nd."""
-  first = tune["choice"]["values"]
-  chosen = retune["choice"]["index"]
-  same = [i for i, c in enumerate(retune["configs"]) if _same_values(c["values"], first)]
-  if not same:  # cannot happen for a grid centred on the first choice; the re-tuning then decides alone
-    return {"moved": True, "gain": None, "noise": None, "why": "the first choice is not in the re-tuning's grid"}
-  if same[0] == chosen:
+  chosen, first = retune["choice"]["index"], _first_in_retune(tune, retune)
+  if first is None:  # a grid centred on the first choice holds it; a re-tuning made for another first tuning not
+    return {"moved": False, "gain": None, "noise": None,
+            "why": "the first choice is not in the re-tuning's grid (a re-tuning of an earlier first tuning?): "
+                   "kept the first choice; delete the re-tuning's folder to re-tune"}
+  if first == chosen:
     return {"moved": False, "gain": 0.0, "noise": None, "why": "the re-tuning chose the same setting"}
-  gain, noise = paired_gain(retune["configs"][same[0]]["objective"], retune["configs"][chosen]["objective"])
+  gain, noise = paired_gain(retune["configs"][first]["objective"], retune["configs"][chosen]["objective"])
   moved = gain > (noise if math.isfinite(noise) else 0.0)
-  why = (f"gain {gain:.4f} {'>' if moved else '<='} noise {noise:.4f} on the re-tuning's seeds, paired"
-         if math.isfinite(gain) and math.isfinite(noise) else f"gain {gain:g}, noise {noise:g}")
-  return {"moved": bool(moved), "gain": None if not math.isfinite(gain) else gain,
-          "noise": None if not math.isfinite(noise) else noise, "why": why}
+  if gain == -math.inf:  # no setting met the selection on every seed: the job chose by another rule
+    why = "the re-tuned choice failed the selection on a seed (infeasible or diverged): kept the first choice"
+  elif gain == math.inf:
+    why = "the first choice failed the selection on a seed of the re-tuning, the re-tuned one on none"
+  elif not math.isfinite(noise):
+    why = f"gain {gain:.4f} on the re-tuning's only seed (no noise estimate)"
+  else:
+    why = f"gain {gain:.4f} {'>' if moved else '<='} noise {noise:.4f} on the re-tuning's seeds, paired"
+  return {"moved": bool(moved), "gain": gain if math.isfinite(gain) else None,
+          "noise": noise if math.isfinite(noise) else None, "why": why}
+
+
+def _first_in_retune(tune: dict, retune: dict) -> int | None:
+  """The index of the first tuning's choice among the re-tuning's configurations (None: not in its grid)."""
+  return next((i for i, c in enumerate(retune["configs"]) if _same_values(c["values"], tune["choice"]["values"])),
+              None)
 
 
 def _same_values(a: dict, b: dict) -> bool:
-  """Whether two ``{option: value}`` settings are equal (numbers to 6 significant digits, as grids print them)."""
+  """Whether two ``{option: value}`` settings are equal (numbers to a relative 1e-5: grids print 6 significant
+  digits)."""
   if set(a) != set(b):
     return False
   for k in a:
@@ -255,6 +268,15 @@ def _evaluated_at(r: dict | None, ov) -> bool:
   """Whether the run results ``r`` were made with the overrides ``ov`` (in any order)."""
   recorded = ((r or {}).get("job") or {}).get("overrides") or ()
   return sorted(map(tuple, recorded)) == sorted(map(tuple, ov))
+
+
+def stale_overrides(r: dict, now) -> dict | None:
+  """Where the evaluation ``r`` ran at other overrides than ``now`` (the best tunings'): ``{"evaluated_at": [...],
+  "tuned_now": [...]}``, the ``(method, option, value)`` triples only one side has; None: it ran at ``now``."""
+  if _evaluated_at(r, now):
+    return None
+  ran = {tuple(o) for o in (r.get("job") or {}).get("overrides") or ()}
+  return {"evaluated_at": sorted(ran - set(now)), "tuned_now": sorted(set(now) - ran)}
 
 
 def method_jobs(a, job: dict, root: Path, evals=EVALS) -> list[Job]:
@@ -540,18 +562,33 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         if "retune" in have[m]:
           retuned[m] = {k: {"choice": t["choice"]["values"], "objective": _objective(t), "grid": t["grid"]}
                         for k, t in have[m].items()}
+          if "tune" in have[m]:  # the first choice measured inside the re-tuning job: what the verdict compares
+            i = _first_in_retune(have[m]["tune"], have[m]["retune"])
+            v = None if i is None else have[m]["retune"]["configs"][i]["mean"]["objective"]
+            retuned[m]["tune"]["objective_in_retune"] = v if v is not None and math.isfinite(v) else None
           retuned[m]["used"] = best[m][0]
           retuned[m]["verdict"] = retune_verdict(have[m]["tune"], have[m]["retune"]) if "tune" in have[m] else None
       entry = {"rows": rows, "ranking": order, "ranks": ranks, "tuned": tuned, "grid_edges": edges,
                "retuned": retuned, "warnings": r.get("warnings", []), "eval_results": str(ev.relative_to(root))}
+      stale = stale_overrides(r, tuned_overrides(root, spec, a.methods))
+      if stale:  # a re-tuning moved a setting since: the table is not the tuned methods' any more
+        entry["stale"] = stale
       if a.protocol == "salun":
         entry["salun"] = salun_rows(rows)
         md += salun_markdown(spec, entry["salun"], a.seeds)
       else:
         md += deepunlearn_markdown(spec, rows, order, ranks, a.seeds)
+      if "stale" in entry:
+        md += ["**Stale**: this table evaluated "
+               + ", ".join(f"{m}.{k}={v}" for m, k, v in entry["stale"]["evaluated_at"]) + "; the best tunings now say "
+               + ", ".join(f"{m}.{k}={v}" for m, k, v in entry["stale"]["tuned_now"])
+               + ". Running the runner again re-evaluates it; until then it is left out of the across-sets ranking.", ""]
       md += [f"- tuned: {m}: {_fmt_values(t)}" for m, t in tuned.items()]
       md += [f"- re-tuned on a wider grid: {m}: " + "; ".join(
-                 f"{k} {_fmt_values(v['choice'])} (objective {v['objective']:.4f})" for k, v in rt.items() if k in ("tune", "retune"))
+                 f"{k} {_fmt_values(v['choice'])} (objective {v['objective']:.4f} in its own job"
+                 + (f", {v['objective_in_retune']:.4f} in the re-tuning" if v.get("objective_in_retune") is not None
+                    else "") + ")"
+                 for k, v in rt.items() if k in ("tune", "retune"))
              + f"; used: {rt['used']}" + (f" ({rt['verdict']['why']})" if rt.get("verdict") else "")
              for m, rt in retuned.items()]
       md += [f"- grid end: {w}" for ws in edges.values() for w in ws]
@@ -563,9 +600,10 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       plot_ranks(order, ranks, root / f"ranks_{_tag(spec)}.png", f"ranks, forget {spec}")
       md += [f"![accuracy](accuracy_{_tag(spec)}.png) ![ranks](ranks_{_tag(spec)}.png)", ""]
       summary["forget"][spec] = entry
-    if a.protocol == "deepunlearn" and len(summary["forget"]) >= 2:
-      specs = list(summary["forget"])
-      order, table = rank_across(summary["forget"])
+    current = {k: e for k, e in summary["forget"].items() if "stale" not in e}
+    if a.protocol == "deepunlearn" and len(current) >= 2:
+      specs = list(current)
+      order, table = rank_across(current)
       summary["across"] = {"order": order, "table": table}
       plot_rank_across(order, table, specs, root / "ranks_across.png",
                        f"{a.protocol} ({a.scale}): mean rank per forget set")

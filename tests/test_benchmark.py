@@ -38,7 +38,7 @@ def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tm
   capsys.readouterr()
   assert bench.main(["deepunlearn", "--scale", "smoke", "--out", out, "--list"]) == 0
   assert capsys.readouterr().out.count("done ") == 3 + len(retune)
-  # the evaluation ran every method at its best tuning's choice (the re-tuning's where there is one) ...
+  # the evaluation ran every method at its best tuning's choice (the re-tuning's where it won beyond the noise) ...
   ev = json.loads((tmp_path / "b" / "class_3" / "eval" / "results.json").read_text())
   root = tmp_path / "b"
   assert sorted(map(tuple, ev["job"]["overrides"])) == sorted(bench.tuned_overrides(root, "class:3", ("finetune", "ssd")))
@@ -162,7 +162,8 @@ def _fake_tuning(path, grid: dict, values: dict, objective: float, configs=None)
   points = [{"values": {}, "mean": {"objective": 9.0}}, {"values": values, "mean": {"objective": objective}}]
   index = 1
   if configs is not None:
-    points = [{"values": v, "objective": o, "mean": {"objective": float(np.mean(o))}} for v, o in configs]
+    points = [{"values": v, "objective": o, "mean": {"objective": float(np.mean(np.asarray(o, np.float64)))}}
+              for v, o in configs]
     index = [i for i, (v, _) in enumerate(configs) if v == values][0]
   r = {"grid": grid, "configs": points, "choice": {"index": index, "values": values,
                                                    "overrides": {k: str(v) for k, v in values.items()}}}
@@ -213,14 +214,15 @@ def test_a_grid_end_choice_is_retuned_on_a_wider_grid_and_the_better_tuning_is_e
   # measured inside the re-tuning job (per-seed objectives of the same seeds)
   wide_grid = {"lr": list(axes["lr"]), "alpha": grid["alpha"]}
   first_v, new_v = {"lr": 0.1, "alpha": 0.999}, {"lr": 0.316228, "alpha": 0.999}
-  for first_obj, new_obj, moved in (([0.30, 0.50, 0.40], [0.28, 0.45, 0.41], False),  # gain 0.02 < std 0.034
+  for first_obj, new_obj, moved in (([0.30, 0.50, 0.40], [0.28, 0.45, 0.41], False),  # gain 0.02 < std 0.030
                                     ([0.30, 0.50, 0.40], [0.20, 0.41, 0.28], True),  # gain 0.103 > std 0.015
-                                    ([0.30, float("inf"), 0.40], [0.9, 0.9, 0.9], True),  # the first diverged once
+                                    ([0.30, None, 0.40], [0.9, 0.9, 0.9], True),  # the first failed a seed (JSON null)
+                                    ([0.30, 0.2, 0.40], [0.1, None, 0.1], False),  # the re-tuned one did
                                     ([0.30], [0.29], True)):  # one seed: no noise estimate, any gain
-    _fake_tuning(root / "class_3" / "retune-neggrad_plus", wide_grid, new_v, float(np.mean(new_obj)),
+    _fake_tuning(root / "class_3" / "retune-neggrad_plus", wide_grid, new_v, float(np.mean(np.asarray(new_obj, float))),
                  configs=[({"lr": 0.0316228, "alpha": 0.999}, [1.0] * len(new_obj)), (first_v, first_obj),
                           (new_v, new_obj)])
-    d = np.asarray(first_obj) - np.asarray(new_obj)
+    d = np.asarray(first_obj, np.float64) - np.asarray(new_obj, np.float64)
     v = bench.retune_verdict(first, json.loads((root / "class_3" / "retune-neggrad_plus" / "results.json").read_text()))
     assert v["moved"] is moved
     if np.isfinite(d).all() and len(d) > 1:
@@ -228,7 +230,22 @@ def test_a_grid_end_choice_is_retuned_on_a_wider_grid_and_the_better_tuning_is_e
     after = bench.tuned_overrides(root, "class:3", a.methods)
     assert (("neggrad_plus", "lr", "0.316228") in after) is moved and (("neggrad_plus", "lr", "0.1") in after) is not moved
     assert eval_job().done() is not moved  # a re-tuning that changed the setting stales the evaluation
+    stale = bench.stale_overrides(json.loads((ev / "results.json").read_text()), after)
+    assert stale == ({"evaluated_at": [("neggrad_plus", "lr", "0.1")], "tuned_now": [("neggrad_plus", "lr", "0.316228")]}
+                     if moved else None)
     assert bench.best_tuning(root, "class:3", "neggrad_plus")[0] == ("retune" if moved else "tune")
+  # a re-tuning whose grid does not hold the first choice (made for an earlier first tuning) keeps the first
+  _fake_tuning(root / "class_3" / "retune-neggrad_plus", wide_grid, new_v, 0.2,
+               configs=[({"lr": 0.0316228, "alpha": 0.999}, [0.5, 0.6]), (new_v, [0.2, 0.2])])
+  v = bench.retune_verdict(first, bench._read(root / "class_3" / "retune-neggrad_plus" / "results.json"))
+  assert not v["moved"] and "not in the re-tuning's grid" in v["why"]
+  # a first choice with 6 significant digits is found in the grid parsed from its proposal (the log grid's centre
+  # is computed, not copied)
+  odd = {"grid": {"lr": ["0.000316228", "0.00316228", "0.0316228"]},
+         "choice": {"index": 2, "values": {"lr": 0.0316228}, "overrides": {"lr": "0.0316228"}}}
+  (entry,) = bench.retune_grid("finetune", odd)
+  centre = [{"lr": float(x)} for x in dict(sweeps.parse_grid("finetune", (entry,)).axes)["lr"]]
+  assert bench._first_in_retune(odd, {"configs": [{"values": c} for c in centre]}) == 2
   # a re-tuning that chose the first setting again keeps it
   _fake_tuning(root / "class_3" / "retune-neggrad_plus", wide_grid, first_v, 0.3,
                configs=[(new_v, [0.5, 0.6]), (first_v, [0.3, 0.3])])

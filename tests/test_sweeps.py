@@ -263,6 +263,7 @@ def test_paired_gain_is_the_mean_and_sample_std_of_per_seed_differences():
   assert gain == pytest.approx(statistics.fmean(d)) and noise == pytest.approx(statistics.stdev(d))
   assert paired_gain(other, base)[0] == pytest.approx(-gain)
   assert paired_gain([0.3, float("nan")], [0.4, 0.5])[0] == float("inf")  # NaN counts as +inf: only base failed
+  assert paired_gain([0.3, None], [0.4, 0.5])[0] == float("inf")  # as results.json stores it (null)
   assert paired_gain([0.3, 0.1], [0.2, float("inf")])[0] == float("-inf")
   g, n = paired_gain([0.5], [0.2])
   assert g == pytest.approx(0.3) and np.isnan(n)

@@ -21,7 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ("SELECT_MODES", "choose", "edge_warnings", "grid_edges", "objective_no_oracle", "paired_gain", "objective_oracle")
+__all__ = ("SELECT_MODES", "choose", "edge_warnings", "grid_edges", "objective_no_oracle", "objective_oracle",
+           "paired_gain")
 
 SELECT_MODES = ("oracle", "no-oracle")
 ORACLE_TERMS = ("retain", "forget", "val", "mia")
@@ -87,7 +88,7 @@ def grid_edges(axes, chosen: Mapping) -> list[dict]:
       continue
     spans_decade = lo > 0 and hi / lo >= 10
     out.append({"option": opt, "value": c, "end": "largest" if c == hi else "smallest", "lo": lo, "hi": hi,
-                "proposal": f"log:{c / 10:.3g}:{c * 10:.3g}:5" if spans_decade else None})
+                "proposal": f"log:{c / 10:.6g}:{c * 10:.6g}:5" if spans_decade else None})
   return out
 
 
