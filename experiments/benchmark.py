@@ -264,19 +264,18 @@ def tuned_overrides(root: Path, spec: str, methods) -> tuple:
   return tuple(ov)
 
 
+def stale_overrides(r: dict | None, now) -> dict | None:
+  """Where the run results ``r`` were made with other overrides than ``now`` (the best tunings'):
+  ``{"evaluated_at": [...], "tuned_now": [...]}``, the ``(method, option, value)`` triples only one side has;
+  None: made with ``now`` (in any order)."""
+  ran = {tuple(o) for o in ((r or {}).get("job") or {}).get("overrides") or ()}
+  now = {tuple(o) for o in now}
+  return None if ran == now else {"evaluated_at": sorted(ran - now), "tuned_now": sorted(now - ran)}
+
+
 def _evaluated_at(r: dict | None, ov) -> bool:
   """Whether the run results ``r`` were made with the overrides ``ov`` (in any order)."""
-  recorded = ((r or {}).get("job") or {}).get("overrides") or ()
-  return sorted(map(tuple, recorded)) == sorted(map(tuple, ov))
-
-
-def stale_overrides(r: dict, now) -> dict | None:
-  """Where the evaluation ``r`` ran at other overrides than ``now`` (the best tunings'): ``{"evaluated_at": [...],
-  "tuned_now": [...]}``, the ``(method, option, value)`` triples only one side has; None: it ran at ``now``."""
-  if _evaluated_at(r, now):
-    return None
-  ran = {tuple(o) for o in (r.get("job") or {}).get("overrides") or ()}
-  return {"evaluated_at": sorted(ran - set(now)), "tuned_now": sorted(set(now) - ran)}
+  return stale_overrides(r, ov) is None
 
 
 def method_jobs(a, job: dict, root: Path, evals=EVALS) -> list[Job]:
@@ -526,6 +525,19 @@ def _fmt_values(values: dict) -> str:
   return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
+def _retune_line(method: str, rt: dict) -> str:
+  """The README line of a re-tuned method: both choices and objectives, the tuning used and why."""
+  parts = []
+  for kind in ("tune", "retune"):
+    if kind in rt:
+      v = rt[kind]
+      inside = v.get("objective_in_retune")
+      parts.append(f"{kind} {_fmt_values(v['choice'])} (objective {v['objective']:.4f} in its own job"
+                   + (f", {inside:.4f} in the re-tuning" if inside is not None else "") + ")")
+  why = f" ({rt['verdict']['why']})" if rt.get("verdict") else ""
+  return f"- re-tuned on a wider grid: {method}: " + "; ".join(parts) + f"; used: {rt['used']}{why}"
+
+
 def write_summary(a, root: Path, jobs: list[Job]) -> dict:
   """results.json, README.md and plots of the protocol from every finished job."""
   summary = {"protocol": a.protocol, "scale": a.scale, "command": " ".join(sys.argv), "job": scale_job(a.scale),
@@ -584,13 +596,7 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
                + ", ".join(f"{m}.{k}={v}" for m, k, v in entry["stale"]["tuned_now"])
                + ". Running the runner again re-evaluates it; until then it is left out of the across-sets ranking.", ""]
       md += [f"- tuned: {m}: {_fmt_values(t)}" for m, t in tuned.items()]
-      md += [f"- re-tuned on a wider grid: {m}: " + "; ".join(
-                 f"{k} {_fmt_values(v['choice'])} (objective {v['objective']:.4f} in its own job"
-                 + (f", {v['objective_in_retune']:.4f} in the re-tuning" if v.get("objective_in_retune") is not None
-                    else "") + ")"
-                 for k, v in rt.items() if k in ("tune", "retune"))
-             + f"; used: {rt['used']}" + (f" ({rt['verdict']['why']})" if rt.get("verdict") else "")
-             for m, rt in retuned.items()]
+      md += [_retune_line(m, rt) for m, rt in retuned.items()]
       md += [f"- grid end: {w}" for ws in edges.values() for w in ws]
       md += [f"- warning: {w}" for w in r.get("warnings", [])] + [""]
       accs = {n: {s: rows[n][s][0] for s in SPLITS} for n in ["retrain"] + order}

@@ -112,11 +112,9 @@ def paired_gain(base, other) -> tuple[float, float]:
   b = np.asarray(other, np.float64)
   if a.shape != b.shape or a.ndim != 1 or a.size == 0:
     raise ValueError(f"paired_gain needs two [S] objectives of the same seeds, got shapes {a.shape} and {b.shape}")
-  a = np.where(np.isfinite(a), a, np.inf)
-  b = np.where(np.isfinite(b), b, np.inf)
-  if np.isinf(b).any():
+  if not np.isfinite(b).all():
     return -np.inf, np.nan
-  if np.isinf(a).any():
+  if not np.isfinite(a).all():
     return np.inf, np.nan
   d = a - b
   return float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else np.nan
