@@ -22,7 +22,7 @@ Protocols
   followed by ONE re-tuning on the log grid a decade either side of that choice (job ``retune/SPEC/METHOD``;
   the other axes kept; ``--no-retune``: none). Its grid holds the first choice, so the two are compared within
   one job (same originals and oracles), and the evaluation uses the re-tuning's choice only where it beats the
-  first by more than the seeds' noise (the mean per-seed gain above its seed-to-seed std). An evaluation made
+  first beyond the seeds' noise (a one-sided paired t-test at 5 % on the per-seed gains). An evaluation made
   before a re-tuning changed a setting is run again. Per method: retain / forget / test accuracy mean ± std,
   the gaps to the oracle (per seed ``|acc - oracle acc|``, then averaged), ToW, the simple MIA
   (``scrub_logreg_loss``), the SVC MIA-efficacy (``svc_mia_efficacy_salun``), seconds, speed-up over retraining, and a rank: per metric
@@ -67,7 +67,7 @@ from jaxunlearn.run import RunConfig  # noqa: E402
 from jaxunlearn.sweeps import engine  # noqa: E402
 from jaxunlearn.sweeps.select import edge_warnings  # noqa: E402
 from jaxunlearn.sweeps.select import grid_edges  # noqa: E402
-from jaxunlearn.sweeps.select import paired_gain  # noqa: E402
+from jaxunlearn.sweeps.select import paired_gain, paired_margin  # noqa: E402
 
 PROTOCOLS = ("deepunlearn", "salun", "privacy")
 SPLITS = ("retain", "forget", "test")
@@ -186,23 +186,29 @@ def best_tuning(root: Path, spec: str, method: str) -> tuple[str, dict] | None:
 
 
 def retune_verdict(tune: dict, retune: dict) -> dict:
-  """Whether the re-tuning's choice replaces the first choice: only where it beats it by more than the seeds'
-  noise, both measured INSIDE the re-tuning job (its grid holds the first choice; only within one job are the
+  """Whether the re-tuning's choice replaces the first choice: only where it beats it beyond the seeds' noise,
+  both measured INSIDE the re-tuning job (its grid holds the first choice; only within one job are the
   objectives measured on the same originals and oracles). ``gain`` / ``noise``:
   :func:`~jaxunlearn.sweeps.select.paired_gain` of the re-tuned choice over the first choice on the re-tuning's
-  seeds; ``moved``: ``gain > noise`` (one seed: ``gain > 0``). The margin exists because a 3-seed objective can
-  rank two settings within their spread either way: on 2026-12-06 the class:7 re-tuning moved Boundary
-  Shrink's lr 1e-4 -> 1e-3 on a 0.004 gain with a 0.009 spread, and the 5-seed evaluation then ranked it 11th
-  instead of 2nd."""
+  S seeds; ``margin``: :func:`~jaxunlearn.sweeps.select.paired_margin` (a one-sided paired t-test at 5 %:
+  ``t_{0.95, S-1} * noise / sqrt(S)``, 1.686 x noise for 3 seeds); ``moved``: ``gain > margin`` (one seed: any
+  gain). The margin exists because a 3-seed objective can rank two settings within their spread either way:
+  on 2026-12-06 the class:7 re-tuning moved Boundary Shrink's lr 1e-4 -> 1e-3 on a 0.004 gain with a 0.009
+  spread, and the 5-seed evaluation then ranked it 11th instead of 2nd; a first margin of one spread (``gain >
+  noise``, no test) let LAU's lr 0.1 -> 0.316 through on confuse (gain 0.009, spread 0.006), and it fell from
+  2nd to 19th."""
   chosen, first = retune["choice"]["index"], _first_in_retune(tune, retune)
   if first is None:  # a grid centred on the first choice holds it; a re-tuning made for another first tuning not
-    return {"moved": False, "gain": None, "noise": None,
+    return {"moved": False, "gain": None, "noise": None, "margin": None,
             "why": "the first choice is not in the re-tuning's grid (a re-tuning of an earlier first tuning?): "
                    "kept the first choice; delete the re-tuning's folder to re-tune"}
   if first == chosen:
-    return {"moved": False, "gain": 0.0, "noise": None, "why": "the re-tuning chose the same setting"}
-  gain, noise = paired_gain(retune["configs"][first]["objective"], retune["configs"][chosen]["objective"])
-  moved = gain > (noise if math.isfinite(noise) else 0.0)
+    return {"moved": False, "gain": 0.0, "noise": None, "margin": None,
+            "why": "the re-tuning chose the same setting"}
+  a = retune["configs"][first]["objective"]
+  gain, noise = paired_gain(a, retune["configs"][chosen]["objective"])
+  margin = paired_margin(noise, len(a))
+  moved = gain > (margin if math.isfinite(margin) else 0.0)
   if gain == -math.inf:  # no setting met the selection on every seed: the job chose by another rule
     why = "the re-tuned choice failed the selection on a seed (infeasible or diverged): kept the first choice"
   elif gain == math.inf:
@@ -210,9 +216,10 @@ def retune_verdict(tune: dict, retune: dict) -> dict:
   elif not math.isfinite(noise):
     why = f"gain {gain:.4f} on the re-tuning's only seed (no noise estimate)"
   else:
-    why = f"gain {gain:.4f} {'>' if moved else '<='} noise {noise:.4f} on the re-tuning's seeds, paired"
-  return {"moved": bool(moved), "gain": gain if math.isfinite(gain) else None,
-          "noise": noise if math.isfinite(noise) else None, "why": why}
+    why = (f"gain {gain:.4f} {'>' if moved else '<='} margin {margin:.4f}: one-sided paired t-test at 5 % over "
+           f"{len(a)} seeds, spread {noise:.4f}")
+  finite = lambda x: x if math.isfinite(x) else None  # noqa: E731
+  return {"moved": bool(moved), "gain": finite(gain), "noise": finite(noise), "margin": finite(margin), "why": why}
 
 
 def _first_in_retune(tune: dict, retune: dict) -> int | None:

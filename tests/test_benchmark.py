@@ -210,12 +210,14 @@ def test_a_grid_end_choice_is_retuned_on_a_wider_grid_and_the_better_tuning_is_e
                          ("ssd", "lam", "1.0")}
   evaluated(reversed(before))  # order does not matter
   assert eval_job().done()
-  # the re-tuning's choice replaces the first one only where it wins by more than the seeds' noise, both
-  # measured inside the re-tuning job (per-seed objectives of the same seeds)
+  # the re-tuning's choice replaces the first one only where it wins beyond the seeds' noise (one-sided paired
+  # t-test at 5 %), both measured inside the re-tuning job (per-seed objectives of the same seeds)
   wide_grid = {"lr": list(axes["lr"]), "alpha": grid["alpha"]}
   first_v, new_v = {"lr": 0.1, "alpha": 0.999}, {"lr": 0.316228, "alpha": 0.999}
   for first_obj, new_obj, moved in (([0.30, 0.50, 0.40], [0.28, 0.45, 0.41], False),  # gain 0.02 < std 0.030
-                                    ([0.30, 0.50, 0.40], [0.20, 0.41, 0.28], True),  # gain 0.103 > std 0.015
+                                    # gain 0.0117 > std 0.0076 but < the t-test's margin 2.92 * 0.0076 / sqrt(3)
+                                    ([0.30, 0.50, 0.40], [0.29, 0.48, 0.395], False),
+                                    ([0.30, 0.50, 0.40], [0.20, 0.41, 0.28], True),  # gain 0.103 > margin 0.026
                                     ([0.30, None, 0.40], [0.9, 0.9, 0.9], True),  # the first failed a seed (JSON null)
                                     ([0.30, 0.2, 0.40], [0.1, None, 0.1], False),  # the re-tuned one did
                                     ([0.30], [0.29], True)):  # one seed: no noise estimate, any gain
@@ -227,6 +229,9 @@ def test_a_grid_end_choice_is_retuned_on_a_wider_grid_and_the_better_tuning_is_e
     assert v["moved"] is moved
     if np.isfinite(d).all() and len(d) > 1:
       assert v["gain"] == pytest.approx(d.mean()) and v["noise"] == pytest.approx(np.std(d, ddof=1))
+      # t_{0.95, 2} = 2.919986 (Student's t table), not scipy's
+      assert v["margin"] == pytest.approx(2.919986 * np.std(d, ddof=1) / np.sqrt(3), rel=1e-6)
+      assert v["moved"] is bool(d.mean() > v["margin"])
     after = bench.tuned_overrides(root, "class:3", a.methods)
     assert (("neggrad_plus", "lr", "0.316228") in after) is moved and (("neggrad_plus", "lr", "0.1") in after) is not moved
     assert eval_job().done() is not moved  # a re-tuning that changed the setting stales the evaluation

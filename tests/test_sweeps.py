@@ -269,3 +269,15 @@ def test_paired_gain_is_the_mean_and_sample_std_of_per_seed_differences():
   assert g == pytest.approx(0.3) and np.isnan(n)
   with pytest.raises(ValueError, match="same seeds"):
     paired_gain([0.1, 0.2], [0.1])
+
+
+def test_paired_margin_is_the_one_sided_t_tests_critical_gain():
+  from jaxunlearn.sweeps.select import paired_margin
+
+  # one-sided 95 % quantiles of Student's t from a printed table (df 2, 4, 9), not from scipy
+  for n, t in ((3, 2.919986), (5, 2.131847), (10, 1.833113)):
+    assert paired_margin(0.01, n) == pytest.approx(t * 0.01 / np.sqrt(n), rel=1e-6)
+  assert paired_margin(0.01, 3, level=0.025) == pytest.approx(4.302653 * 0.01 / np.sqrt(3), rel=1e-6)
+  assert np.isnan(paired_margin(0.01, 1)) and np.isnan(paired_margin(float("nan"), 3))
+  with pytest.raises(ValueError, match="level"):
+    paired_margin(0.01, 3, level=1.5)
