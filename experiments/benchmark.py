@@ -399,6 +399,71 @@ def rank_methods(rows: dict, metrics=RANK_METRICS) -> tuple[list[str], dict]:
   return order, ranks
 
 
+BOOT_DRAWS, BOOT_LEVEL = 1000, 0.90  # bootstrap of the ranking: resamples of the seeds, central interval
+
+
+def _resampled(r: dict, idx) -> dict:
+  """Evaluation ``r`` with every model's per-seed values taken at seed indices ``idx`` (one bootstrap draw: the
+  same seeds for every model, so a method's gaps stay paired with the oracle of their seed). Seconds are one
+  measurement per model and stay as they are."""
+  models = {}
+  for name, e in r["models"].items():
+    models[name] = dict(e, acc_per_seed={s: [v[i] for i in idx] for s, v in e["acc_per_seed"].items()},
+                        evals_per_seed={k: [v[i] for i in idx] for k, v in e.get("evals_per_seed", {}).items()})
+  return {"models": models}
+
+
+def bootstrap_mean_ranks(r: dict, draws: int = BOOT_DRAWS, seed: int = 0) -> list[dict]:
+  """The methods' mean ranks (:func:`rank_methods`) in ``draws`` bootstrap resamples of evaluation ``r``'s seeds
+  (S seeds drawn with replacement from S, the generator seeded with ``seed``): ``[{method: mean rank}]``."""
+  import numpy as np  # noqa: PLC0415
+
+  n = len(r["models"]["retrain"]["acc_per_seed"][SPLITS[0]])
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(draws):
+    _, ranks = rank_methods(summarize_eval(_resampled(r, rng.integers(0, n, n))))
+    out.append({m: v["mean"] for m, v in ranks.items()})
+  return out
+
+
+def rank_intervals(draws: list[dict], level: float = BOOT_LEVEL) -> dict:
+  """Per method, over bootstrap draws of ``{method: score}`` (lower is better): the central ``level`` interval
+  of its score and of its place (1 + the number of methods strictly better in that draw), and ``p_first``, the
+  share of draws that place it first. ``{method: {"score": [lo, hi], "place": [lo, hi], "p_first": p}}``."""
+  import numpy as np  # noqa: PLC0415
+
+  names = list(draws[0])
+  score = np.array([[d[m] for m in names] for d in draws], np.float64)  # [B, M]
+  place = 1 + (score[:, None, :] < score[:, :, None]).sum(-1)  # [B, M]: methods strictly better than each
+  q = [(1 - level) / 2, (1 + level) / 2]
+  lo_hi = lambda a: [float(v) for v in np.quantile(a, q, method="inverted_cdf")]  # noqa: E731  values that occur
+  return {m: {"score": lo_hi(score[:, j]), "place": [int(v) for v in lo_hi(place[:, j])],
+              "p_first": float((place[:, j] == 1).mean())} for j, m in enumerate(names)}
+
+
+def plot_rank_intervals(order: list, point: dict, iv: dict, path: Path, title: str) -> None:
+  """Each method's mean rank (dot) with its bootstrap interval (bar), best first from the top."""
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(order) + 1.2))
+  y = list(range(len(order)))[::-1]
+  x = [point[m] for m in order]
+  err = [[x[i] - iv[m]["score"][0] for i, m in enumerate(order)], [iv[m]["score"][1] - x[i] for i, m in enumerate(order)]]
+  ax.errorbar(x, y, xerr=err, fmt="o", ms=4, capsize=2)
+  ax.set_yticks(y, order)
+  ax.set_xlabel(f"mean rank (1 = best); bars: {BOOT_LEVEL:.0%} bootstrap interval over resampled seeds")
+  ax.set_title(title)
+  ax.grid(axis="x", alpha=0.3)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
 def _pm(v, pct=True) -> str:
   if v is None:
     return ""
@@ -409,21 +474,31 @@ def _pm(v, pct=True) -> str:
   return f"{k * m:.{d}f} ± {k * s:.{d}f}" if s is not None else f"{k * m:.{d}f}"
 
 
-def deepunlearn_markdown(spec: str, rows: dict, order: list, ranks: dict, seeds: int) -> list[str]:
+def _place(iv: dict | None, m: str) -> str:
+  """A method's bootstrap place interval as ``lo-hi`` (``lo`` where they agree; empty without intervals)."""
+  if not iv or m not in iv:
+    return ""
+  lo, hi = iv[m]["place"]
+  return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def deepunlearn_markdown(spec: str, rows: dict, order: list, ranks: dict, seeds: int, iv: dict | None = None) -> list[str]:
   md = [f"### forget {spec} ({seeds} seeds; every method at its tuned setting)", "",
-        "| rank | model | retain | forget | test | retain gap | forget gap | test gap | ToW | MIA | SVC MIA-eff. | s | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "| rank | place (90 %) | model | retain | forget | test | retain gap | forget gap | test gap | ToW | MIA | SVC MIA-eff. | s | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for n in ["original", "retrain"] + order:
     r = rows[n]
     rk = f"{ranks[n]['mean']:.1f}" if n in ranks else ""
-    md.append(f"| {rk} | {n} | " + " | ".join(_pm(r[s]) for s in SPLITS) + " | "
+    md.append(f"| {rk} | {_place(iv, n)} | {n} | " + " | ".join(_pm(r[s]) for s in SPLITS) + " | "
               + " | ".join(_pm(r[f"{s}_gap"]) for s in SPLITS) + " | "
               + " | ".join(_pm(r.get(ev), pct=False) if ev != "svc" else _pm(r.get(ev)) for ev in EVALS)
               + f" | {r['seconds']:.1f} | {r['speedup']:.1f}x |")
   md += ["", "Accuracies, gaps and SVC MIA-efficacy in %, mean ± std over seeds (std ddof 0); gaps are per seed "
              "|acc - oracle acc|; ToW and MIA (scrub_logreg_loss, 0.5 = like unseen) as fractions; seconds: all seeds "
              "of a model in one program, compilation included. Rank: mean of the per-metric ranks over "
-             f"{', '.join(RANK_METRICS)} (1 = best).", ""]
+             f"{', '.join(RANK_METRICS)} (1 = best). Place (90 %): the central 90 % interval of the method's place "
+             f"over {BOOT_DRAWS} bootstrap resamples of the seeds (seconds held fixed); overlapping places are not "
+             "told apart by these seeds.", ""]
   return md
 
 
@@ -515,16 +590,18 @@ def plot_rank_across(order: list, table: dict, specs: list, path: Path, title: s
            figsize=(1.6 * len(cols) + 2.2, 0.35 * len(order) + 1.4), rotation=25)
 
 
-def across_markdown(order: list, table: dict, specs: list) -> list[str]:
+def across_markdown(order: list, table: dict, specs: list, iv: dict | None = None) -> list[str]:
   md = ["### every forget set: mean rank per forget set, and their mean", "",
-        "| method | " + " | ".join(specs) + " | mean | sets |", "|---|" + "---|" * (len(specs) + 2)]
+        "| method | " + " | ".join(specs) + " | mean | place (90 %) | sets |", "|---|" + "---|" * (len(specs) + 3)]
   for m in order:
     row = table[m]
     md.append(f"| {m} | " + " | ".join(f"{row[s]:.1f}" if s in row else "" for s in specs)
-              + f" | {row['mean']:.2f} | {row['sets']} |")
+              + f" | {row['mean']:.2f} | {_place(iv, m)} | {row['sets']} |")
   md += ["", "Each cell: the method's mean rank over the ranked metrics in that forget set (the tables below); "
-             "methods sorted by the mean over the forget sets they ran on (more sets first).",
-         "", "![ranks across forget sets](ranks_across.png)", ""]
+             "methods sorted by the mean over the forget sets they ran on (more sets first). Place (90 %): over "
+             f"{BOOT_DRAWS} bootstrap draws, each resampling every set's seeds, the central 90 % interval of the "
+             "method's place by the mean over the sets (methods evaluated on every set).",
+         "", "![ranks across forget sets](ranks_across.png) ![rank intervals](rank_intervals_across.png)", ""]
   return md
 
 
@@ -558,6 +635,7 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         f"{sum(summary['jobs'].values())} of {len(jobs)}.", ""]
   md += [f"- left out: {m}: {why}" for m, why in summary["left_out"].items()] + ([""] if summary["left_out"] else [])
   if a.protocol in ("deepunlearn", "salun"):
+    boots: dict = {}  # forget set -> bootstrap draws of the mean ranks (deepunlearn)
     for spec in a.forget:
       ev = root / _tag(spec) / "eval" / "results.json"
       if not ev.is_file():
@@ -567,6 +645,10 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         continue
       rows = summarize_eval(r)
       order, ranks = rank_methods(rows)
+      iv = None
+      if a.protocol == "deepunlearn":  # how much of the ranking the seeds support
+        boots[spec] = bootstrap_mean_ranks(r)
+        iv = rank_intervals(boots[spec])
       have = {m: tunings(root, spec, m) for m in a.methods}  # read once: the tuning used and the re-tunings
       best = {m: b for m in a.methods if (b := _used(have[m])) is not None}
       tunes = {m: t for m, (_, t) in best.items()}
@@ -589,6 +671,8 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
           retuned[m]["verdict"] = retune_verdict(have[m]["tune"], have[m]["retune"]) if "tune" in have[m] else None
       entry = {"rows": rows, "ranking": order, "ranks": ranks, "tuned": tuned, "grid_edges": edges,
                "retuned": retuned, "warnings": r.get("warnings", []), "eval_results": str(ev.relative_to(root))}
+      if iv is not None:
+        entry["rank_intervals"] = {"draws": BOOT_DRAWS, "level": BOOT_LEVEL, "seed": 0, "methods": iv}
       stale = stale_overrides(r, tuned_overrides(root, spec, a.methods))
       if stale:  # a re-tuning moved a setting since: the table is not the tuned methods' any more
         entry["stale"] = stale
@@ -596,7 +680,7 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
         entry["salun"] = salun_rows(rows)
         md += salun_markdown(spec, entry["salun"], a.seeds)
       else:
-        md += deepunlearn_markdown(spec, rows, order, ranks, a.seeds)
+        md += deepunlearn_markdown(spec, rows, order, ranks, a.seeds, iv)
       if "stale" in entry:
         md += ["**Stale**: this table evaluated "
                + ", ".join(f"{m}.{k}={v}" for m, k, v in entry["stale"]["evaluated_at"]) + "; the best tunings now say "
@@ -611,17 +695,28 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       plotting.plot_accuracy_panels(accs, root / f"accuracy_{_tag(spec)}.png", errors=errs,
                                     title=f"{a.protocol}: forget {spec} ({a.seeds} seeds; dashed: retrain)")
       plot_ranks(order, ranks, root / f"ranks_{_tag(spec)}.png", f"ranks, forget {spec}")
-      md += [f"![accuracy](accuracy_{_tag(spec)}.png) ![ranks](ranks_{_tag(spec)}.png)", ""]
+      md += [f"![accuracy](accuracy_{_tag(spec)}.png) ![ranks](ranks_{_tag(spec)}.png)"]
+      if iv is not None:
+        plot_rank_intervals(order, {m: ranks[m]["mean"] for m in order}, iv,
+                            root / f"rank_intervals_{_tag(spec)}.png", f"mean rank, forget {spec}")
+        md[-1] += f" ![rank intervals](rank_intervals_{_tag(spec)}.png)"
+      md += [""]
       summary["forget"][spec] = entry
     current = {k: e for k, e in summary["forget"].items() if "stale" not in e}
     if a.protocol == "deepunlearn" and len(current) >= 2:
       specs = list(current)
       order, table = rank_across(current)
-      summary["across"] = {"order": order, "table": table}
+      every = [m for m in order if table[m]["sets"] == len(specs)]
+      iv = rank_intervals([{m: sum(boots[s][b][m] for s in specs) / len(specs) for m in every}
+                           for b in range(BOOT_DRAWS)])
+      summary["across"] = {"order": order, "table": table,
+                           "rank_intervals": {"draws": BOOT_DRAWS, "level": BOOT_LEVEL, "seed": 0, "methods": iv}}
       plot_rank_across(order, table, specs, root / "ranks_across.png",
                        f"{a.protocol} ({a.scale}): mean rank per forget set")
+      plot_rank_intervals(every, {m: table[m]["mean"] for m in every}, iv, root / "rank_intervals_across.png",
+                          f"{a.protocol} ({a.scale}): mean rank over {len(specs)} forget sets")
       at = next(i for i, line in enumerate(md) if line.startswith("### forget "))
-      md[at:at] = across_markdown(order, table, specs)
+      md[at:at] = across_markdown(order, table, specs, iv)
   else:
     plots: list[str] = []
     md += ["| method | U-LiRA AUC (online) | TPR@1% | TPR@0.1% | forget quality F | F of an exact retrain (ceiling) | "

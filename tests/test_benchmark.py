@@ -70,7 +70,12 @@ def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tm
   assert e["ranking"][0] == min((a, b), key=lambda n: (wins[n], n))
   md = (tmp_path / "b" / "README.md").read_text()
   assert "| retrain |" in md and "- tuned: ssd: alpha=" in md
-  assert all((tmp_path / "b" / f).stat().st_size > 1000 for f in ("accuracy_class_3.png", "ranks_class_3.png"))
+  assert all((tmp_path / "b" / f).stat().st_size > 1000
+             for f in ("accuracy_class_3.png", "ranks_class_3.png", "rank_intervals_class_3.png"))
+  # the ranking's bootstrap over the evaluation's seeds is written beside it and reproducible from results.json
+  iv = e["rank_intervals"]
+  assert iv["methods"] == bench.rank_intervals(bench.bootstrap_mean_ranks(ev, iv["draws"], iv["seed"]), iv["level"])
+  assert set(iv["methods"]) == {a, b}
   # protocol 3 on the top-ranked method: its U-LiRA and challenge studies at the tuned setting, tabulated
   priv = tmp_path / "p"
   assert bench.main(["privacy", "--scale", "smoke", "--from", out, "--out", str(priv), "--models", "4", "--quiet"]) == 0
@@ -150,9 +155,36 @@ def test_ranks_across_forget_sets_average_each_methods_per_set_mean_rank(bench, 
   assert table["c"] == {"class:3": 2.0, "random:0.1": 2.5, "mean": 2.25, "sets": 2}
   assert order == ["b", "a", "c"]  # c's 2.25 beats a's 2.33, but it ran on two sets of three
   md = bench.across_markdown(order, table, list(forget))
-  assert md[4] == "| b | 3.0 | 1.0 | 1.5 | 1.83 | 3 |" and md[6] == "| c | 2.0 | 2.5 |  | 2.25 | 2 |"
+  assert md[4] == "| b | 3.0 | 1.0 | 1.5 | 1.83 |  | 3 |" and md[6] == "| c | 2.0 | 2.5 |  | 2.25 |  | 2 |"
   bench.plot_rank_across(order, table, list(forget), tmp_path / "x.png", "t")
   assert (tmp_path / "x.png").stat().st_size > 1000
+
+
+def test_rank_intervals_resample_the_seeds_jointly_and_match_the_exact_bootstrap(bench):
+  """The ranking's bootstrap: every method's per-seed values resampled at the same seeds (paired with the
+  oracle's). Two methods tie on every metric but the retain gap: a's per-seed gaps 0, 0, 10 points, b's 5, 5, 5.
+  a has the smaller mean gap, and so place 1, exactly when a resample holds seed 3 at most once: probability
+  (2/3)^3 + 3 (1/3)(2/3)^2 = 20/27, counted by hand, not by the code under test."""
+  def model(retain, seconds=1.0):
+    n = len(retain)
+    per = {"retain": list(retain), "forget": [0.5] * n, "test": [0.8] * n}
+    return {"acc_per_seed": per, "evals_per_seed": {"mia": [0.5] * n},
+            "acc": {k: float(np.mean(v)) for k, v in per.items()}, "acc_std": {k: 0.0 for k in per},
+            "seconds": seconds}
+  r = {"models": {"original": model([1.0] * 3), "retrain": model([1.0] * 3), "a": model([1.0, 1.0, 0.9]),
+                  "b": model([0.95] * 3)}}
+  draws = bench.bootstrap_mean_ranks(r, draws=4000, seed=1)
+  iv = bench.rank_intervals(draws, level=0.9)
+  assert iv["a"]["p_first"] == pytest.approx(20 / 27, abs=0.025) and iv["b"]["p_first"] == pytest.approx(7 / 27, abs=0.025)
+  assert iv["a"]["place"] == [1, 2] and iv["b"]["place"] == [1, 2]
+  # mean rank over 5 metrics: 1 everywhere but the retain gap (1 or 2; a tie gives both 1)
+  assert {d["a"] for d in draws} <= {1.0, 1.2} and iv["a"]["score"] == [1.0, 1.2]
+  assert bench.bootstrap_mean_ranks(r, draws=50, seed=1) == draws[:50]  # the seed makes the draws reproducible
+  # seeds that agree leave nothing to resample: the interval is the point
+  r["models"]["a"] = model([0.99] * 3)
+  iv = bench.rank_intervals(bench.bootstrap_mean_ranks(r, draws=200))
+  assert iv["a"] == {"score": [1.0, 1.0], "place": [1, 1], "p_first": 1.0} and iv["b"]["place"] == [2, 2]
+  assert bench._place(iv, "a") == "1" and bench._place({"x": {"place": [3, 7]}}, "x") == "3-7"
 
 
 def _fake_tuning(path, grid: dict, values: dict, objective: float, configs=None):
