@@ -190,9 +190,10 @@ def retune_verdict(tune: dict, retune: dict) -> dict:
   both measured INSIDE the re-tuning job (its grid holds the first choice; only within one job are the
   objectives measured on the same originals and oracles). ``gain`` / ``noise``:
   :func:`~jaxunlearn.sweeps.select.paired_gain` of the re-tuned choice over the first choice on the re-tuning's
-  S seeds; ``margin``: :func:`~jaxunlearn.sweeps.select.paired_margin` (a one-sided paired t-test at 5 %:
-  ``t_{0.95, S-1} * noise / sqrt(S)``, 1.686 x noise for 3 seeds); ``moved``: ``gain > margin`` (one seed: any
-  gain). The margin exists because a 3-seed objective can rank two settings within their spread either way:
+  S seeds; ``margin``: :func:`~jaxunlearn.sweeps.select.paired_margin` (a one-sided paired t-test at a nominal
+  5 %: ``t_{0.95, S-1} * noise / sqrt(S)``, 1.686 x noise for 3 seeds; nominal, because the re-tuned choice is
+  the best of its grid on these same seeds, so its gain is biased upward and within-noise moves pass more
+  often than 5 %); ``moved``: ``gain > margin`` (one seed: any gain). The margin exists because a 3-seed objective can rank two settings within their spread either way:
   on 2026-12-06 the class:7 re-tuning moved Boundary Shrink's lr 1e-4 -> 1e-3 on a 0.004 gain with a 0.009
   spread, and the 5-seed evaluation then ranked it 11th instead of 2nd; a first margin of one spread (``gain >
   noise``, no test) let LAU's lr 0.1 -> 0.316 through on confuse (gain 0.009, spread 0.006), and it fell from
@@ -415,7 +416,9 @@ def _resampled(r: dict, idx) -> dict:
 
 def bootstrap_mean_ranks(r: dict, draws: int = BOOT_DRAWS, seed: int = 0) -> list[dict]:
   """The methods' mean ranks (:func:`rank_methods`) in ``draws`` bootstrap resamples of evaluation ``r``'s seeds
-  (S seeds drawn with replacement from S, the generator seeded with ``seed``): ``[{method: mean rank}]``."""
+  (S seeds drawn with replacement from S, the generator seeded with ``seed``): ``[{method: mean rank}]``. Two
+  evaluations with the same S and ``seed`` resample the same seed indices in draw b: the across-sets intervals
+  rely on it, since seed s starts from the same original in every forget set (paired by seed)."""
   import numpy as np  # noqa: PLC0415
 
   n = len(r["models"]["retrain"]["acc_per_seed"][SPLITS[0]])
@@ -434,7 +437,8 @@ def rank_intervals(draws: list[dict], level: float = BOOT_LEVEL) -> dict:
   import numpy as np  # noqa: PLC0415
 
   names = list(draws[0])
-  score = np.array([[d[m] for m in names] for d in draws], np.float64)  # [B, M]
+  # rounded: an across-sets score is a mean of per-set means, and equal true means can differ by an ulp
+  score = np.round(np.array([[d[m] for m in names] for d in draws], np.float64), 9)  # [B, M]
   place = 1 + (score[:, None, :] < score[:, :, None]).sum(-1)  # [B, M]: methods strictly better than each
   q = [(1 - level) / 2, (1 + level) / 2]
   lo_hi = lambda a: [float(v) for v in np.quantile(a, q, method="inverted_cdf")]  # noqa: E731  values that occur
@@ -451,9 +455,9 @@ def plot_rank_intervals(order: list, point: dict, iv: dict, path: Path, title: s
 
   fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(order) + 1.2))
   y = list(range(len(order)))[::-1]
-  x = [point[m] for m in order]
-  err = [[x[i] - iv[m]["score"][0] for i, m in enumerate(order)], [iv[m]["score"][1] - x[i] for i, m in enumerate(order)]]
-  ax.errorbar(x, y, xerr=err, fmt="o", ms=4, capsize=2)
+  # the bar from lo to hi on its own: a percentile interval of a rank need not contain the point estimate
+  ax.hlines(y, [iv[m]["score"][0] for m in order], [iv[m]["score"][1] for m in order], color="C0")
+  ax.plot([point[m] for m in order], y, "o", ms=4, color="C0")
   ax.set_yticks(y, order)
   ax.set_xlabel(f"mean rank (1 = best); bars: {BOOT_LEVEL:.0%} bootstrap interval over resampled seeds")
   ax.set_title(title)
@@ -600,7 +604,8 @@ def across_markdown(order: list, table: dict, specs: list, iv: dict | None = Non
   md += ["", "Each cell: the method's mean rank over the ranked metrics in that forget set (the tables below); "
              "methods sorted by the mean over the forget sets they ran on (more sets first). Place (90 %): over "
              f"{BOOT_DRAWS} bootstrap draws, each resampling every set's seeds, the central 90 % interval of the "
-             "method's place by the mean over the sets (methods evaluated on every set).",
+             "method's place by the mean over the sets (methods evaluated on every set; draw b resamples the same "
+             "seed indices in every set, whose seed s shares its original).",
          "", "![ranks across forget sets](ranks_across.png) ![rank intervals](rank_intervals_across.png)", ""]
   return md
 

@@ -185,6 +185,15 @@ def test_rank_intervals_resample_the_seeds_jointly_and_match_the_exact_bootstrap
   iv = bench.rank_intervals(bench.bootstrap_mean_ranks(r, draws=200))
   assert iv["a"] == {"score": [1.0, 1.0], "place": [1, 1], "p_first": 1.0} and iv["b"]["place"] == [2, 2]
   assert bench._place(iv, "a") == "1" and bench._place({"x": {"place": [3, 7]}}, "x") == "3-7"
+  # joint: a method that tracks the oracle seed by seed has a zero gap in EVERY draw, so it is always first;
+  # resampling each model's seeds on its own would pair it with other seeds' oracles (gaps up to 10 points)
+  r = {"models": {"original": model([1.0] * 3), "retrain": model([1.0, 1.0, 0.9]), "c": model([1.0, 1.0, 0.9]),
+                  "d": model([0.97] * 3)}}
+  iv = bench.rank_intervals(bench.bootstrap_mean_ranks(r, draws=300))
+  assert iv["c"]["p_first"] == 1.0 and iv["d"]["place"] == [2, 2]
+  # equal scores that differ by an ulp (a mean of per-set means) tie: both placed first
+  iv = bench.rank_intervals([{"x": (13.2 + 8.2 + 9.0 + 7.8) / 4, "y": (12.8 + 7.8 + 8.6 + 9.0) / 4}])
+  assert iv["x"]["place"] == iv["y"]["place"] == [1, 1]
 
 
 def _fake_tuning(path, grid: dict, values: dict, objective: float, configs=None):
