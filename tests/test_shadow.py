@@ -94,6 +94,26 @@ def test_chunked_equals_unchunked(blobs, tiny_model, keep, many):
   assert _max_diff(chunked, many[0]) < TOL
 
 
+def test_predict_on_the_cpu_bounds_the_images_per_step_and_equals_one_chunk(blobs, many, monkeypatch):
+  """On a device that reports no free memory (the CPU) predict_many's default chunk holds at most
+  HOST_IMAGES_PER_STEP images per step (75 CNN models x 1024 images in one step took 24 GB and were killed);
+  the logits equal one chunk of every model's."""
+  from jaxunlearn.many import predict as jpredict
+
+  states, _ = many
+  x = blobs[0][:40]
+  chunks = []
+  real = jpredict.ChunkedRun
+  monkeypatch.setattr(jpredict, "ChunkedRun", lambda *a, **kw: chunks.append(a[4]) or real(*a, **kw))
+  monkeypatch.setattr(jpredict, "HOST_IMAGES_PER_STEP", 32)
+  bounded = jmany.predict_many(states, x, batch_size=16)  # 32 // 16 = 2 models per step
+  flipped = jmany.predict_many(states, x, batch_size=16, flip=True)  # a mirror image doubles them: 1 model
+  whole = jmany.predict_many(states, x, batch_size=16, chunk_size=M)
+  assert chunks == [2, 1, M]
+  np.testing.assert_allclose(bounded, whole, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(flipped[:, :, 0], whole, rtol=1e-6, atol=1e-6)
+
+
 def test_sequential_strategy_equals_vmap(blobs, tiny_model, keep, many):
   x, y, _, _ = blobs
   seq, _ = jmany.train_many(KEY, (x, y), keep, CFG, model=tiny_model, strategy="sequential", progress=False)
