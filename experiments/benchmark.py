@@ -54,6 +54,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -414,28 +416,23 @@ def _resampled(r: dict, idx) -> dict:
   return {"models": models}
 
 
-def bootstrap_mean_ranks(r: dict, draws: int = BOOT_DRAWS, seed: int = 0) -> list[dict]:
-  """The methods' mean ranks (:func:`rank_methods`) in ``draws`` bootstrap resamples of evaluation ``r``'s seeds
-  (S seeds drawn with replacement from S, the generator seeded with ``seed``): ``[{method: mean rank}]``. Two
-  evaluations with the same S and ``seed`` resample the same seed indices in draw b: the across-sets intervals
-  rely on it, since seed s starts from the same original in every forget set (paired by seed)."""
-  import numpy as np  # noqa: PLC0415
+def bootstrap_indices(n: int, draws: int = BOOT_DRAWS, seed: int = 0) -> np.ndarray:
+  """``[draws, n]`` seed indices, each row ``n`` seeds drawn with replacement from ``n`` (the generator seeded
+  with ``seed``). One matrix serves every forget set of a summary: seed s starts from the same original in
+  every set, so draw b resamples the same seeds everywhere (paired by seed)."""
+  return np.random.default_rng(seed).integers(0, n, (draws, n))
 
-  n = len(r["models"]["retrain"]["acc_per_seed"][SPLITS[0]])
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(draws):
-    _, ranks = rank_methods(summarize_eval(_resampled(r, rng.integers(0, n, n))))
-    out.append({m: v["mean"] for m, v in ranks.items()})
-  return out
+
+def bootstrap_mean_ranks(r: dict, idx: np.ndarray) -> list[dict]:
+  """The methods' mean ranks (:func:`rank_methods`) in each bootstrap resample ``idx[b]`` of evaluation ``r``'s
+  seeds (:func:`bootstrap_indices`): ``[{method: mean rank}]``."""
+  return [{m: v["mean"] for m, v in rank_methods(summarize_eval(_resampled(r, row)))[1].items()} for row in idx]
 
 
 def rank_intervals(draws: list[dict], level: float = BOOT_LEVEL) -> dict:
   """Per method, over bootstrap draws of ``{method: score}`` (lower is better): the central ``level`` interval
   of its score and of its place (1 + the number of methods strictly better in that draw), and ``p_first``, the
   share of draws that place it first. ``{method: {"score": [lo, hi], "place": [lo, hi], "p_first": p}}``."""
-  import numpy as np  # noqa: PLC0415
-
   names = list(draws[0])
   # rounded: an across-sets score is a mean of per-set means, and equal true means can differ by an ulp
   score = np.round(np.array([[d[m] for m in names] for d in draws], np.float64), 9)  # [B, M]
@@ -448,24 +445,8 @@ def rank_intervals(draws: list[dict], level: float = BOOT_LEVEL) -> dict:
 
 def plot_rank_intervals(order: list, point: dict, iv: dict, path: Path, title: str) -> None:
   """Each method's mean rank (dot) with its bootstrap interval (bar), best first from the top."""
-  import matplotlib  # noqa: PLC0415
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-
-  fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(order) + 1.2))
-  y = list(range(len(order)))[::-1]
-  # the bar from lo to hi on its own: a percentile interval of a rank need not contain the point estimate
-  ax.hlines(y, [iv[m]["score"][0] for m in order], [iv[m]["score"][1] for m in order], color="C0")
-  ax.plot([point[m] for m in order], y, "o", ms=4, color="C0")
-  ax.set_yticks(y, order)
-  ax.set_xlabel(f"mean rank (1 = best); bars: {BOOT_LEVEL:.0%} bootstrap interval over resampled seeds")
-  ax.set_title(title)
-  ax.grid(axis="x", alpha=0.3)
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=130)
-  plt.close(fig)
+  plotting.plot_intervals({m: point[m] for m in order}, {m: iv[m]["score"] for m in order}, path, title=title,
+                          xlabel=f"mean rank (1 = best); bars: {BOOT_LEVEL:.0%} bootstrap interval over resampled seeds")
 
 
 def _pm(v, pct=True) -> str:
@@ -641,6 +622,7 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
   md += [f"- left out: {m}: {why}" for m, why in summary["left_out"].items()] + ([""] if summary["left_out"] else [])
   if a.protocol in ("deepunlearn", "salun"):
     boots: dict = {}  # forget set -> bootstrap draws of the mean ranks (deepunlearn)
+    indices: dict = {}  # seeds per evaluation -> its bootstrap indices, one matrix shared by the forget sets
     for spec in a.forget:
       ev = root / _tag(spec) / "eval" / "results.json"
       if not ev.is_file():
@@ -652,7 +634,8 @@ def write_summary(a, root: Path, jobs: list[Job]) -> dict:
       order, ranks = rank_methods(rows)
       iv = None
       if a.protocol == "deepunlearn":  # how much of the ranking the seeds support
-        boots[spec] = bootstrap_mean_ranks(r)
+        n = len(r["models"]["retrain"]["acc_per_seed"][SPLITS[0]])
+        boots[spec] = bootstrap_mean_ranks(r, indices.setdefault(n, bootstrap_indices(n)))
         iv = rank_intervals(boots[spec])
       have = {m: tunings(root, spec, m) for m in a.methods}  # read once: the tuning used and the re-tunings
       best = {m: b for m in a.methods if (b := _used(have[m])) is not None}

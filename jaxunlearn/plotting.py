@@ -1,4 +1,4 @@
-"""Figures for reports: log-log ROC curves, epsilon histograms, accuracy bars and hyperparameter sweeps.
+"""Figures for reports: log-log ROC curves, epsilon histograms, accuracy bars, hyperparameter sweeps and intervals.
 
 Uses matplotlib's object-oriented API on the Agg canvas (no pyplot, no global state, no display
 needed). Every function writes one image (format from the path's suffix, e.g. ``.png``),
@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ("dataset_label", "plot_accuracy_bars", "plot_epsilon_hist", "plot_roc", "plot_sweep")
+__all__ = ("dataset_label", "plot_accuracy_bars", "plot_epsilon_hist", "plot_intervals", "plot_roc", "plot_sweep")
 
 
 def _new_figure(figsize) -> Figure:
@@ -337,4 +337,23 @@ def plot_sweep(values: Mapping, series: Mapping, path, *, objective: tuple | Non
     axes[row, 1].set_ylabel("accuracy")
     axes[row, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.suptitle(title + ("  (* chosen)" if chosen is not None else ""))
+  return _save(fig, path, dpi)
+
+
+def plot_intervals(points: Mapping, intervals: Mapping, path, *, title: str = "", xlabel: str = "",
+                   dpi: int = 130) -> str:
+  """One row per name of ``points`` (its order, first at the top): the point (dot) and ``intervals[name] =
+  (lo, hi)`` (a bar drawn on its own: a percentile interval, e.g. of a rank, need not contain the point)."""
+  _check_mapping(points, "points")
+  _check_mapping(intervals, "intervals")
+  names = list(points)
+  fig = _new_figure((6.5, 0.3 * len(names) + 1.2))
+  ax = fig.add_subplot()
+  y = np.arange(len(names))[::-1]
+  ax.hlines(y, [intervals[n][0] for n in names], [intervals[n][1] for n in names], color="C0")
+  ax.plot([points[n] for n in names], y, "o", ms=4, color="C0")
+  ax.set_yticks(y, names)
+  ax.set_xlabel(xlabel)
+  ax.set_title(title)
+  ax.grid(axis="x", alpha=0.3)
   return _save(fig, path, dpi)

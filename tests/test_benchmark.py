@@ -74,7 +74,8 @@ def test_deepunlearn_smoke_resumes_job_by_job_and_summarizes_the_seeds(bench, tm
              for f in ("accuracy_class_3.png", "ranks_class_3.png", "rank_intervals_class_3.png"))
   # the ranking's bootstrap over the evaluation's seeds is written beside it and reproducible from results.json
   iv = e["rank_intervals"]
-  assert iv["methods"] == bench.rank_intervals(bench.bootstrap_mean_ranks(ev, iv["draws"], iv["seed"]), iv["level"])
+  idx = bench.bootstrap_indices(len(ev["models"]["retrain"]["acc_per_seed"]["retain"]), iv["draws"], iv["seed"])
+  assert iv["methods"] == bench.rank_intervals(bench.bootstrap_mean_ranks(ev, idx), iv["level"])
   assert set(iv["methods"]) == {a, b}
   # protocol 3 on the top-ranked method: its U-LiRA and challenge studies at the tuned setting, tabulated
   priv = tmp_path / "p"
@@ -173,23 +174,25 @@ def test_rank_intervals_resample_the_seeds_jointly_and_match_the_exact_bootstrap
             "seconds": seconds}
   r = {"models": {"original": model([1.0] * 3), "retrain": model([1.0] * 3), "a": model([1.0, 1.0, 0.9]),
                   "b": model([0.95] * 3)}}
-  draws = bench.bootstrap_mean_ranks(r, draws=4000, seed=1)
+  idx = bench.bootstrap_indices(3, draws=4000, seed=1)
+  assert idx.shape == (4000, 3) and set(np.unique(idx)) == {0, 1, 2}
+  draws = bench.bootstrap_mean_ranks(r, idx)
   iv = bench.rank_intervals(draws, level=0.9)
   assert iv["a"]["p_first"] == pytest.approx(20 / 27, abs=0.025) and iv["b"]["p_first"] == pytest.approx(7 / 27, abs=0.025)
   assert iv["a"]["place"] == [1, 2] and iv["b"]["place"] == [1, 2]
   # mean rank over 5 metrics: 1 everywhere but the retain gap (1 or 2; a tie gives both 1)
   assert {d["a"] for d in draws} <= {1.0, 1.2} and iv["a"]["score"] == [1.0, 1.2]
-  assert bench.bootstrap_mean_ranks(r, draws=50, seed=1) == draws[:50]  # the seed makes the draws reproducible
+  assert (bench.bootstrap_indices(3, draws=4000, seed=1) == idx).all()  # the seed makes the draws reproducible
   # seeds that agree leave nothing to resample: the interval is the point
   r["models"]["a"] = model([0.99] * 3)
-  iv = bench.rank_intervals(bench.bootstrap_mean_ranks(r, draws=200))
+  iv = bench.rank_intervals(bench.bootstrap_mean_ranks(r, bench.bootstrap_indices(3, 200)))
   assert iv["a"] == {"score": [1.0, 1.0], "place": [1, 1], "p_first": 1.0} and iv["b"]["place"] == [2, 2]
   assert bench._place(iv, "a") == "1" and bench._place({"x": {"place": [3, 7]}}, "x") == "3-7"
   # joint: a method that tracks the oracle seed by seed has a zero gap in EVERY draw, so it is always first;
   # resampling each model's seeds on its own would pair it with other seeds' oracles (gaps up to 10 points)
   r = {"models": {"original": model([1.0] * 3), "retrain": model([1.0, 1.0, 0.9]), "c": model([1.0, 1.0, 0.9]),
                   "d": model([0.97] * 3)}}
-  iv = bench.rank_intervals(bench.bootstrap_mean_ranks(r, draws=300))
+  iv = bench.rank_intervals(bench.bootstrap_mean_ranks(r, bench.bootstrap_indices(3, 300)))
   assert iv["c"]["p_first"] == 1.0 and iv["d"]["place"] == [2, 2]
   # equal scores that differ by an ulp (a mean of per-set means) tie: both placed first
   iv = bench.rank_intervals([{"x": (13.2 + 8.2 + 9.0 + 7.8) / 4, "y": (12.8 + 7.8 + 8.6 + 9.0) / 4}])

@@ -98,6 +98,7 @@ def test_predict_on_the_cpu_bounds_the_images_per_step_and_equals_one_chunk(blob
   """On a device that reports no free memory (the CPU) predict_many's default chunk holds at most
   HOST_IMAGES_PER_STEP images per step (75 CNN models x 1024 images in one step took 24 GB and were killed);
   the logits equal one chunk of every model's."""
+  from jaxunlearn.many import memory as jmemory
   from jaxunlearn.many import predict as jpredict
 
   states, _ = many
@@ -105,7 +106,7 @@ def test_predict_on_the_cpu_bounds_the_images_per_step_and_equals_one_chunk(blob
   chunks = []
   real = jpredict.ChunkedRun
   monkeypatch.setattr(jpredict, "ChunkedRun", lambda *a, **kw: chunks.append(a[4]) or real(*a, **kw))
-  monkeypatch.setattr(jpredict, "HOST_IMAGES_PER_STEP", 32)
+  monkeypatch.setattr(jmemory, "HOST_IMAGES_PER_STEP", 32)
   bounded = jmany.predict_many(states, x, batch_size=16)  # 32 // 16 = 2 models per step
   flipped = jmany.predict_many(states, x, batch_size=16, flip=True)  # a mirror image doubles them: 1 model
   whole = jmany.predict_many(states, x, batch_size=16, chunk_size=M)

@@ -5,7 +5,8 @@ The default chunk of :func:`jaxunlearn.many.train_many` / ``unlearn_many`` (``ch
 that reports its memory (GPU, TPU) is the largest multiple of the device count whose program fits in
 ``FRACTION`` of the free memory. The per-chunk program is compiled for one and two models per device; the
 difference is what one more model costs (parameters, optimizer state, activations), the rest is fixed
-(the shared data, XLA's workspace). On the CPU, which reports no memory, every model stays in one chunk.
+(the shared data, XLA's workspace). On the CPU, which reports no memory, every model stays in one training
+chunk, and a prediction chunk holds at most :data:`HOST_IMAGES_PER_STEP` images per step (:func:`host_chunk`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import jax
 import numpy as np
 
 FRACTION = 0.8  # of the free device memory a chunk may plan to use (fragmentation, XLA's own buffers)
+# Prediction on a device that reports no free memory (the CPU): at most this many images per program step per
+# device (models x images per model): all 75 models of a tuning grid at batch 1024 through a CIFAR-sized CNN
+# took 24 GB and were killed (2026-12-06); 16 models x 1024 images take a few GB.
+HOST_IMAGES_PER_STEP = 16384
 
 
 def compiled_bytes(compiled) -> int | None:
@@ -43,6 +48,12 @@ def free_bytes(devices) -> int | None:
       return None
     free.append(int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
   return min(free) if free else None
+
+
+def host_chunk(images_per_model: int, num_devices: int) -> int:
+  """The models per chunk (a multiple of ``num_devices``) that keep a step of ``images_per_model`` images per
+  model within :data:`HOST_IMAGES_PER_STEP` per device: the chunk rule where no memory is reported."""
+  return max(1, HOST_IMAGES_PER_STEP // max(1, images_per_model)) * num_devices
 
 
 def fit_chunk(measure: Callable[[int], int | None], num_models: int, num_devices: int, budget: int | None

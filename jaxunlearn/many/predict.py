@@ -9,15 +9,12 @@ from jaxunlearn.many.engine import ChunkedRun
 from jaxunlearn.many.engine import prepare
 from jaxunlearn.many.engine import round_chunk
 from jaxunlearn.many.memory import free_bytes
+from jaxunlearn.many.memory import host_chunk
 from jaxunlearn.many.programs import predict_program
 from jaxunlearn.many.stack import num_models_of
 from jaxunlearn.train import ModelState
 
 TTA_LEVELS = (0, 1, 2)
-# On a device that reports no free memory (the CPU), the default chunk holds at most this many images per
-# program step per device (models x batch): all 75 models of a tuning grid at batch 1024 through a CIFAR-sized
-# CNN took 24 GB and were killed (2026-12-06); 16 models x 1024 images take a few GB.
-HOST_IMAGES_PER_STEP = 16384
 
 
 def _translate_diagonal(x, shift: int):
@@ -42,7 +39,7 @@ def predict_many(states: ModelState, x, *, flip: bool = False, tta: int = 0, bat
       moved by one pixel along both axes with reflection padding.
     batch_size: images per forward pass (per model).
     chunk_size, strategy, devices, progress, desc: as in :func:`train_many`; where the device reports no
-      free memory (the CPU) the default chunk holds at most :data:`HOST_IMAGES_PER_STEP` images per step.
+      free memory (the CPU) the default chunk holds at most :data:`jaxunlearn.many.memory.HOST_IMAGES_PER_STEP` images per step.
 
   Returns:
     ``float32`` numpy ``[M, N, C]``, or ``[M, N, 2, C]`` with ``flip`` (index 1 = mirrored).
@@ -84,11 +81,11 @@ def _predict_run(states: ModelState, x, y, *, flip, batch_size, chunk_size, stra
   """The chunked predict program over M models: logits ``[M, N, A, C]``, or confidences ``[M, N, A]`` given ``y``."""
   m, n = num_models_of(states), int(np.shape(x)[0])
   mesh, chunk, strategy = prepare(m, chunk_size, devices, strategy)
+  batch = max(1, min(batch_size, n))
   if chunk_size is None and free_bytes(list(mesh.devices.flat)) is None:  # no memory to fit against: bound it
-    per_model = max(1, min(batch_size, n)) * (2 if flip else 1)  # images one model holds per step
-    chunk = round_chunk(max(1, HOST_IMAGES_PER_STEP // per_model) * mesh.size, m, mesh.size)
+    chunk = round_chunk(host_chunk(batch * (2 if flip else 1), mesh.size), m, mesh.size)
   conf = y is not None
-  program = predict_program(states.model, n, max(1, min(batch_size, n)), bool(flip), strategy, mesh, confidence=conf)
+  program = predict_program(states.model, n, batch, bool(flip), strategy, mesh, confidence=conf)
   shared = {"x": jnp.asarray(x)} | ({"y": jnp.asarray(y, jnp.int32)} if conf else {})
   run = ChunkedRun(program, {"params": states.params, "batch_stats": states.batch_stats}, shared,
                    m, chunk, mesh, progress=progress, desc=desc, to_host=True)
