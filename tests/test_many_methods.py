@@ -1,56 +1,15 @@
-"""unlearn_many equals single runs for EVERY registered method (2 models, per-model hyperparameters)."""
+"""The many-model entry points: bad hyperparameters refused before compiling, train_many's executors equal to
+single runs, group strategies only under scan. (unlearn_many equals single runs for EVERY registered method:
+test_method_api.test_vmap_and_unlearn_many_equal_separate_runs, sharing that test's separate runs.)"""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_method_api import TINY  # the tiny per-method settings (every registered method has one)
-from test_method_api import NO_LOOP
-from test_method_api import PASSES
-from test_method_api import VARY
-from test_method_api import original
 
 from jaxunlearn import many as jmany
 from jaxunlearn import train as jtrain
-from jaxunlearn import unlearn as jun
 
 KEY = jax.random.key(21)
-
-
-CASES = [(name, "steps") for name in sorted(TINY)] + [(name, "scan") for name in ("finetune", "scrub", "lau")]
-
-
-@pytest.mark.parametrize("name,executor", CASES)
-def test_unlearn_many_equals_single_runs(name, executor, request, class_data):
-  """Two models with their own keys and learning rates in one many-model run (host-stepped: the chunk
-  vmapped, each step one jitted call; or one scanned program) equal two separate jitted runs (one scanned
-  program each). Host-stepped, a method binds one step function per training pass for the whole run (a new
-  closure per epoch would recompile every epoch; two epochs here), at most twice: full and last partial batch."""
-  from jaxunlearn.train import _loop
-
-  mlp_trained = original(name, request)
-  loops = executor == "steps" and name not in NO_LOOP
-  tiny = {**TINY[name], "epochs": 2} if loops else TINY[name]
-  method = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **tiny))
-  hp = VARY.get(name, "lr")
-  lrs = np.array([0.5, 2.0], np.float32) * np.float32(method.hparams[hp])
-  _loop._STEP_PROGRAMS.clear()
-  out, metrics = jmany.unlearn_many(mlp_trained, class_data, KEY, method, hparams={hp: lrs}, num_models=2,
-                                    progress=False, executor=executor)
-  if loops:
-    passes = PASSES.get(name, 1)
-    assert len({k[0] for k in _loop._STEP_PROGRAMS}) == passes, name
-    assert passes <= len(_loop._STEP_PROGRAMS) <= 2 * passes, name
-  single = jax.jit(method)
-  for m in range(2):
-    s, sm = single(mlp_trained, class_data, jax.random.fold_in(KEY, m), {hp: lrs[m]})
-    got = jmany.take(out, m)
-    for a, b in zip(jax.tree.leaves((got.params, got.batch_stats)), jax.tree.leaves((s.params, s.batch_stats))):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=f"{name} model {m}")
-    for k in sm:
-      np.testing.assert_allclose(np.asarray(metrics[k])[m], np.asarray(sm[k]), rtol=2e-4, atol=2e-5)
-  a, b = jmany.take(out, 0), jmany.take(out, 1)
-  assert max(float(jnp.max(jnp.abs(p - q))) for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params))) > 0
 
 
 def test_unlearn_many_rejects_bad_hparams_before_compiling(mlp_trained, class_data):
@@ -95,3 +54,19 @@ def test_steps_executor_refuses_group_strategies(blobs, tiny_model):
                      executor="steps", progress=False)
   assert jmany.run_settings("auto", 2, tiny_model) == ("scan", 2)
   assert jmany.run_settings("steps", "sequential", tiny_model) == ("steps", "sequential")
+
+
+def test_a_method_without_a_training_loop_runs_as_one_program_whatever_the_executor(monkeypatch, mlp_trained,
+                                                                                    class_data):
+  """Under ``steps`` a method with a training loop runs host-stepped; one without (SSD, Fisher, ...) has no
+  step to run on the host, so it runs as one compiled program, as a single run does (every operation
+  outside a step would otherwise run eagerly, one small compilation each)."""
+  from jaxunlearn.many import api
+  from jaxunlearn.many.programs import HostStepped
+
+  made = []
+  real = api.unlearn_program
+  monkeypatch.setattr(api, "unlearn_program", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+  for name, stepped in (("finetune", True), ("ssd", False)):
+    jmany.unlearn_many(mlp_trained, class_data, KEY, name, num_models=2, progress=False, executor="steps")
+    assert isinstance(made[-1], HostStepped) == stepped, name

@@ -72,28 +72,67 @@ def test_every_method_is_covered():
       assert all(v.dtype == jnp.float32 and v.shape == () for v in m.hparams.values())
 
 
+# Methods whose many-model run is also checked as one scanned program (one per loop shape that scan-specific
+# code touches: one pass, SCRUB's two passes, LAU's inner attack); every method is checked host-stepped.
+SCAN_MANY = ("finetune", "scrub", "lau")
+KEY = jax.random.key(21)
+
+
+def _assert_same(got, want, msg):
+  for a, b in zip(jax.tree.leaves((got.params, got.batch_stats)), jax.tree.leaves((want.params, want.batch_stats))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=msg)
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_vmap_over_hparams_and_keys_equals_separate_runs(name, request, class_data):
+def test_vmap_and_unlearn_many_equal_separate_runs(name, request, class_data):
+  """One method, three ways against the same separate runs (plain ``jax.jit``, one scanned program each,
+  compiled once: hyperparameters are data):
+
+  1. ``jax.vmap`` over 3 hyperparameter values x 2 keys in one jitted program;
+  2. ``unlearn_many`` of 2 models with their own keys (``fold_in(key, m)``) and values, host-stepped (the
+     chunk vmapped, each step one jitted call); for :data:`SCAN_MANY` also as one scanned program.
+     Host-stepped, a method binds one step function per training pass for the whole run (a new closure per
+     epoch would recompile every epoch; two epochs here), at most twice: full and last partial batch.
+
+  The hyperparameter reaches the computation: x0.5 and x2 give different weights.
+  """
+  from jaxunlearn import many as jmany
+  from jaxunlearn.train import _loop
+
   mlp_trained = original(name, request)
-  m = _method(name)
+  loops = name not in NO_LOOP
+  tiny = {**TINY[name], "epochs": 2} if loops else TINY[name]
+  m = jun.make(name, jun.replace(jun.get_method(name).config_cls(), **tiny))
   hp = VARY.get(name, "lr")
-  lrs = jnp.array([0.5, 1.0, 2.0], jnp.float32) * m.hparams[hp]
-  keys = jax.random.split(jax.random.key(3), 2)
-  over_keys = jax.vmap(m, in_axes=(None, None, 0, None))
-  grid = jax.jit(jax.vmap(over_keys, in_axes=(None, None, None, 0)))
-  out, _ = grid(mlp_trained, class_data, keys, {hp: lrs})
-  single = jax.jit(m)  # plain jit: the method's config is part of the function, hparams are data
-  runs = {}
-  for i in range(3):
-    for j in range(2):
-      s, _ = single(mlp_trained, class_data, keys[j], {hp: lrs[i]})
-      runs[i, j] = s
-      for a, b in zip(_leaves(out, i, j), _leaves(s)):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=f"{name} lr#{i} key#{j}")
+  vals = jnp.array([0.5, 1.0, 2.0], jnp.float32) * m.hparams[hp]
+  keys = jnp.stack([jax.random.fold_in(KEY, 0), jax.random.fold_in(KEY, 1)])  # unlearn_many's model keys
+  single = jax.jit(m)
+  runs = {(i, j): single(mlp_trained, class_data, keys[j], {hp: vals[i]}) for i in range(3) for j in range(2)}
   assert single._cache_size() == 1, "new hparams values must not recompile"
-  # the hyperparameter reaches the computation: x0.5 and x2 give different weights
-  diff = max(np.max(np.abs(a - b)) for a, b in zip(_leaves(runs[0, 0]), _leaves(runs[2, 0])))
+  diff = max(np.max(np.abs(a - b)) for a, b in zip(_leaves(runs[0, 0][0]), _leaves(runs[2, 0][0])))
   assert diff > 1e-6, name
+
+  over_keys = jax.vmap(m, in_axes=(None, None, 0, None))
+  out, _ = jax.jit(jax.vmap(over_keys, in_axes=(None, None, None, 0)))(mlp_trained, class_data, keys, {hp: vals})
+  for (i, j), (s, _) in runs.items():
+    for a, b in zip(_leaves(out, i, j), _leaves(s)):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=f"{name} vmap {hp}#{i} key#{j}")
+
+  pairs = [(0, 0), (2, 1)]  # model m: (value index, key index)
+  for executor in ("steps", "scan") if name in SCAN_MANY else ("steps",):
+    _loop._STEP_PROGRAMS.clear()
+    many, metrics = jmany.unlearn_many(mlp_trained, class_data, KEY, m, hparams={hp: vals[np.array([0, 2])]},
+                                       num_models=2, progress=False, executor=executor)
+    if executor == "steps" and loops:
+      passes = PASSES.get(name, 1)
+      assert len({k[0] for k in _loop._STEP_PROGRAMS}) == passes, name
+      assert passes <= len(_loop._STEP_PROGRAMS) <= 2 * passes, name
+    for mi, ij in enumerate(pairs):
+      s, sm = runs[ij]
+      _assert_same(jmany.take(many, mi), s, f"{name} unlearn_many {executor} model {mi}")
+      for k in sm:
+        np.testing.assert_allclose(np.asarray(metrics[k])[mi], np.asarray(sm[k]), rtol=2e-4, atol=2e-5,
+                                   err_msg=f"{name} {executor} metric {k}")
 
 
 def test_second_call_with_new_hparams_does_not_recompile(mlp_trained, class_data):
@@ -146,7 +185,7 @@ def test_register_is_public_and_rejects_duplicates():
 
 # One method per loop shape (one pass; SCRUB+Rewind's four passes with a rewind; UNSIR's impair then repair;
 # LAU's inner PGD attack): every method's host-stepped run, vmapped over two models, is checked against its
-# scanned runs (and its step functions counted) in test_many_methods.test_unlearn_many_equals_single_runs.
+# scanned runs (and its step functions counted) in test_vmap_and_unlearn_many_equal_separate_runs.
 STEPS_SINGLE = ("finetune", "scrub_rewind", "unsir", "lau")
 
 

@@ -213,7 +213,8 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
     num_models: M when neither the states nor the splits carry a model axis.
     mask: optional params-shaped 0/1 mask shared by all models.
     chunk_size, strategy, devices, checkpoint_dir, progress, on_chunk, to_host, executor: as in
-      :func:`train_many`.
+      :func:`train_many` (a method without a training loop, :func:`jaxunlearn.unlearn.trains`, runs as one
+      compiled program whatever the executor: it has no step to run on the host).
     desc: bar label (default: the method name).
     key_index: ``int [M]``; model m uses ``fold_in(key, key_index[m])`` (default ``m``).
 
@@ -221,6 +222,7 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
     ``(states, metrics)`` with a leading model axis M on every leaf.
   """
   from jaxunlearn.unlearn import UnlearnData
+  from jaxunlearn.unlearn import trains
 
   meth = resolve_method(method, config)
   name, config = meth.name, meth.config
@@ -261,6 +263,10 @@ def unlearn_many(states: ModelState, data_many, key, method, config=None, *, hpa
       raise ValueError(f"retain and forget overlap for model {j}")
   kd, impl = key_parts(key)
   executor, strategy = run_settings(executor, check_strategy(strategy, allow_auto=False), states.model)
+  if executor == "steps" and not trains(config):
+    # nothing to step (SSD, LFSSD, Fisher, influence): one compiled program, as a single run does
+    # (jaxunlearn.run._unlearn); under ``steps`` every operation outside a step would run eagerly
+    executor = "scan"
   mesh, chunk, strategy = prepare(total, chunk_size, devices, strategy)
   stacked = m_state is not None
   if mask is not None and not meth.supports_mask:
