@@ -183,7 +183,7 @@ def prepare(cfg: RunConfig) -> Prepared:
 
 # RunConfig fields that do not change what a job computes (how it reports, where it writes)
 _NOT_JOB = ("progress", "out", "overwrite", "command_line", "download", "data_dir", "cache_dir")
-RESUME_DIR = ".resume"          # OUT/.resume/original (a checkpoint): an unfinished run's original (removed when complete)
+RESUME_DIR = ".resume"          # OUT/.resume/original (a checkpoint; --seeds: originals, chunk checkpoints): an unfinished run's originals (removed when complete)
 LOCK_FILE = ".jaxunlearn.lock"  # OUT's lock (an flock; holds the pid of the run writing OUT)
 _LOCKS: dict[str, int] = {}     # folders this process holds: resolved path -> the lock file's descriptor
 
@@ -283,9 +283,7 @@ def claim_out(p: Prepared) -> Prepared:
     stale.unlink(missing_ok=True)  # what a run killed mid-write left (we hold the lock: no writer is running)
   checkpoint.remove_stale_tmp(p.out / RESUME_DIR)
   p.job, p.reused = job, bool(have and have.get("complete") is True)
-  p.resume = have if (p.reused or cfg.seeds == 1) else None
-  if have is not None and p.resume is None:
-    _log(p, f"[jaxunlearn] {p.out}: an unfinished run of this job; --seeds runs do not resume yet: running it again")
+  p.resume = have
   return p
 
 
@@ -370,7 +368,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
   cfg, ds, sp = p.cfg, p.ds, p.split
   key = jax.random.key(cfg.seed)
   all_idx = np.arange(len(ds.y_train))
-  done = _finished_models(p)  # an interrupted run of this job (claim_out): its finished models' entries
+  done = finished_models(p)  # an interrupted run of this job (claim_out): its finished models' entries
   results: dict[str, Any] = {
       "dataset": cfg.dataset, "model": cfg.model, "forget": cfg.forget, "seed": cfg.seed,
       "sizes": {"retain": int(len(sp.retain)), "forget": int(len(sp.forget)), "test": int(len(ds.y_test)),
@@ -492,7 +490,7 @@ def _job_entries(p: Prepared) -> dict:
   return out
 
 
-def _finished_models(p: Prepared) -> dict:
+def finished_models(p: Prepared) -> dict:
   """``{name: entry}`` of the models an interrupted run of this job finished (``p.resume``, set by
   :func:`claim_out`), accuracies read back as floats (``null`` -> NaN); empty for a fresh run."""
   if p.resume is None or p.resume.get("complete"):

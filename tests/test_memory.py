@@ -98,3 +98,34 @@ def test_a_chunk_out_of_memory_is_retried_at_half_the_size():
   with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):  # one model per device: nothing left to halve
     ChunkedRun(lambda pm, sh: program({"a": np.zeros(3)}, sh), {"a": np.arange(4.0)}, {"s": 0.0}, 4, 1,
                model_mesh(), progress=False)()
+
+
+def test_with_checkpoints_the_chunk_halves_until_one_is_saved(tmp_path):
+  """With a checkpoint folder, a chunk out of memory is still halved while nothing is saved (the manifest
+  records the size that ran, so the same run again loads every chunk without computing); once a chunk is
+  saved the size is fixed and the error asks for a smaller one."""
+  import json
+
+  from jaxunlearn.many.engine import ChunkedRun
+
+  sizes = []
+
+  def program(pm, sh, limit=2, after=None):
+    if isinstance(pm["a"], jax.core.Tracer):  # the shapes of a loaded chunk (jax.eval_shape): no computation
+      return {"b": pm["a"] * 2.0}
+    sizes.append(pm["a"].shape[0])
+    if pm["a"].shape[0] > limit or (after is not None and float(pm["a"][0]) >= after):
+      raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 12.0GiB")
+    return {"b": pm["a"] * 2.0}
+
+  pm, ck = {"a": np.arange(7, dtype=np.float32)}, tmp_path / "ck"
+  out = ChunkedRun(program, pm, {}, 7, 8, model_mesh(), ck, {"chunk_size": 8}, progress=False)()
+  np.testing.assert_array_equal(out["b"], np.arange(7) * 2.0)
+  assert sizes[:3] == [8, 4, 2] and json.loads((ck / "manifest.json").read_text())["chunk_size"] == 2
+  sizes.clear()
+  again = ChunkedRun(program, pm, {}, 7, 2, model_mesh(), ck, {"chunk_size": 2}, progress=False)()
+  assert sizes == [] and np.array_equal(again["b"], out["b"])  # every chunk loaded
+
+  with pytest.raises(MemoryError, match="pass a smaller chunk size"):  # chunk 0 saved, chunk 1 out of memory
+    ChunkedRun(lambda p, s: program(p, s, limit=4, after=4), pm, {}, 7, 4, model_mesh(), tmp_path / "c2",
+               {"chunk_size": 4}, progress=False)()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -199,6 +200,47 @@ def test_run_seeds_reports_mean_and_std_of_the_per_seed_values(tmp_path, capsys)
   assert r["mia_convention"] == {"mia": "scrub_logreg_loss"} and "scrub_logreg_loss" in table and "tow" in table
 
 
+def test_a_killed_seeds_run_resumes_after_its_finished_models(tmp_path, monkeypatch):
+  """``run --seeds``, killed while its third model (finetune) runs: results.json keeps the original and the
+  oracle; the same job again reuses their entries, loads the originals' weights (saved as they finished)
+  instead of training them, runs finetune only, and equals an uninterrupted run; .resume goes at the end."""
+  from jaxunlearn import checkpoint
+  from jaxunlearn.sweeps import engine
+
+  cfg = RunConfig(**TINY_JOB, methods=("finetune",), forget="class:3", seeds=2, out=str(tmp_path / "k"), evals=("tow",))
+  real_grid, real_load = engine.run_grid, checkpoint.load
+  ran, loads = [], []
+
+  def grid(name, *a, kill=None, **k):
+    if name == kill:
+      raise KeyboardInterrupt
+    ran.append(name)
+    return real_grid(name, *a, **k)
+
+  monkeypatch.setattr(engine, "run_grid", lambda *a, **k: grid(*a, kill="finetune", **k))
+  with pytest.raises(KeyboardInterrupt):
+    sweeps.run_job(cfg)
+  partial = json.loads((tmp_path / "k" / "results.json").read_text())
+  assert partial["complete"] is False and list(partial["models"]) == ["original", "retrain"]
+  assert (tmp_path / "k" / ".resume" / "originals").is_dir()
+
+  ran.clear()
+  monkeypatch.setattr(engine, "run_grid", grid)
+  monkeypatch.setattr(checkpoint, "load", lambda path, *a, **k: loads.append(path) or real_load(path, *a, **k))
+  _, r = sweeps.run_job(cfg)
+  assert r["complete"] and r["resumed"] == ["original", "retrain"] and ran == ["finetune"]
+  assert [p.relative_to(tmp_path / "k") for p in loads] == [Path(".resume/originals/chunk_00000")]
+  assert not (tmp_path / "k" / ".resume").exists()
+  for name in ("original", "retrain"):
+    assert r["models"][name] == partial["models"][name]
+
+  _, whole = sweeps.run_job(dataclasses.replace(cfg, out=str(tmp_path / "w")))
+  assert "resumed" not in whole
+  for name in ("original", "retrain", "finetune"):
+    assert r["models"][name]["acc_per_seed"] == whole["models"][name]["acc_per_seed"], name
+  assert r["models"]["finetune"]["evals_per_seed"] == whole["models"]["finetune"]["evals_per_seed"]
+
+
 def test_run_tuned_runs_the_default_grid_first_and_uses_its_choice(tmp_path, capsys):
   out = tmp_path / "r"
   code = cli.main(["run", "--dataset", "digits", "--train-subset", "300", "--test-subset", "150", "--model", "mlp",
@@ -281,3 +323,44 @@ def test_paired_margin_is_the_one_sided_t_tests_critical_gain():
   assert np.isnan(paired_margin(0.01, 1)) and np.isnan(paired_margin(float("nan"), 3))
   with pytest.raises(ValueError, match="level"):
     paired_margin(0.01, 3, level=1.5)
+
+
+def test_a_killed_tuning_job_resumes_from_its_finished_chunks(tmp_path, monkeypatch):
+  """A host-stepped sweep (what a CPU runs for a CNN; chunks of 2 models), killed while saving its 4th chunk:
+  the same job run again (as a new process: no originals kept in memory) loads the 3 finished chunks
+  (originals, oracles, the grid's first), computes only the last -- equal to what the killed run had
+  computed -- and writes results.json; the chunks are removed then."""
+  from jaxunlearn import checkpoint
+  from jaxunlearn.sweeps import tune as tune_mod
+
+  job = dict(TINY_JOB, epochs=1, executor="steps", train_subset=200)
+  cfg = sweeps.TuneConfig(**job, method="finetune", forget="class:3", grid=("finetune.lr=0.003,0.3",), seeds=2,
+                          chunk_size=2, out=str(tmp_path / "t"))
+  real_save, saved, lost = checkpoint.save, [], []
+
+  def save(path, tree, kill_at=None):
+    if kill_at is not None and len(saved) + 1 == kill_at:
+      lost.append(jax.tree.map(np.asarray, tree))
+      raise KeyboardInterrupt
+    saved.append((path, jax.tree.map(np.asarray, tree)))
+    return real_save(path, tree)
+
+  monkeypatch.setattr(checkpoint, "save", lambda p, t: save(p, t, kill_at=4))
+  tune_mod._PAIRS.clear()
+  with pytest.raises(KeyboardInterrupt):
+    sweeps.run_tune(cfg)
+  ck = tmp_path / "t" / ".resume"
+  assert [p.relative_to(ck).parts[1:] for p, _ in saved] == [
+      ("original", "chunk_00000"), ("retrain", "chunk_00000"), ("grid_0", "chunk_00000")]
+  assert not (tmp_path / "t" / "results.json").exists() and len(lost) == 1
+
+  saved.clear()
+  monkeypatch.setattr(checkpoint, "save", save)
+  tune_mod._PAIRS.clear()
+  r = sweeps.run_tune(cfg)
+  assert [p.parts[-2:] for p, _ in saved] == [("grid_0", "chunk_00001")]
+  for a, b in zip(jax.tree.leaves(saved[0][1]), jax.tree.leaves(lost[0])):
+    np.testing.assert_array_equal(a, b)
+  assert r["resumed"] is True and r["executor"] == "steps" and len(r["configs"]) == 2
+  assert json.loads((tmp_path / "t" / "results.json").read_text())["choice"] == r["choice"]
+  assert not ck.exists()

@@ -79,8 +79,9 @@ class ChunkedRun:
 
   A chunk that runs out of device memory (``RESOURCE_EXHAUSTED``) is retried at half the size (a
   multiple of the devices; said on the progress bar) down to one model per device; ``chunk`` then holds
-  the size that ran. Not with ``checkpoint_dir``, whose chunk files are numbered by a fixed size: there
-  the error says to pass a smaller chunk size.
+  the size that ran. With ``checkpoint_dir`` only while no chunk is finished (the manifest then records
+  the smaller size): finished chunk files are numbered by a fixed size, so later the error says to pass
+  a smaller chunk size.
   """
 
   program: Callable            # jitted: (per_model_chunk, shared) -> pytree with leading axis [c]
@@ -139,10 +140,16 @@ class ChunkedRun:
           except Exception as e:  # noqa: BLE001  (only out-of-memory is handled; everything else re-raised)
             if not is_out_of_memory(e) or c <= self.mesh.size:
               raise
-            if self.checkpoint_dir is not None:
-              raise MemoryError(f"a chunk of {c} models does not fit in device memory; with a checkpoint folder "
-                                f"the chunk size is fixed: pass a smaller chunk size (e.g. {c // 2})") from e
+            if self.checkpoint_dir is not None and lo > 0:
+              raise MemoryError(f"a chunk of {c} models does not fit in device memory; the checkpoints of the "
+                                f"finished chunks fix the chunk size: pass a smaller chunk size (e.g. {c // 2}) "
+                                "and a new checkpoint folder") from e
             self.chunk = max(self.mesh.size, (c // 2) // self.mesh.size * self.mesh.size)
+            if self.checkpoint_dir is not None:  # nothing saved yet: the manifest takes the smaller size
+              self.fingerprint = {**(self.fingerprint or {}), "chunk_size": self.chunk}
+              if jax.process_index() == 0:
+                (self.checkpoint_dir / "manifest.json").unlink(missing_ok=True)
+              check_manifest(self.checkpoint_dir, self.fingerprint)
             fn = self.program
             bar.write(f"{self.desc}: a chunk of {c} models ran out of device memory; retrying with {self.chunk}")
             continue

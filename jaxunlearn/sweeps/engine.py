@@ -10,6 +10,7 @@ blurred by seed noise).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Mapping
 
 import jax
@@ -57,21 +58,25 @@ def seed_key(root, name: str, s: int) -> jax.Array:
 
 
 def train_originals(model, train_cfg: TrainConfig, x, y, seeds: int, root, *, executor: str = "auto",
-                    progress: bool = True, chunk_size: int | None = None) -> tuple[ModelState, dict]:
-  """``seeds`` originals trained on all of ``(x, y)`` as one program: ``(states [S], info)``."""
+                    progress: bool = True, chunk_size: int | None = None,
+                    checkpoint_dir=None) -> tuple[ModelState, dict]:
+  """``seeds`` originals trained on all of ``(x, y)`` as one program: ``(states [S], info)``; with
+  ``checkpoint_dir`` each finished chunk is saved there and a rerun loads it (:func:`jaxunlearn.many.train_many`)."""
   info: dict = {}
   states, _ = many.train_many(original_key(root), (x, y), np.ones((seeds, len(y)), bool), train_cfg, model=model,
                               executor=executor, progress=progress, desc="original", info=info,
-                              chunk_size=sweep_chunk(chunk_size), strategy=sweep_strategy(executor, model))
+                              chunk_size=sweep_chunk(chunk_size), strategy=sweep_strategy(executor, model),
+                              checkpoint_dir=checkpoint_dir)
   return states, info
 
 
 def run_grid(name: str, config, originals: ModelState, data, root, *, seeds: int,
              hparams: Mapping[str, np.ndarray] | None = None, executor: str = "auto", progress: bool = True,
-             chunk_size: int | None = None, mask=None) -> ModelState:
+             chunk_size: int | None = None, mask=None, checkpoint_dir=None) -> ModelState:
   """K configurations (``hparams``: ``{option: [K]}``; none: K = 1) x S seeds of method ``name`` with
   ``config`` as ONE :func:`jaxunlearn.many.unlearn_many` program: states ``[K * S]``, model
-  ``k * S + s`` being configuration k on seed s's original with seed s's key."""
+  ``k * S + s`` being configuration k on seed s's original with seed s's key. With ``checkpoint_dir``
+  each finished chunk is saved there and a rerun with the same arguments loads it."""
   hparams = dict(hparams or {})
   ks = {len(v) for v in hparams.values()}
   if len(ks) > 1:
@@ -80,7 +85,7 @@ def run_grid(name: str, config, originals: ModelState, data, root, *, seeds: int
   strategy = sweep_strategy(executor, originals.model)
   if k > 1 and not jun.trains(config):
     return _grid_per_seed(name, config, originals, data, root, seeds, k, hparams, executor, progress,
-                          sweep_chunk(chunk_size), strategy, mask)
+                          sweep_chunk(chunk_size), strategy, mask, checkpoint_dir)
   seed_of = np.tile(np.arange(seeds), k)
   states = ModelState(*jax.tree.map(lambda a: a[seed_of], (originals.params, originals.batch_stats)),
                       originals.model)
@@ -90,12 +95,12 @@ def run_grid(name: str, config, originals: ModelState, data, root, *, seeds: int
                              chunk_size=sweep_chunk(chunk_size),
                              strategy=strategy,
                              desc=f"{name} ({k} config{'s' if k > 1 else ''} x {seeds} seed{'s' if seeds > 1 else ''})",
-                             mask=mask)
+                             mask=mask, checkpoint_dir=checkpoint_dir)
   return out
 
 
 def _grid_per_seed(name, config, originals, data, root, seeds, k, hparams, executor, progress, chunk, strategy,
-                   mask) -> ModelState:
+                   mask, checkpoint_dir) -> ModelState:
   """:func:`run_grid` for a method without a training loop (SSD, LFSSD, Fisher, influence): per seed, ONE
   original and ONE key with the K settings vmapped over them, so the method's work before its
   hyperparameters enter (the importances, the gradients) is done once per seed and chunk, not K times
@@ -106,7 +111,8 @@ def _grid_per_seed(name, config, originals, data, root, seeds, k, hparams, execu
     o, _ = many.unlearn_many(many.take(originals, s), data, method_key(root, name), name, config, hparams=hp,
                              num_models=k, key_index=np.full(k, s, np.int32), executor=executor, progress=progress,
                              chunk_size=chunk, strategy=strategy, mask=mask,
-                             desc=f"{name} ({k} configs, seed {s + 1} of {seeds})")
+                             desc=f"{name} ({k} configs, seed {s + 1} of {seeds})",
+                             checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"seed_{s}")
     outs.append(o)
   inter = lambda *a: np.stack([np.asarray(x) for x in a], axis=1).reshape(k * seeds, *np.shape(a[0])[1:])  # noqa: E731
   return ModelState(jax.tree.map(inter, *[o.params for o in outs]),

@@ -82,11 +82,26 @@ def _entry(ev: engine.Evaluated, seconds: float) -> dict:
           "finite": ev.finite.tolist(), "seconds": seconds}
 
 
+def _nan_for_null(v):
+  """A results.json value read back: ``null`` (how a NaN is written) -> NaN, in lists and dicts too."""
+  if isinstance(v, dict):
+    return {k: _nan_for_null(x) for k, x in v.items()}
+  if isinstance(v, list):
+    return [_nan_for_null(x) for x in v]
+  return float("nan") if v is None else v
+
+
 def run_seeds(p, on_model=None) -> dict:
   """Runs a prepared ``jaxunlearn run`` job (``p`` from :func:`jaxunlearn.run.prepare`) for
   ``p.cfg.seeds`` seeds; returns the results dict (``acc`` = mean over seeds, ``acc_std`` the
-  population std (ddof 0), ``acc_per_seed`` the values)."""
+  population std (ddof 0), ``acc_per_seed`` the values).
+
+  Resuming (``p.resume``, an interrupted run of the same job found by :func:`jaxunlearn.run.claim_out`): the
+  models it finished keep their entries (``"resumed"`` lists them), the originals are loaded from
+  ``OUT/.resume/originals`` (their finished chunks, saved as they finish), and the rest runs: a kill loses
+  at most the model (all its seeds) that was running."""
   cfg, ds, sp = p.cfg, p.ds, p.split
+  done = {n: _nan_for_null(e) for n, e in jrun.finished_models(p).items()}
   seeds = cfg.seeds
   root = jax.random.key(cfg.seed)
   kw = dict(executor=cfg.executor, progress=cfg.progress)
@@ -108,25 +123,42 @@ def run_seeds(p, on_model=None) -> dict:
       "forget_validation": source,
       "defaults": getattr(p, "defaults", {}),
   }
+  if done:
+    results["resumed"] = []
+    for k in ("warnings", "timing_notes"):  # those of the finished models
+      if p.resume.get(k):
+        results[k] = list(p.resume[k])
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / {len(ds.y_test)} test, "
           f"model {cfg.model}, forget {cfg.forget}, {seeds} seeds")
   t0 = time.perf_counter()
-  originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, seeds, root, **kw)
+  originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, seeds, root, **kw,
+                                           checkpoint_dir=p.out / jrun.RESUME_DIR / "originals")
   results["executor"] = info.get("executor")
   held = {"heldout": engine.EvalSet(ds.x_test[val], ds.y_test[val])}
   ev = engine.evaluate_states(originals, {**sets, **held})
-  results["models"]["original"] = _entry(ev, time.perf_counter() - t0)
   ctx = None
-  if cfg.evals:  # per seed, as a single run evaluates a model (the timing above excludes it)
+  if cfg.evals:
     results["mia_convention"] = eval_conventions(cfg.evals) or None
     ctx = EvalContext(p, ds.x_train[sp.forget], jax.random.fold_in(root, jrun.KEY_RANDOM_INIT))
     eval_sets = {k: (v.x, v.y) for k, v in sets.items()}
-    results["models"]["original"].update(seed_evals(p, ctx, originals, eval_sets, None, seeds))
+  if "original" in done:
+    results["models"]["original"] = done["original"]
+    results["resumed"].append("original")
+    _log(p, "  original     (finished before: reused)")
+  else:
+    results["models"]["original"] = _entry(ev, time.perf_counter() - t0)
+    if ctx is not None:  # per seed, as a single run evaluates a model (the timing above excludes it)
+      results["models"]["original"].update(seed_evals(p, ctx, originals, eval_sets, None, seeds))
+    _report(p, results, "original", None)
   heldout_acc = float(np.mean(ev.acc["heldout"]))
-  _report(p, results, "original", None)
   if on_model:
     on_model(results)
   for name in ("retrain",) + tuple(m for m in cfg.methods if m != "retrain"):
+    if name in done:  # finished by the interrupted run (same job, same data, same keys)
+      results["models"][name] = done[name]
+      results["resumed"].append(name)
+      _log(p, f"  {name:<12} (finished before: reused)")
+      continue
     t0 = time.perf_counter()
     states = engine.run_grid(name, p.method_cfgs[name], originals, data, root, seeds=seeds, **kw)
     jax.block_until_ready(states.params)

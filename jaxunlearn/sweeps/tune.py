@@ -6,14 +6,21 @@ forget set is drawn from the rest (with ``seed``). S originals (all of the rest)
 The selection (:mod:`jaxunlearn.sweeps.select`) reads retain, forget and validation accuracies and the
 simple MIA against held-out validation examples of the forget distribution -- never the test split,
 whose accuracies are reported only.
+
+Resuming. Every finished chunk of models is saved under ``OUT/.resume`` (:func:`resume_folder`): a killed
+job run again with the same command loads them, loses at most the chunk it was running, and ends with
+the uninterrupted job's numbers (``"resumed": true`` in results.json: its seconds cover the rest only).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -21,6 +28,7 @@ import numpy as np
 
 from jaxunlearn import data as jdata
 from jaxunlearn import unlearn as jun
+from jaxunlearn.atomic import jsonable
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
@@ -159,6 +167,38 @@ def _pair_fingerprint(pt: PreparedTune, data) -> tuple:
                               np.asarray(data.x_val), np.asarray(data.y_val)))
 
 
+RESUME_DIR = ".resume"  # OUT/.resume/tune-DIGEST: an unfinished tuning job's finished chunks (as jaxunlearn run's)
+_NOT_JOB = ("progress", "out", "download", "data_dir", "cache_dir")  # how a job reports, where data come from
+
+
+def resume_folder(pt: PreparedTune) -> Path:
+  """``OUT/.resume/tune-DIGEST``: where a tuning job saves every finished chunk of models (its originals,
+  oracles and each grid program), so that the same command after a kill loads them and loses at most the
+  chunk it was running. DIGEST fingerprints the job (every :class:`TuneConfig` field but how it reports
+  and where it writes, and the data as loaded); :func:`run_tune` removes the folder once results.json
+  is written."""
+  from jaxunlearn.many.resume import sha  # noqa: PLC0415
+
+  cfg, ds = pt.cfg, pt.run.ds
+  job = json.dumps(jsonable({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _NOT_JOB}),
+                   sort_keys=True)
+  digest = sha(np.frombuffer(job.encode(), np.uint8), ds.x_train, ds.y_train, ds.x_test, ds.y_test, pt.val_x, pt.val_y)
+  return Path(pt.run.out) / RESUME_DIR / f"tune-{digest}"
+
+
+def _claim_resume(pt: PreparedTune) -> Path:
+  """:func:`resume_folder`, after removing what other tuning jobs left in ``OUT/.resume`` (this job's
+  results.json replaces theirs anyway); says when it resumes."""
+  ck = resume_folder(pt)
+  for other in ck.parent.glob("tune-*"):
+    if other != ck:
+      _log(pt.cfg, f"[tune] removing {str(other)!r}: the unfinished chunks of another tuning job")
+      shutil.rmtree(other, ignore_errors=True)
+  if ck.exists():
+    _log(pt.cfg, f"[tune] resuming: the chunks this job finished before it stopped are loaded from {str(ck)!r}")
+  return ck
+
+
 def _sets(pt: PreparedTune) -> dict:
   p, cfg = pt.run, pt.cfg
   ds, sp = p.ds, p.split
@@ -202,6 +242,8 @@ def execute_tune(pt: PreparedTune) -> dict:
   kw = dict(executor=cfg.executor, progress=cfg.progress, chunk_size=cfg.chunk_size)
   _log(cfg, f"[tune] {name}: {k_count} configurations x {s_count} seeds in {len(pt.groups)} program(s); "
             f"{len(sp.retain)} retain / {len(sp.forget)} forget / {len(pt.val_y)} validation")
+  ck = _claim_resume(pt)
+  resumed = ck.exists()
   t0 = time.perf_counter()
   fp = _pair_fingerprint(pt, data)
   if fp in _PAIRS:  # the same originals and oracles as an earlier tuning job of this process
@@ -209,8 +251,10 @@ def execute_tune(pt: PreparedTune) -> dict:
     _log(cfg, "[tune] originals and oracles: reused from an earlier tuning job of this process (same data, "
               "model, training and seeds)")
   else:
-    originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, s_count, root, **kw)
-    oracles = engine.run_grid("retrain", p.method_cfgs["retrain"], originals, data, root, seeds=s_count, **kw)
+    originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, s_count, root, **kw,
+                                             checkpoint_dir=ck / "original")
+    oracles = engine.run_grid("retrain", p.method_cfgs["retrain"], originals, data, root, seeds=s_count, **kw,
+                              checkpoint_dir=ck / "retrain")
     _PAIRS.clear()  # keep one pair: a process tuning several methods on one job reuses it
     _PAIRS[fp] = (originals, oracles, info)
   t_pair = time.perf_counter() - t0
@@ -219,8 +263,9 @@ def execute_tune(pt: PreparedTune) -> dict:
   acc = {s: np.full((k_count, s_count), np.nan) for s in SPLITS}
   mia, finite = np.full((k_count, s_count), np.nan), np.zeros((k_count, s_count), bool)
   t1 = time.perf_counter()
-  for g in pt.groups:
-    states = engine.run_grid(name, g.config, originals, data, root, seeds=s_count, hparams=g.hparams, **kw)
+  for gi, g in enumerate(pt.groups):
+    states = engine.run_grid(name, g.config, originals, data, root, seeds=s_count, hparams=g.hparams, **kw,
+                             checkpoint_dir=ck / f"grid_{gi}")
     ev = engine.evaluate_states(states, sets)
     rows = np.asarray(g.indices)
     for s in SPLITS:
@@ -264,6 +309,7 @@ def execute_tune(pt: PreparedTune) -> dict:
       "configs": [],
       "seconds": {"originals_and_oracles": t_pair, "grid": t_grid,
                   "grid_per_config_seed": t_grid / max(1, k_count * s_count)},
+      "resumed": resumed,  # true: chunks of an interrupted run were loaded, so the seconds cover only the rest
       "executor": info.get("executor"),
       "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
   }
@@ -352,8 +398,13 @@ def _nan(v) -> float:
 
 def run_tune(cfg: TuneConfig) -> dict:
   """prepare + tune + write: ``OUT/results.json`` (every configuration x seed, the choice, the
-  objective) and ``OUT/sweep.png``."""
+  objective) and ``OUT/sweep.png``. A job killed before the end keeps every chunk of models it finished
+  in :func:`resume_folder`; the same command loads them and runs the rest."""
   pt = prepare_tune(cfg)
   results = execute_tune(pt)
   write_tune(pt.run.out, results)
+  ck = resume_folder(pt)
+  shutil.rmtree(ck, ignore_errors=True)
+  if ck.parent.is_dir() and not any(ck.parent.iterdir()):
+    ck.parent.rmdir()
   return results
