@@ -31,11 +31,11 @@ def test_anchor_pulls_towards_the_original_and_zero_changes_nothing(name, traine
   free, _ = method(trained, class_data, key, {"anchor": 0.0})
   pulled, _ = method(trained, class_data, key, {"anchor": 5.0})
   assert _dist(pulled.params, trained.params) < 0.5 * _dist(free.params, trained.params)
-  if name == "finetune":  # anchor 0 is exactly the plain retain-set training of before
+  if name == "finetune":  # anchor 0 is the plain retain-set training of before (two programs: up to rounding)
     plain, _ = jax.jit(lambda s, d, k: train_on(s, d, d.retain, k, base, jun.make(name, base).hparams))(
         trained, class_data, key)
     for a, b in zip(jax.tree.leaves(free.params), jax.tree.leaves(plain.params)):
-      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["finetune", "neggrad_plus"])

@@ -20,8 +20,10 @@ lau_jit = jax.jit(lau, static_argnames="config")
 STRONG = _cfg(LauConfig(), eps=1.0, step_size=1.0, lr=0.1)
 
 
-def _same(a, b):
-  return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+def _same(a, b, tol=0.0):
+  """Equal leaves (within ``tol``, absolute and relative: two different programs may round differently)."""
+  return all(np.allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol) if tol else np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def _accs(state, blobs, class_split):
@@ -58,7 +60,8 @@ def test_early_stop_is_a_pure_no_op(trained, class_data):
   assert bool(m["stopped"]) and int(m["updates"]) == 1
   one, m1 = lau_jit(trained, class_data, jax.random.key(0), _cfg(LauConfig(), eps=1.0, step_size=1.0, lr=0.1, epochs=1))
   assert int(m1["updates"]) == 1 and not bool(m1["stopped"])
-  assert _same(full.params, one.params)
+  # (a 3-epoch and a 1-epoch program: equal up to float32 rounding; one more update would move them ~1e-2)
+  assert _same(full.params, one.params, tol=1e-6)
   # Without the early stop the later epochs keep updating.
   nostop, m2 = lau_jit(trained, class_data, jax.random.key(0),
                        _cfg(LauConfig(), eps=1.0, step_size=1.0, lr=0.1, early_stop=False))

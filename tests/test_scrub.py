@@ -150,9 +150,14 @@ def test_jit_vmap_over_keys_matches_single_runs(trained, class_data):
     one, m1 = _jscrub(trained, class_data, keys[i], FAST)
     pairs = zip(jax.tree.leaves((many.params, many.batch_stats)), jax.tree.leaves((one.params, one.batch_stats)))
     for a, b in pairs:
-      np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(mm["min_loss"][i]), np.asarray(m1["min_loss"]), atol=1e-5,
-                               rtol=1e-5)
+      # float32 rounding of the batched vs the plain program, amplified by 3 epochs of SCRUB: 4e-7 under XLA's
+      # default CPU emitters, up to 3.3e-4 (one of 2,048 head weights) under the suite's faster-compiling ones
+      # (conftest: --xla_cpu_use_fusion_emitters=false); the two keys' models differ by 6e-2
+      np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=2e-4, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(mm["min_loss"][i]), np.asarray(m1["min_loss"]), atol=1e-4,
+                               rtol=1e-4)  # (2.2e-5 seen under the suite's emitters)
+  gap = max(float(np.max(np.abs(np.asarray(x[0]) - np.asarray(x[1])))) for x in jax.tree.leaves(many.params))
+  assert gap > 10 * 1e-3, gap  # the tolerance above would catch two models run with the same key
 
 
 def test_mask_leaves_unmasked_params_bit_identical(trained, class_data):

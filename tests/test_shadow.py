@@ -388,7 +388,8 @@ _SHARDED = textwrap.dedent("""
 def test_sharded_over_4_devices_equals_single_device(tmp_path, many, unlearned_many):
   """4 forced CPU devices (subprocess: this process is pinned to 1) give the single-device results."""
   path = str(tmp_path / "sharded.npz")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  flags = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=1", "")
+  env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   code = _SHARDED.format(tests=str(Path(__file__).parent), path=path)
   res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
   assert res.returncode == 0, res.stderr[-3000:]
