@@ -186,6 +186,11 @@ def resume_folder(pt: PreparedTune) -> Path:
   return Path(pt.run.out) / RESUME_DIR / f"tune-{digest}"
 
 
+def _has_chunks(ck: Path) -> bool:
+  """Whether ``ck`` holds a finished chunk to load (a folder with only manifests has nothing)."""
+  return any(ck.glob("*/chunk_*")) or any(ck.glob("*/seed_*/chunk_*"))
+
+
 def _claim_resume(pt: PreparedTune) -> Path:
   """:func:`resume_folder`, after removing what other tuning jobs left in ``OUT/.resume`` (this job's
   results.json replaces theirs anyway); says when it resumes."""
@@ -194,7 +199,7 @@ def _claim_resume(pt: PreparedTune) -> Path:
     if other != ck:
       _log(pt.cfg, f"[tune] removing {str(other)!r}: the unfinished chunks of another tuning job")
       shutil.rmtree(other, ignore_errors=True)
-  if ck.exists():
+  if _has_chunks(ck):
     _log(pt.cfg, f"[tune] resuming: the chunks this job finished before it stopped are loaded from {str(ck)!r}")
   return ck
 
@@ -243,7 +248,7 @@ def execute_tune(pt: PreparedTune) -> dict:
   _log(cfg, f"[tune] {name}: {k_count} configurations x {s_count} seeds in {len(pt.groups)} program(s); "
             f"{len(sp.retain)} retain / {len(sp.forget)} forget / {len(pt.val_y)} validation")
   ck = _claim_resume(pt)
-  resumed = ck.exists()
+  resumed = _has_chunks(ck)
   t0 = time.perf_counter()
   fp = _pair_fingerprint(pt, data)
   if fp in _PAIRS:  # the same originals and oracles as an earlier tuning job of this process
