@@ -381,11 +381,7 @@ def execute(p: Prepared, on_model: Callable[[dict], None] | None = None) -> dict
       "defaults": p.defaults,
       **_job_entries(p),
   }
-  if done:
-    results["resumed"] = []  # the models reused from the interrupted run
-    for k in ("warnings", "timing_notes"):  # those of the finished models
-      if p.resume.get(k):
-        results[k] = list(p.resume[k])
+  carry_resumed(p, done, results)
   if eval_conventions(cfg.evals):  # which membership-inference convention each number is
     results["mia_convention"] = eval_conventions(cfg.evals)
   if ds.notes:  # what the loader changed in the input (e.g. channels-first images transposed)
@@ -490,20 +486,37 @@ def _job_entries(p: Prepared) -> dict:
   return out
 
 
+def _nan_for_null(v):
+  """A results.json value read back: ``null`` (how :func:`jaxunlearn.atomic.jsonable` writes a NaN) -> NaN,
+  in nested lists and dicts too (new containers: the input is not changed)."""
+  if isinstance(v, dict):
+    return {k: _nan_for_null(x) for k, x in v.items()}
+  if isinstance(v, list):
+    return [_nan_for_null(x) for x in v]
+  return float("nan") if v is None else v
+
+
 def finished_models(p: Prepared) -> dict:
   """``{name: entry}`` of the models an interrupted run of this job finished (``p.resume``, set by
-  :func:`claim_out`), accuracies read back as floats (``null`` -> NaN); empty for a fresh run."""
+  :func:`claim_out`), numbers read back as floats (every ``null`` -> NaN); empty for a fresh run."""
   if p.resume is None or p.resume.get("complete"):
     return {}
-  done = {}
-  for name, e in (p.resume.get("models") or {}).items():
-    e = json.loads(json.dumps(e))
-    e["acc"] = {k: float("nan") if v is None else v for k, v in e["acc"].items()}
-    done[name] = e
+  done = {name: _nan_for_null(e) for name, e in (p.resume.get("models") or {}).items()}
   if done:
     _log(p, f"[jaxunlearn] resuming {str(p.out)!r}: {', '.join(done)} finished before (results.json); "
             "--overwrite starts over")
   return done
+
+
+def carry_resumed(p: Prepared, done: dict, results: dict) -> None:
+  """For a resumed run (``done``: :func:`finished_models`): ``results["resumed"]`` started (the reused models
+  are appended as they are reached) and the finished models' warnings and timing notes carried over."""
+  if not done:
+    return
+  results["resumed"] = []
+  for k in ("warnings", "timing_notes"):
+    if p.resume.get(k):
+      results[k] = list(p.resume[k])
 
 
 def _save_resume_original(p: Prepared, state: ModelState) -> None:

@@ -21,8 +21,9 @@ STRONG = _cfg(LauConfig(), eps=1.0, step_size=1.0, lr=0.1)
 
 
 def _same(a, b, tol=0.0):
-  """Equal leaves (within ``tol``, absolute and relative: two different programs may round differently)."""
-  return all(np.allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol) if tol else np.array_equal(np.asarray(x), np.asarray(y))
+  """Equal leaves (within ``tol``, absolute and relative: two different programs may round differently;
+  ``tol=0`` is exact equality)."""
+  return all(np.allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 

@@ -78,9 +78,10 @@ SCAN_MANY = ("finetune", "scrub", "lau")
 KEY = jax.random.key(21)
 
 
-def _assert_same(got, want, msg):
-  for a, b in zip(jax.tree.leaves((got.params, got.batch_stats)), jax.tree.leaves((want.params, want.batch_stats))):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=msg)
+def _assert_close(got, want, msg):
+  """Leaf lists (:func:`_leaves`) equal up to the float32 rounding of a batched vs a plain program."""
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=msg)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -115,8 +116,7 @@ def test_vmap_and_unlearn_many_equal_separate_runs(name, request, class_data):
   over_keys = jax.vmap(m, in_axes=(None, None, 0, None))
   out, _ = jax.jit(jax.vmap(over_keys, in_axes=(None, None, None, 0)))(mlp_trained, class_data, keys, {hp: vals})
   for (i, j), (s, _) in runs.items():
-    for a, b in zip(_leaves(out, i, j), _leaves(s)):
-      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=f"{name} vmap {hp}#{i} key#{j}")
+    _assert_close(_leaves(out, i, j), _leaves(s), f"{name} vmap {hp}#{i} key#{j}")
 
   pairs = [(0, 0), (2, 1)]  # model m: (value index, key index)
   for executor in ("steps", "scan") if name in SCAN_MANY else ("steps",):
@@ -129,7 +129,7 @@ def test_vmap_and_unlearn_many_equal_separate_runs(name, request, class_data):
       assert passes <= len(_loop._STEP_PROGRAMS) <= 2 * passes, name
     for mi, ij in enumerate(pairs):
       s, sm = runs[ij]
-      _assert_same(jmany.take(many, mi), s, f"{name} unlearn_many {executor} model {mi}")
+      _assert_close(_leaves(many, mi), _leaves(s), f"{name} unlearn_many {executor} model {mi}")
       for k in sm:
         np.testing.assert_allclose(np.asarray(metrics[k])[mi], np.asarray(sm[k]), rtol=2e-4, atol=2e-5,
                                    err_msg=f"{name} {executor} metric {k}")

@@ -82,15 +82,6 @@ def _entry(ev: engine.Evaluated, seconds: float) -> dict:
           "finite": ev.finite.tolist(), "seconds": seconds}
 
 
-def _nan_for_null(v):
-  """A results.json value read back: ``null`` (how a NaN is written) -> NaN, in lists and dicts too."""
-  if isinstance(v, dict):
-    return {k: _nan_for_null(x) for k, x in v.items()}
-  if isinstance(v, list):
-    return [_nan_for_null(x) for x in v]
-  return float("nan") if v is None else v
-
-
 def run_seeds(p, on_model=None) -> dict:
   """Runs a prepared ``jaxunlearn run`` job (``p`` from :func:`jaxunlearn.run.prepare`) for
   ``p.cfg.seeds`` seeds; returns the results dict (``acc`` = mean over seeds, ``acc_std`` the
@@ -101,7 +92,7 @@ def run_seeds(p, on_model=None) -> dict:
   ``OUT/.resume/originals`` (their finished chunks, saved as they finish), and the rest runs: a kill loses
   at most the model (all its seeds) that was running."""
   cfg, ds, sp = p.cfg, p.ds, p.split
-  done = {n: _nan_for_null(e) for n, e in jrun.finished_models(p).items()}
+  done = jrun.finished_models(p)
   seeds = cfg.seeds
   root = jax.random.key(cfg.seed)
   kw = dict(executor=cfg.executor, progress=cfg.progress)
@@ -123,11 +114,7 @@ def run_seeds(p, on_model=None) -> dict:
       "forget_validation": source,
       "defaults": getattr(p, "defaults", {}),
   }
-  if done:
-    results["resumed"] = []
-    for k in ("warnings", "timing_notes"):  # those of the finished models
-      if p.resume.get(k):
-        results[k] = list(p.resume[k])
+  jrun.carry_resumed(p, done, results)
   _log(p, f"[jaxunlearn] {cfg.dataset}: {len(sp.retain)} retain / {len(sp.forget)} forget / {len(ds.y_test)} test, "
           f"model {cfg.model}, forget {cfg.forget}, {seeds} seeds")
   t0 = time.perf_counter()

@@ -28,7 +28,6 @@ import numpy as np
 
 from jaxunlearn import data as jdata
 from jaxunlearn import unlearn as jun
-from jaxunlearn.atomic import jsonable
 from jaxunlearn.atomic import write_json_atomic
 from jaxunlearn.config import JobConfig
 from jaxunlearn.config import check_int
@@ -37,6 +36,9 @@ from jaxunlearn.errors import ConfigError
 from jaxunlearn.errors import user_input
 from jaxunlearn.evals import forget_distribution_index
 from jaxunlearn.health import model_warnings
+from jaxunlearn.many.resume import sha
+from jaxunlearn.run import RESUME_DIR
+from jaxunlearn.run import job_record
 from jaxunlearn.sweeps import engine
 from jaxunlearn.sweeps.grid import Grid
 from jaxunlearn.sweeps.grid import expand_grid
@@ -167,28 +169,20 @@ def _pair_fingerprint(pt: PreparedTune, data) -> tuple:
                               np.asarray(data.x_val), np.asarray(data.y_val)))
 
 
-RESUME_DIR = ".resume"  # OUT/.resume/tune-DIGEST: an unfinished tuning job's finished chunks (as jaxunlearn run's)
-_NOT_JOB = ("progress", "out", "download", "data_dir", "cache_dir")  # how a job reports, where data come from
-
-
 def resume_folder(pt: PreparedTune) -> Path:
   """``OUT/.resume/tune-DIGEST``: where a tuning job saves every finished chunk of models (its originals,
   oracles and each grid program), so that the same command after a kill loads them and loses at most the
-  chunk it was running. DIGEST fingerprints the job (every :class:`TuneConfig` field but how it reports
-  and where it writes, and the data as loaded); :func:`run_tune` removes the folder once results.json
-  is written."""
-  from jaxunlearn.many.resume import sha  # noqa: PLC0415
-
-  cfg, ds = pt.cfg, pt.run.ds
-  job = json.dumps(jsonable({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _NOT_JOB}),
-                   sort_keys=True)
-  digest = sha(np.frombuffer(job.encode(), np.uint8), ds.x_train, ds.y_train, ds.x_test, ds.y_test, pt.val_x, pt.val_y)
+  chunk it was running. DIGEST fingerprints the job (:func:`jaxunlearn.run.job_record` of its config, and
+  the data as loaded); :func:`run_tune` removes the folder once results.json is written."""
+  ds = pt.run.ds
+  job = np.frombuffer(json.dumps(job_record(pt.cfg), sort_keys=True).encode(), np.uint8)
+  digest = sha(job, ds.x_train, ds.y_train, ds.x_test, ds.y_test, pt.val_x, pt.val_y)
   return Path(pt.run.out) / RESUME_DIR / f"tune-{digest}"
 
 
 def _has_chunks(ck: Path) -> bool:
   """Whether ``ck`` holds a finished chunk to load (a folder with only manifests has nothing)."""
-  return any(ck.glob("*/chunk_*")) or any(ck.glob("*/seed_*/chunk_*"))
+  return any(ck.rglob("chunk_*"))
 
 
 def _claim_resume(pt: PreparedTune) -> Path:
@@ -235,8 +229,9 @@ def _mean_std(values: dict) -> tuple[dict, dict]:
   return {n: engine.seed_mean(v) for n, v in values.items()}, {n: engine.seed_std(v) for n, v in values.items()}
 
 
-def execute_tune(pt: PreparedTune) -> dict:
-  """Runs the prepared tuning job; returns the results dict (see :func:`run_tune`)."""
+def execute_tune(pt: PreparedTune, checkpoint_dir: Path | None = None) -> dict:
+  """Runs the prepared tuning job; returns the results dict (see :func:`run_tune`). With ``checkpoint_dir``
+  every finished chunk of models is saved there, and those already there are loaded."""
   cfg, p = pt.cfg, pt.run
   ds, sp, name = p.ds, p.split, cfg.method
   s_count, k_count = cfg.seeds, len(pt.points)
@@ -247,8 +242,11 @@ def execute_tune(pt: PreparedTune) -> dict:
   kw = dict(executor=cfg.executor, progress=cfg.progress, chunk_size=cfg.chunk_size)
   _log(cfg, f"[tune] {name}: {k_count} configurations x {s_count} seeds in {len(pt.groups)} program(s); "
             f"{len(sp.retain)} retain / {len(sp.forget)} forget / {len(pt.val_y)} validation")
-  ck = _claim_resume(pt)
-  resumed = _has_chunks(ck)
+  resumed = checkpoint_dir is not None and _has_chunks(checkpoint_dir)
+
+  def sub(part: str) -> Path | None:
+    return None if checkpoint_dir is None else checkpoint_dir / part
+
   t0 = time.perf_counter()
   fp = _pair_fingerprint(pt, data)
   if fp in _PAIRS:  # the same originals and oracles as an earlier tuning job of this process
@@ -257,9 +255,9 @@ def execute_tune(pt: PreparedTune) -> dict:
               "model, training and seeds)")
   else:
     originals, info = engine.train_originals(p.model, p.train_cfg, ds.x_train, sp.y_train, s_count, root, **kw,
-                                             checkpoint_dir=ck / "original")
+                                             checkpoint_dir=sub("original"))
     oracles = engine.run_grid("retrain", p.method_cfgs["retrain"], originals, data, root, seeds=s_count, **kw,
-                              checkpoint_dir=ck / "retrain")
+                              checkpoint_dir=sub("retrain"))
     _PAIRS.clear()  # keep one pair: a process tuning several methods on one job reuses it
     _PAIRS[fp] = (originals, oracles, info)
   t_pair = time.perf_counter() - t0
@@ -270,7 +268,7 @@ def execute_tune(pt: PreparedTune) -> dict:
   t1 = time.perf_counter()
   for gi, g in enumerate(pt.groups):
     states = engine.run_grid(name, g.config, originals, data, root, seeds=s_count, hparams=g.hparams, **kw,
-                             checkpoint_dir=ck / f"grid_{gi}")
+                             checkpoint_dir=sub(f"grid_{gi}"))
     ev = engine.evaluate_states(states, sets)
     rows = np.asarray(g.indices)
     for s in SPLITS:
@@ -406,9 +404,9 @@ def run_tune(cfg: TuneConfig) -> dict:
   objective) and ``OUT/sweep.png``. A job killed before the end keeps every chunk of models it finished
   in :func:`resume_folder`; the same command loads them and runs the rest."""
   pt = prepare_tune(cfg)
-  results = execute_tune(pt)
+  ck = _claim_resume(pt)
+  results = execute_tune(pt, ck)
   write_tune(pt.run.out, results)
-  ck = resume_folder(pt)
   shutil.rmtree(ck, ignore_errors=True)
   if ck.parent.is_dir() and not any(ck.parent.iterdir()):
     ck.parent.rmdir()
